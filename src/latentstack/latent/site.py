@@ -1,0 +1,111 @@
+"""A Site names one place inside an ``nn.Module`` where a latent state lives."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Mapping, Sequence, Union
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Site:
+    """The output (or positional input ``index``) of the submodule at ``module_path``.
+
+    ``module_path`` is the dotted name from ``nn.Module.named_modules()`` of the root the
+    site is resolved against ("" is the root itself). ``index`` selects one element
+    when the module returns (or takes) a tuple.
+    """
+
+    module_path: str
+    kind: Literal["output", "input"] = "output"
+    index: int | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("output", "input"):
+            raise ValueError(f"Site.kind must be 'output' or 'input', got {self.kind!r}")
+
+    def resolve(self, root: nn.Module) -> nn.Module:
+        try:
+            return root.get_submodule(self.module_path)
+        except AttributeError as exc:
+            raise KeyError(
+                f"site {self.module_path!r} not found in {type(root).__name__}; "
+                f"known modules start with: {[n for n, _ in root.named_modules()][:8]}"
+            ) from exc
+
+
+LatentSites = Mapping[str, Site]
+SiteSpec = Union[Mapping[str, Union[Site, str]], Sequence[Union[Site, str]], None]
+
+
+def site_name(site: Site) -> str:
+    """Default record name of an anonymous Site: its path, plus kind/index when not plain."""
+    name = site.module_path or "<root>"
+    if site.kind == "input":
+        name += ":input"
+    return name if site.index is None else f"{name}[{site.index}]"
+
+
+def lookup_site(model: nn.Module, key: str | Site, sites: LatentSites | None = None) -> Site:
+    """A Site for ``key``: a Site as is; a str as a name in ``sites`` (default
+    ``model.latent_sites()``), else as a module path. Unknown names raise KeyError."""
+    if isinstance(key, Site):
+        key.resolve(model)
+        return key
+    if sites is None and callable(getattr(model, "latent_sites", None)):
+        sites = model.latent_sites()
+    sites = sites or {}
+    if key in sites:
+        return sites[key]
+    if key in dict(model.named_modules()):
+        return Site(key)
+    raise KeyError(
+        f"unknown latent site {key!r} for {type(model).__name__}; declared sites: {sorted(sites)}; "
+        f"or give a module path from named_modules(), e.g. {[n for n, _ in model.named_modules()][1:9]}"
+    )
+
+
+def resolve_sites(model: nn.Module, spec: SiteSpec) -> dict[str, Site]:
+    """Normalise every accepted ``sites`` form to ``{name: Site}`` (None = all declared sites)."""
+    if spec is None:
+        if not callable(getattr(model, "latent_sites", None)):
+            raise ValueError(f"{type(model).__name__} declares no latent_sites(); pass sites explicitly")
+        spec = model.latent_sites()
+    if isinstance(spec, Mapping):
+        out = {name: lookup_site(model, s) for name, s in spec.items()}
+    else:
+        out = {}
+        for s in spec:
+            site = lookup_site(model, s)
+            out[s if isinstance(s, str) else site_name(site)] = site
+    for site in out.values():
+        site.resolve(model)
+    return out
+
+
+def get_value(site: Site, args: tuple, output: Any = None) -> torch.Tensor:
+    """The tensor a site names: ``output`` (or ``output[index]``) or ``args[index or 0]``."""
+    if site.kind == "input":
+        i = site.index or 0
+        if len(args) <= i:
+            raise ValueError(f"site {site.module_path!r} reads positional input {i}, but only {len(args)} given")
+        value = args[i]
+    else:
+        value = output if site.index is None else output[site.index]
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"site {site.module_path!r} ({site.kind}) holds {type(value).__name__}, not a Tensor; "
+                        "set Site.index to pick a tuple element")
+    return value
+
+
+def put_value(site: Site, container: Any, value: torch.Tensor) -> Any:
+    """``container`` with the site's tensor replaced (the whole thing when no index applies)."""
+    i = (site.index or 0) if site.kind == "input" else site.index
+    if i is None:
+        return value
+    items = list(container)
+    items[i] = value
+    return tuple(items) if isinstance(container, tuple) and type(container) is tuple else type(container)(items) \
+        if not hasattr(container, "_fields") else type(container)(*items)
