@@ -1,8 +1,10 @@
 """A Site names one place inside an ``nn.Module`` where a latent state lives."""
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping, Sequence, Union
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -37,7 +39,7 @@ class Site:
 
 
 LatentSites = Mapping[str, Site]
-SiteSpec = Union[Mapping[str, Union[Site, str]], Sequence[Union[Site, str]], None]
+SiteSpec = Mapping[str, Site | str] | Sequence[Site | str] | None
 
 
 def site_name(site: Site) -> str:
@@ -107,5 +109,13 @@ def put_value(site: Site, container: Any, value: torch.Tensor) -> Any:
         return value
     items = list(container)
     items[i] = value
-    return tuple(items) if isinstance(container, tuple) and type(container) is tuple else type(container)(items) \
-        if not hasattr(container, "_fields") else type(container)(*items)
+    if hasattr(container, "_fields"):  # namedtuple
+        return type(container)(*items)
+    return tuple(items) if isinstance(container, tuple) else type(container)(items)
+
+
+def sites_from_prefix(model: nn.Module, pattern: str, kind: Literal["output", "input"] = "output") -> dict[str, Site]:
+    """``{path: Site(path)}`` for every module whose dotted path matches ``pattern``, where ``*``
+    matches one path segment, e.g. ``"blocks.*"`` -> blocks.0, blocks.1, ... (not blocks.0.fc)."""
+    rx = re.compile("\\.".join(re.escape(p).replace("\\*", "[^.]*") for p in pattern.split(".")) + r"\Z")
+    return {n: Site(n, kind=kind) for n, _ in model.named_modules() if rx.match(n)}
