@@ -45,6 +45,9 @@ def _prepare(package_dir: str) -> bool:
     """Returns True when the shim had to register its CPU ops."""
     import torch
 
+    if _LIBS:
+        return True
+
     try:
         torch.ops.load_library(os.path.join(package_dir, "_C.so"))
         return False
@@ -60,18 +63,29 @@ def _prepare(package_dir: str) -> bool:
 
 
 class _TorchvisionFinder(importlib.abc.MetaPathFinder):
+    """Patches the loader of every spec it hands out (``importlib.util.find_spec`` may ask
+    first and throw its spec away), and leaves ``sys.meta_path`` once torchvision executes."""
+
+    _busy = False
+
     def find_spec(self, name, path, target=None):
-        if name != "torchvision":
+        if name != "torchvision" or self._busy:
             return None
-        sys.meta_path.remove(self)
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        self._busy = True
+        try:
+            spec = importlib.machinery.PathFinder.find_spec(name, path)
+        finally:
+            self._busy = False
         if spec is None or spec.loader is None or spec.origin is None:
             return spec
         loader = spec.loader
         original_exec = loader.exec_module
         package_dir = os.path.dirname(spec.origin)
+        finder = self
 
         def exec_module(module):
+            if finder in sys.meta_path:
+                sys.meta_path.remove(finder)
             shimmed = _prepare(package_dir)
             original_exec(module)
             if shimmed:
