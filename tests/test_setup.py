@@ -19,6 +19,6 @@ def test_lerobot_imports_first_in_a_fresh_interpreter():
         "boxes = torch.tensor([[0, 0, 1, 1], [0, 0, 1, 1.1], [2, 2, 3, 3.0]])\n"
         "print(torchvision.ops.nms(boxes, torch.tensor([0.9, 0.8, 0.7]), 0.5).tolist())\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[0, 2]"

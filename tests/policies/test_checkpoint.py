@@ -23,14 +23,6 @@ from latentstack.policies.vla import VLAConfig, VLAPolicy, WordTokenizer, get_vl
 TASKS = ["close the drawer", "open the door"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_policy(**kw) -> VLAPolicy:
     cfg = get_vla_config("vla_tiny", vocab=tuple(WordTokenizer.build(TASKS).vocab), **kw)
     p = VLAPolicy(cfg)

@@ -17,14 +17,6 @@ EPISODE_LENGTHS = [12, 9, 14, 10]
 IMAGE = 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_synthetic_dataset(root: Path) -> Path:
     """Same features as the MetaWorld recorder's dataset, at 32² for speed."""
     import torchvision  # noqa: F401  (see train._import_lerobot_dataset)

@@ -20,15 +20,6 @@ def tiny_config(**kw) -> VLAConfig:
     return get_vla_config("vla_tiny", vocab=vocab, **kw)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny models gain nothing from threads, and 2 threads on a shared 2-core machine oversubscribe badly
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def policy(_one_thread) -> VLAPolicy:
     return VLAPolicy(tiny_config())

@@ -50,7 +50,7 @@ class NoisyPolicy:
 SUITE = Suite(
     name="line",
     tasks=(TaskSpec("line-a", "go right", 8), TaskSpec("line-b", "go right", 6)),
-    seeds={"train": range(0, 10), "select": range(10, 20), "test": range(20, 40)},
+    seeds={"train": range(10), "select": range(10, 20), "test": range(20, 40)},
     image_size=8,
     camera="none",
 )

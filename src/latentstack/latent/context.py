@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
-_ANNOTATIONS: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("latent_annotations", default={})
+_ANNOTATIONS: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("latent_annotations", default=None)
 
 
 @contextlib.contextmanager
 def annotate(**meta: Any) -> Iterator[None]:
-    token = _ANNOTATIONS.set({**_ANNOTATIONS.get(), **meta})
+    token = _ANNOTATIONS.set({**(_ANNOTATIONS.get() or {}), **meta})
     try:
         yield
     finally:
@@ -23,4 +24,4 @@ def annotate(**meta: Any) -> Iterator[None]:
 
 
 def current_annotations() -> dict[str, Any]:
-    return dict(_ANNOTATIONS.get())
+    return dict(_ANNOTATIONS.get() or {})

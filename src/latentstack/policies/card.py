@@ -28,20 +28,28 @@ def render_card(
     lines = [
         f"# {name}",
         "",
-        "Small pi0-like VLA (conv vision encoder, word-level language embeddings trained here, "
-        "transformer backbone over image + language + state tokens, flow-matching action expert).",
+        (
+            "Small pi0-like VLA (conv vision encoder, word-level language embeddings trained here, "
+            "transformer backbone over image + language + state tokens, flow-matching action expert)."
+        ),
         "",
         "## How it was made",
         "",
         f"- **tasks**: {', '.join(tasks)} (suite `{meta['suite']}`)",
-        f"- **demos**: {ds['episodes']} scripted-expert episodes, {ds['frames']} frames "
-        f"(MetaWorld `Sawyer*V3Policy`, successful episodes only, suite *train* seeds)",
-        f"- **steps**: {train_log['step']} at batch {tc['batch_size']}, AdamW lr {tc['lr']}, "
-        f"cosine with {tc['warmup_steps']} warm-up steps; **seed** {tc['seed']}",
+        (
+            f"- **demos**: {ds['episodes']} scripted-expert episodes, {ds['frames']} frames "
+            "(MetaWorld `Sawyer*V3Policy`, successful episodes only, suite *train* seeds)"
+        ),
+        (
+            f"- **steps**: {train_log['step']} at batch {tc['batch_size']}, AdamW lr {tc['lr']}, "
+            f"cosine with {tc['warmup_steps']} warm-up steps; **seed** {tc['seed']}"
+        ),
         f"- **wall time**: {wall / 60:.1f} min on a 2-core CPU" if wall else "- **wall time**: n/a",
-        f"- **parameters**: {train_log['num_parameters'] / 1e6:.2f} M; image {pc['image_size']}², "
-        f"d_model {pc['d_model']}, backbone {pc['backbone_layers']} layers, expert {pc['expert_layers']} layers, "
-        f"chunk H={pc['chunk_size']} (executes {pc['n_action_steps']}), K={pc['num_inference_steps']} Euler steps",
+        (
+            f"- **parameters**: {train_log['num_parameters'] / 1e6:.2f} M; image {pc['image_size']}², "
+            f"d_model {pc['d_model']}, backbone {pc['backbone_layers']} layers, expert {pc['expert_layers']} layers, "
+            f"chunk H={pc['chunk_size']} (executes {pc['n_action_steps']}), K={pc['num_inference_steps']} Euler steps"
+        ),
         "",
         "Commands:",
         "",
@@ -49,11 +57,15 @@ def render_card(
         *commands,
         "```",
         "",
-        f"## Evaluation ({meta['split']} seeds {meta['seeds'][0]}–{meta['seeds'][-1]}, "
-        f"{len(meta['seeds'])} per task, same seeds for every condition)",
+        (
+            f"## Evaluation ({meta['split']} seeds {meta['seeds'][0]}–{meta['seeds'][-1]}, "
+            f"{len(meta['seeds'])} per task, same seeds for every condition)"
+        ),
         "",
-        "Success with Wilson 95% intervals. `untrained` is the same architecture and normalisation "
-        "with random weights, evaluated in the same run.",
+        (
+            "Success with Wilson 95% intervals. `untrained` is the same architecture and normalisation "
+            "with random weights, evaluated in the same run."
+        ),
         "",
         "| task | " + " | ".join(conds) + " |",
         "|---|" + "---|" * len(conds),

@@ -7,7 +7,8 @@ Observations are plain dicts so the robot-side client never needs the model stac
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Mapping, Protocol, runtime_checkable
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 

@@ -557,10 +557,8 @@ def _train(cfg: TrainConfig, data: FrameCache | None) -> Path:
     return final
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="python -m latentstack.policies.train", description=__doc__.split("\n")[0]
-    )
+def add_train_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The training flags, shared by ``python -m latentstack.policies.train`` and ``lstack train``."""
     ap.add_argument("--dataset", required=True, help="LeRobotDataset root directory")
     ap.add_argument("--repo-id", default=None, help="dataset repo id (default local/<root name>)")
     ap.add_argument("--out", required=True, help="output directory")
@@ -579,7 +577,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--time-budget-s", type=float, default=None, help="checkpoint and stop after this long")
     ap.add_argument("--no-resume", action="store_true")
     ap.add_argument("--no-progress", action="store_true")
-    a = ap.parse_args(argv)
+    return ap
+
+
+def run_from_args(a: argparse.Namespace) -> int:
     kw = {
         "dataset_root": a.dataset,
         "repo_id": a.repo_id,
@@ -604,6 +605,13 @@ def main(argv: list[str] | None = None) -> int:
     final = train(cfg)
     print(final)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m latentstack.policies.train", description=__doc__.split("\n")[0]
+    )
+    return run_from_args(add_train_arguments(ap).parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -108,7 +108,7 @@ class MLP(nn.Module):
 
 
 class BackboneLayer(nn.Module):
-    """Pre-LN transformer layer over the prefix tokens."""
+    """Pre-LN transformer layer over the prefix tokens (optionally attending to extra prefix K/V)."""
 
     def __init__(self, cfg: VLAConfig) -> None:
         super().__init__()
@@ -117,8 +117,10 @@ class BackboneLayer(nn.Module):
         self.ln2 = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
         self.mlp = MLP(cfg.d_model, cfg.mlp_dim)
 
-    def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
-        x = x + self.attn(self.ln1(x), attn_mask)
+    def forward(
+        self, x: Tensor, attn_mask: Tensor | None = None, prefix_kv: tuple[Tensor, Tensor] | None = None
+    ) -> Tensor:
+        x = x + self.attn(self.ln1(x), attn_mask, prefix_kv=prefix_kv)
         return x + self.mlp(self.ln2(x))
 
 
@@ -137,19 +139,12 @@ class Backbone(nn.Module):
         return self.norm(x)
 
 
-class ExpertLayer(nn.Module):
-    """Action-expert layer: returns the action tokens' residual stream (B, H, d)."""
-
-    def __init__(self, cfg: VLAConfig) -> None:
-        super().__init__()
-        self.ln1 = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
-        self.attn = Attention(cfg.d_model, cfg.num_heads)
-        self.ln2 = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
-        self.mlp = MLP(cfg.d_model, cfg.mlp_dim)
+class ExpertLayer(BackboneLayer):
+    """Action-expert layer: same block, queries from the action tokens, keys/values over
+    concat(backbone output, action tokens); returns the action tokens' residual stream (B, H, d)."""
 
     def forward(self, x: Tensor, prefix_kv: tuple[Tensor, Tensor], attn_mask: Tensor | None = None) -> Tensor:
-        x = x + self.attn(self.ln1(x), attn_mask, prefix_kv=prefix_kv)
-        return x + self.mlp(self.ln2(x))
+        return super().forward(x, attn_mask, prefix_kv=prefix_kv)
 
 
 def sinusoidal_time_embedding(t: Tensor, dim: int, min_period: float, max_period: float) -> Tensor:
