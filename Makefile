@@ -25,6 +25,7 @@ test-fast: setup
 
 bench: setup
 	$(PY) benchmarks/render_fps.py
+	$(PY) benchmarks/kernels.py
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks

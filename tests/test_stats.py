@@ -27,3 +27,11 @@ def test_wilson_rejects_impossible_counts():
 def test_percentile_ms():
     assert percentile_ms([0.001, 0.002, 0.003], 50) == pytest.approx(2.0)
     assert math.isnan(percentile_ms([], 50))
+
+
+def test_wilson_contains_the_estimate_for_every_count():
+    for n in range(1, 201):
+        for k in (0, 1, n // 2, n - 1, n):
+            lo, hi = wilson_interval(k, n)
+            assert 0.0 <= lo <= k / n <= hi <= 1.0, (k, n, lo, hi)
+        assert wilson_interval(0, n)[0] == 0.0 and wilson_interval(n, n)[1] == 1.0
