@@ -18,6 +18,7 @@ def render_card(
     evaluation: dict[str, Any],
     recording: dict[str, Any] | None,
     commands: list[str],
+    notes: list[str] | None = None,
 ) -> str:
     tc, pc, ds = train_log["train_config"], train_log["policy_config"], train_log["dataset"]
     hist = train_log.get("history", [])
@@ -86,6 +87,8 @@ def render_card(
         lines += ["", "## Demonstrations", "", "| task | expert successes | mean steps to success |", "|---|---|---|"]
         for task, r in recording.get("tasks", {}).items():
             lines.append(f"| {task} | {r['successes']}/{r['attempts']} | {r['steps_to_success_mean']:.1f} |")
+    if notes:
+        lines += ["", "## Notes", "", *[f"- {n}" for n in notes]]
     return "\n".join(lines) + "\n"
 
 
@@ -96,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval", required=True, help="eval JSON written by `lstack eval --out`")
     ap.add_argument("--recording", default=None, help="recording.json of the demo dataset")
     ap.add_argument("--command", action="append", default=[], help="a command that produced it (repeat)")
+    ap.add_argument("--note", action="append", default=[], help="a limitation or caveat to state (repeat)")
     a = ap.parse_args(argv)
     out = Path(a.policy_dir)
     recording = json.loads(Path(a.recording).read_text()) if a.recording else None
@@ -105,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         json.loads(Path(a.eval).read_text()),
         recording,
         a.command,
+        a.note,
     )
     (out / "CARD.md").write_text(text)
     print(out / "CARD.md")
