@@ -35,7 +35,7 @@ TAP_CELLS = [
         "    a0 = policy.select_action(obs)\n"
         "h = tap.stack(names[-1])\n"
         "print(names[-1], tuple(h.shape), [m['denoise_step'] for m in tap.meta(names[-1])])\n"
-        "assert h.shape[0] == policy.config.num_denoise_steps"
+        "assert h.shape[0] == policy.config.num_inference_steps"
     ),
     new_code_cell(
         "with Intervention(policy, {n: (lambda v, meta: v) for n in names}):\n"
