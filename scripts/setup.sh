@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.venv
 STAMP="$VENV/.setup-stamp"
-want=$(cat scripts/setup.sh scripts/torchvision_shim.py constraints.txt requirements.txt requirements-nodeps.txt pyproject.toml | sha256sum | cut -c1-16)
+want=$(cat scripts/setup.sh scripts/torchvision_shim.py constraints.txt requirements.txt requirements-nodeps.txt pyproject.toml setup.py setup.cfg | sha256sum | cut -c1-16)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
   exit 0
 fi

@@ -129,6 +129,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not Path(policy).exists():
         print(f"shipped checkpoint {policy} is missing", file=sys.stderr)
         return 2
+    if args.graph:
+        from latentstack import launch_cli
+
+        return launch_cli.main(
+            [args.graph, "--episodes", str(args.episodes_per_task), "--policy", policy, "--compare-eval"]
+        )
     conditions = {"vla": policy}
     if not args.no_baseline:
         conditions["untrained"] = f"random:{policy}"
@@ -168,7 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--episodes-per-task", type=int, default=10)
     d.add_argument("--no-baseline", action="store_true", help="skip the untrained-policy baseline")
     d.add_argument("--out", default="outputs/demo")
+    d.add_argument("--graph", default=None,
+                   help="run the closed loop through a node graph (e.g. ros/graphs/metaworld.yaml) instead")
     d.set_defaults(func=cmd_demo)
+
+    from latentstack.launch_cli import add_launch_parser
+
+    add_launch_parser(sub)
     return p
 
 

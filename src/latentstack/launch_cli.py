@@ -1,0 +1,188 @@
+"""``lstack launch GRAPH``: run a node graph file without ROS (one process, or one per group over DDS).
+
+Wired into ``latentstack.cli`` with ``add_launch_parser(subparsers)``. Examples::
+
+    lstack launch ros/graphs/metaworld.yaml --episodes 2
+    lstack launch ros/graphs/metaworld.yaml --tasks drawer-close-v3 --policy random:policies/vla_metaworld_mt6
+    lstack launch ros/graphs/metaworld.yaml --episodes 1 --multiprocess --domain-id 17
+    lstack launch ros/graphs/metaworld.yaml --episodes 2 --compare-eval    # asserts == lstack eval
+    lstack launch ros/graphs/metaworld.yaml --record outputs/bag --set policy_node.torch_threads=1
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_launch_parser", "cmd_launch", "main"]
+
+
+def add_launch_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Adds the ``launch`` subcommand to an ``argparse`` subparsers object."""
+    p = subparsers.add_parser(
+        "launch", help="run a node graph (ros/graphs/*.yaml) in one process or as DDS processes",
+        description="Run a latentstack node graph without ROS 2: sim bridge -> policy node -> sim bridge.",
+    )
+    p.add_argument("graph", help="graph file, e.g. ros/graphs/metaworld.yaml")
+    p.add_argument("--episodes", type=int, default=None, help="episodes per task (sim bridge episodes_per_task)")
+    p.add_argument("--tasks", default=None, help="comma-separated task subset, e.g. drawer-close-v3,door-close-v3")
+    p.add_argument("--split", default=None, choices=["train", "select", "test"], help="seed split")
+    p.add_argument("--policy", default=None, help="policy checkpoint / random:<dir> for every policy node")
+    p.add_argument("--transport", default=None, choices=["inproc", "dds"], help="override the graph's transport")
+    p.add_argument("--multiprocess", action="store_true", help="one process per 'process' group, over Cyclone DDS")
+    p.add_argument("--domain-id", type=int, default=None, help="DDS domain id (dds / multiprocess)")
+    p.add_argument("--dds-config", default="loopback",
+                   help="loopback (127.0.0.1 only, the default) | default (Cyclone defaults / $CYCLONEDDS_URI, "
+                        "to meet ROS 2 nodes on other hosts) | path to a cyclonedds.xml")
+    p.add_argument("--record", default=None, metavar="PATH", help="enable the recorder, writing a rosbag2/MCAP here")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="NODE.PARAM=VALUE",
+                   help="override a node parameter (value parsed as YAML); repeatable")
+    p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
+    p.add_argument("--compare-eval", action="store_true",
+                   help="also run `evaluate` on the same seeds and fail unless the outcomes are identical")
+    p.add_argument("--out", default=None, help="write results + node statistics as JSON here")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=cmd_launch)
+    return p
+
+
+def _apply_overrides(spec: Any, args: argparse.Namespace) -> None:
+    from latentstack.ros.graph import parse_set_option
+
+    for sim in spec.nodes_of("sim_bridge"):
+        if args.episodes is not None:
+            sim.params["episodes_per_task"] = args.episodes
+        if args.tasks:
+            sim.params["tasks"] = [t.strip() for t in args.tasks.split(",") if t.strip()]
+        if args.split:
+            sim.params["split"] = args.split
+    if args.policy:
+        for pol in spec.nodes_of("policy"):
+            pol.params["policy"] = args.policy
+    if args.record:
+        recs = [n for n in spec.nodes if n.kind == "recorder"]
+        if not recs:
+            raise SystemExit("--record: the graph has no recorder node")
+        recs[0].enabled = True
+        recs[0].params["path"] = args.record
+    for opt in args.sets:
+        node, key, value = parse_set_option(opt)
+        spec.set_param(node, key, value)
+    spec.validate()
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from latentstack.ros.graph import load_graph
+
+    try:
+        spec = load_graph(args.graph)
+        _apply_overrides(spec, args)
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        print(f"lstack launch: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return _run(spec, args)
+    except (FileNotFoundError, KeyError, NotImplementedError, RuntimeError, TimeoutError) as exc:
+        print(f"lstack launch: {exc.args[0] if isinstance(exc, KeyError) and exc.args else exc}", file=sys.stderr)
+        return 2
+
+
+def _run(spec: Any, args: argparse.Namespace) -> int:
+    from latentstack.ros.launcher import run_inprocess, run_multiprocess
+    from latentstack.sim.evaluation import ConditionResult, outcome_table
+
+    policies: dict[str, Any] = {}
+    if args.multiprocess:
+        if args.compare_eval:
+            print("lstack launch: --compare-eval needs the in-process run", file=sys.stderr)
+            return 2
+        run = run_multiprocess(spec, domain_id=args.domain_id, timeout=args.timeout or 3600.0,
+                               config=args.dds_config)
+    else:
+        node_kwargs: dict[str, dict[str, Any]] = {}
+        if args.compare_eval:
+            from latentstack.nodes.policy_node import load_policy
+
+            for pn in spec.nodes_of("policy"):
+                policies[pn.name] = load_policy(pn.typed_params())
+                node_kwargs[pn.name] = {"policy": policies[pn.name]}
+        run = run_inprocess(spec, transport=args.transport, timeout=args.timeout, node_kwargs=node_kwargs,
+                            domain_id=args.domain_id, config=args.dds_config)
+    if not run.results:
+        print("lstack launch: no episode finished", file=sys.stderr)
+        return 1
+    table = {"graph": ConditionResult("graph", list(run.results))}
+    mode = "multiprocess/dds" if args.multiprocess else (args.transport or spec.transport)
+    print(f"graph {spec.name} | {mode} | {len(run.results)} episodes | {run.wall_s:.1f} s")
+    rc = 0
+    if args.compare_eval:
+        ref = _evaluate_same_seeds(spec, policies)
+        table["evaluate"] = ref
+        same = [(e.task, e.seed, e.success, e.length) for e in run.results] == \
+               [(e.task, e.seed, e.success, e.length) for e in ref.episodes]
+        print(f"node graph vs evaluate on the same seeds: {'IDENTICAL' if same else 'DIFFERENT'}")
+        rc = 0 if same else 1
+    print(outcome_table(table))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(run.to_dict(), indent=2, default=str))
+    return rc if run.finished else 1
+
+
+def _evaluate_same_seeds(spec: Any, policies: dict[str, Any]) -> Any:
+    """``evaluate`` on the sim bridge's (task, seed) plan, with the policy node's policy object."""
+    import dataclasses
+
+    import torch
+
+    from latentstack.nodes.sim_bridge import plan_episodes
+    from latentstack.sim.evaluation import ConditionResult, evaluate, run_episode
+    from latentstack.sim.metaworld_env import MetaWorldLangEnv
+    from latentstack.sim.suites import TaskSpec
+
+    sims = spec.nodes_of("sim_bridge")
+    if len(sims) != 1 or len(policies) != 1:
+        raise SystemExit("--compare-eval needs exactly one sim bridge and one policy node")
+    params = sims[0].typed_params()
+    episodes, suite = plan_episodes(params)
+    policy = next(iter(policies.values()))
+    image_size, camera = params.image_size or suite.image_size, params.camera or suite.camera
+    with torch.inference_mode():
+        if not params.seeds:  # the harness itself, on the same task subset and seeds
+            tasks = tuple(dict.fromkeys(TaskSpec(e.task, e.instruction, e.max_episode_steps) for e in episodes))
+            sub = dataclasses.replace(suite, tasks=tasks, image_size=image_size, camera=camera)
+            return evaluate(sub, {"evaluate": policy}, params.episodes_per_task, split=params.split,
+                            progress=False)["evaluate"]
+        torch.set_num_threads(1)
+        out = ConditionResult("evaluate")
+        env, task = None, None
+        for ep in episodes:  # explicit seeds: the same loop evaluate runs
+            if ep.task != task:
+                if env is not None:
+                    env.close()
+                env = MetaWorldLangEnv(ep.task, image_size=image_size, camera=camera,
+                                       max_episode_steps=ep.max_episode_steps, instruction=ep.instruction)
+                task = ep.task
+            out.episodes.append(run_episode(env, policy, ep.seed))
+        if env is not None:
+            env.close()
+        return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry (``python -m latentstack.launch_cli GRAPH ...``), same flags as ``lstack launch``."""
+    ap = argparse.ArgumentParser(prog="lstack")
+    add_launch_parser(ap.add_subparsers(dest="command", required=True))
+    args = ap.parse_args(["launch", *(sys.argv[1:] if argv is None else argv)])
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

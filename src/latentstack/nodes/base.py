@@ -1,0 +1,302 @@
+"""Node cores without ROS: a core = typed parameters + callbacks + timers on a :class:`Transport`.
+
+A core never imports rclpy. The same class runs on the in-process bus (tests, one-process
+graphs), on Cyclone DDS (separate processes, visible to ROS 2) or inside the thin rclpy
+wrappers of :mod:`latentstack.ros`. Callbacks are guarded: a message that fails validation
+(:class:`~latentstack.msgs.MessageError`) is logged (rate-limited) and counted, any other
+exception is logged with its traceback and counted, and the node keeps running.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+import types
+import typing
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar, TypeVar
+
+from latentstack import msgs
+from latentstack.transport import NodeId, Publisher, QoSProfile, Subscription, Transport, resolve_topic
+from latentstack.transport.names import validate_namespace, validate_node_name
+
+__all__ = ["Executor", "NodeCore", "ParameterError", "Timer", "params_from_mapping", "params_to_dict"]
+
+P = TypeVar("P")
+
+
+class ParameterError(ValueError):
+    """A node parameter is unknown, of the wrong type, or out of range."""
+
+
+# ----------------------------------------------------------------------------- parameters
+def _coerce(name: str, hint: Any, value: Any) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(name, a, value)
+            except ParameterError as exc:
+                errors.append(str(exc))
+        raise ParameterError("; ".join(errors))
+    if origin is tuple:
+        if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+            value = (value,)
+        item = args[0] if args else Any
+        return tuple(_coerce(name, item, v) for v in value)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise ParameterError(f"parameter {name!r}: expected a bool, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)) or (
+            isinstance(value, float) and not value.is_integer()
+        ):
+            raise ParameterError(f"parameter {name!r}: expected an int, got {value!r}")
+        try:
+            return int(value)
+        except ValueError:
+            raise ParameterError(f"parameter {name!r}: expected an int, got {value!r}") from None
+    if hint is float:
+        if isinstance(value, bool):
+            raise ParameterError(f"parameter {name!r}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ParameterError(f"parameter {name!r}: expected a number, got {value!r}") from None
+    if hint is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ParameterError(f"parameter {name!r}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def params_from_mapping(cls: type[P], values: Mapping[str, Any] | None = None, **overrides: Any) -> P:
+    """Typed, validated parameters from YAML/CLI values; unknown keys are an error (typos fail loudly)."""
+    data = {**(values or {}), **overrides}
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ParameterError(f"unknown parameter(s) {unknown} for {cls.__name__}; known: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {k: _coerce(k, hints[k], v) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except ParameterError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ParameterError(f"{cls.__name__}: {exc}") from None
+
+
+def params_to_dict(params: Any) -> dict[str, Any]:
+    """Plain YAML-able dict (tuples -> lists) of a parameter dataclass."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(params).items()}
+
+
+def check(cond: bool, message: str) -> None:
+    """Parameter validation helper for ``__post_init__``."""
+    if not cond:
+        raise ParameterError(message)
+
+
+def check_finite(name: str, value: float) -> None:
+    check(math.isfinite(value), f"parameter {name!r} must be finite, got {value}")
+
+
+# ----------------------------------------------------------------------------- timers / nodes
+class Timer:
+    """Periodic callback on the transport clock (fired by :class:`Executor` or an rclpy timer)."""
+
+    def __init__(self, period_s: float, callback: Callable[[], None], clock: Callable[[], int]) -> None:
+        if not period_s > 0:
+            raise ParameterError(f"timer period must be > 0, got {period_s}")
+        self.period_ns = round(period_s * 1e9)
+        self.callback = callback
+        self._clock = clock
+        self.next_ns = clock() + self.period_ns
+        self.cancelled = False
+
+    @property
+    def period_s(self) -> float:
+        return self.period_ns / 1e9
+
+    def due_in_s(self, now_ns: int | None = None) -> float:
+        now = self._clock() if now_ns is None else now_ns
+        return max(0.0, (self.next_ns - now) / 1e9)
+
+    def fire_if_due(self, now_ns: int | None = None) -> bool:
+        now = self._clock() if now_ns is None else now_ns
+        if self.cancelled or now < self.next_ns:
+            return False
+        # skip missed periods instead of bursting (a slow policy must not queue up stale ticks)
+        missed = (now - self.next_ns) // self.period_ns
+        self.next_ns += (missed + 1) * self.period_ns
+        self.callback()
+        return True
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class NodeCore:
+    """Base class of the node cores: name/namespace, guarded endpoints, timers, error counters."""
+
+    default_name: ClassVar[str] = "node"
+    Params: ClassVar[type] = object
+
+    def __init__(self, transport: Transport, params: Any = None, *, name: str | None = None,
+                 namespace: str = "/") -> None:
+        self.transport = transport
+        self.params = params if params is not None else self.Params()
+        self.name = validate_node_name(name or self.default_name)
+        self.namespace = validate_namespace(namespace)
+        self.node_id = NodeId(self.name, self.namespace)
+        self.log = logging.getLogger(f"latentstack.nodes.{self.name}")
+        self.timers: list[Timer] = []
+        self.publishers: list[Publisher] = []
+        self.subscriptions: list[Subscription] = []
+        self.counters: Counter[str] = Counter()
+        self._last_warn: dict[str, float] = {}
+        self.closed = False
+        transport.register_node(self.node_id)
+
+    # -- endpoints
+    def topic(self, name: str) -> str:
+        return resolve_topic(name, self.namespace, self.name)
+
+    def create_publisher(self, topic: str, msgtype: str, qos: QoSProfile | str | None = None) -> Publisher:
+        pub = self.transport.create_publisher(self.topic(topic), msgtype, qos, node=self.node_id)
+        self.publishers.append(pub)
+        return pub
+
+    def create_subscription(self, topic: str, msgtype: str, callback: Callable[[Any], None],
+                            qos: QoSProfile | str | None = None, *, raw: bool = False) -> Subscription:
+        sub = self.transport.create_subscription(self.topic(topic), msgtype, self._guard(callback, topic), qos,
+                                                 raw=raw, node=self.node_id)
+        self.subscriptions.append(sub)
+        return sub
+
+    def create_timer(self, period_s: float, callback: Callable[[], None]) -> Timer:
+        t = Timer(period_s, self._guard_timer(callback), self.transport.now_ns)
+        self.timers.append(t)
+        return t
+
+    # -- robustness
+    def warn(self, key: str, message: str, *args: Any, every_s: float = 5.0) -> None:
+        """Counted, rate-limited warning (one line per ``key`` every ``every_s``)."""
+        self.counters[key] += 1
+        now = time.monotonic()
+        if now - self._last_warn.get(key, -math.inf) >= every_s:
+            self._last_warn[key] = now
+            n = self.counters[key]
+            self.log.warning("[%s] " + message + (f" (x{n})" if n > 1 else ""), self.name, *args)
+
+    def _guard(self, callback: Callable[[Any], None], topic: str) -> Callable[[Any], None]:
+        def guarded(msg: Any) -> None:
+            if self.closed:
+                return
+            try:
+                callback(msg)
+            except msgs.MessageError as exc:
+                self.warn("invalid_message", "ignored message on %s: %s", topic, exc)
+            except Exception:
+                self.counters["callback_error"] += 1
+                self.log.exception("[%s] callback for %s failed; node keeps running", self.name, topic)
+
+        return guarded
+
+    def _guard_timer(self, callback: Callable[[], None]) -> Callable[[], None]:
+        def guarded() -> None:
+            if self.closed:
+                return
+            try:
+                callback()
+            except Exception:
+                self.counters["timer_error"] += 1
+                self.log.exception("[%s] timer callback failed; node keeps running", self.name)
+
+        return guarded
+
+    def stats(self) -> dict[str, Any]:
+        """Counters plus per-subscription receive/decode-error counts (for logs and tests)."""
+        return {
+            "counters": dict(self.counters),
+            "subscriptions": {s.topic: {"received": s.received, "decode_errors": s.decode_errors}
+                              for s in self.subscriptions},
+            "published": {p.topic: p.published for p in self.publishers},
+        }
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for t in self.timers:
+            t.cancel()
+        for e in [*self.publishers, *self.subscriptions]:
+            e.close()
+        self.transport.unregister_node(self.node_id)
+
+
+class Executor:
+    """Single-threaded executor: delivers messages and fires timers of the nodes it holds."""
+
+    def __init__(self, nodes: Iterable[NodeCore] = ()) -> None:
+        self.nodes: list[NodeCore] = []
+        for n in nodes:
+            self.add(n)
+
+    def add(self, node: NodeCore) -> None:
+        self.nodes.append(node)
+
+    @property
+    def transports(self) -> list[Transport]:
+        seen: dict[int, Transport] = {}
+        for n in self.nodes:
+            seen.setdefault(id(n.transport), n.transport)
+        return list(seen.values())
+
+    def _next_timer_s(self) -> float:
+        due = [t.due_in_s() for n in self.nodes if not n.closed for t in n.timers if not t.cancelled]
+        return min(due) if due else math.inf
+
+    def spin_once(self, timeout: float = 0.0) -> int:
+        """Delivers what is pending (waiting up to ``timeout`` or until the next timer), fires due timers."""
+        transports = self.transports
+        wait = min(timeout, self._next_timer_s())
+        n = 0
+        for i, t in enumerate(transports):
+            if not t.closed:
+                n += t.spin_once(wait if i == 0 else 0.0)
+        for node in self.nodes:
+            if node.closed:
+                continue
+            now = node.transport.now_ns()
+            for timer in list(node.timers):
+                if timer.fire_if_due(now):
+                    n += 1
+        return n
+
+    def spin_until(self, predicate: Callable[[], bool], timeout: float | None = None, poll_s: float = 0.05) -> bool:
+        """Spins until ``predicate()`` is true (True) or ``timeout`` seconds pass (False)."""
+        end = math.inf if timeout is None else time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() >= end:
+                return False
+            self.spin_once(poll_s)
+        return True
+
+    def close(self) -> None:
+        for n in self.nodes:
+            n.close()

@@ -1,0 +1,91 @@
+"""The node graph's wire interface: default topic names, message types, QoS and episode events.
+
+Only standard ROS 2 types are used so a stock ROS 2 install can talk to the nodes:
+
+=====================  ==================================  ====================
+topic (relative)       type                                QoS
+=====================  ==================================  ====================
+``camera/image_raw``   sensor_msgs/msg/Image (rgb8)        sensor_data
+``camera/camera_info`` sensor_msgs/msg/CameraInfo          sensor_data
+``joint_states``       sensor_msgs/msg/JointState          sensor_data
+``instruction``        std_msgs/msg/String                 transient_local
+``action``             std_msgs/msg/Float32MultiArray      default (reliable)
+``episode``            diagnostic_msgs/msg/DiagnosticStatus  reliable, transient_local, depth 10
+=====================  ==================================  ====================
+
+Image and JointState of one observation carry the same header stamp (sim time of the step),
+which is how the policy node pairs them. Episode events are DiagnosticStatus messages named
+``episode`` whose ``message`` is ``start`` or ``end`` and whose key/values carry task, seed,
+instruction, success and length.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from latentstack import msgs
+from latentstack.transport import QoSProfile
+from latentstack.transport.qos import Durability, History, Reliability
+
+__all__ = [
+    "ACTION_TYPE",
+    "CAMERA_INFO_TYPE",
+    "EPISODE_QOS",
+    "EPISODE_TYPE",
+    "IMAGE_TYPE",
+    "INSTRUCTION_TYPE",
+    "JOINT_STATE_TYPE",
+    "EpisodeEvent",
+    "decode_episode_event",
+    "episode_event_msg",
+]
+
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
+JOINT_STATE_TYPE = "sensor_msgs/msg/JointState"
+INSTRUCTION_TYPE = "std_msgs/msg/String"
+ACTION_TYPE = "std_msgs/msg/Float32MultiArray"
+EPISODE_TYPE = "diagnostic_msgs/msg/DiagnosticStatus"
+
+EPISODE_QOS = QoSProfile(Reliability.RELIABLE, Durability.TRANSIENT_LOCAL, History.KEEP_LAST, 10)
+INSTRUCTION_QOS = "transient_local"
+
+
+@dataclass(frozen=True)
+class EpisodeEvent:
+    event: str  # "start" | "end"
+    task: str = ""
+    seed: int | None = None
+    instruction: str = ""
+    success: bool = False
+    length: int = 0
+    index: int = 0  # episode number within the run
+
+
+def episode_event_msg(ev: EpisodeEvent, distro: str | None = None) -> Any:
+    values: dict[str, Any] = {"task": ev.task, "instruction": ev.instruction, "index": ev.index}
+    if ev.seed is not None:
+        values["seed"] = ev.seed
+    if ev.event == "end":
+        values.update(success=str(bool(ev.success)).lower(), length=ev.length)
+    return msgs.new(EPISODE_TYPE, distro, level=0, name="episode", message=ev.event,
+                    hardware_id="latentstack_sim", values=msgs.kv_pairs(values, distro))
+
+
+def decode_episode_event(msg: Any) -> EpisodeEvent | None:
+    """EpisodeEvent from a DiagnosticStatus, None if it is some other diagnostic; MessageValueError if garbled."""
+    if msg.name != "episode":
+        return None
+    if msg.message not in ("start", "end"):
+        raise msgs.MessageValueError(f"episode event {msg.message!r} is neither 'start' nor 'end'")
+    kv: Mapping[str, str] = {v.key: v.value for v in msg.values}
+    try:
+        seed = int(kv["seed"]) if kv.get("seed", "") != "" else None
+        return EpisodeEvent(
+            event=msg.message, task=kv.get("task", ""), seed=seed, instruction=kv.get("instruction", ""),
+            success=kv.get("success", "false") == "true", length=int(kv.get("length", 0) or 0),
+            index=int(kv.get("index", 0) or 0),
+        )
+    except ValueError as exc:
+        raise msgs.MessageValueError(f"garbled episode event: {exc}") from None

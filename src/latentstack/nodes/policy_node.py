@@ -1,0 +1,330 @@
+"""Policy node core: synchronized observations -> Policy -> clamped actions, with a watchdog.
+
+Inputs: ``camera/image_raw`` (Image) + ``joint_states`` (JointState) paired by header stamp,
+``instruction`` (String) and ``episode`` events (start => ``policy.reset(seed)``).
+Output: ``action`` (Float32MultiArray, ``action_dim`` values).
+
+Two triggers:
+
+- ``observation`` (lockstep): exactly one action per new synchronized observation. An
+  observation whose stamp is not newer than the last one acted on waits for the next
+  episode-start event, so an episode's first frame is never answered by the previous
+  episode's policy state, on any transport.
+- ``timer``: one action every ``1 / control_rate_hz`` s from the latest observation; when
+  image or state is older than ``watchdog_timeout_s`` (or missing) the node publishes the
+  hold action instead (zero motion, gripper kept, by default).
+
+Actions that come out non-finite are replaced by the hold action; all actions are clamped to
+``[action_low, action_high]``. Steering (COAST), quantization (QuantVLA) and residual
+(KORR) switches are parameters that are validated here and handed to adapters registered
+with :func:`register_policy_adapter`; the methods themselves land in later issues, and
+until an adapter is registered enabling a switch fails at construction (never silently).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from latentstack import msgs
+from latentstack.policies.protocol import Policy
+
+from .base import NodeCore, check, check_finite
+from .interfaces import (
+    ACTION_TYPE,
+    EPISODE_QOS,
+    EPISODE_TYPE,
+    IMAGE_TYPE,
+    INSTRUCTION_QOS,
+    INSTRUCTION_TYPE,
+    JOINT_STATE_TYPE,
+    decode_episode_event,
+)
+
+__all__ = [
+    "ADAPTER_KINDS",
+    "PolicyNodeCore",
+    "PolicyNodeParams",
+    "apply_policy_adapters",
+    "register_policy_adapter",
+    "resolve_policy_path",
+]
+
+TRIGGERS = ("observation", "timer")
+HOLD_MODES = ("zero_motion", "zeros", "last")
+QUANT_MODES = ("none", "w8a8", "w4a8")
+ADAPTER_KINDS = ("quantization", "steering", "residual")  # the order they are applied in
+
+PolicyAdapter = Callable[[Any, "PolicyNodeParams"], Any]
+POLICY_ADAPTERS: dict[str, PolicyAdapter] = {}
+
+
+def register_policy_adapter(kind: str, adapter: PolicyAdapter, *, overwrite: bool = False) -> None:
+    """Hook for the COAST / QuantVLA / KORR issues: ``adapter(policy, params) -> policy``."""
+    if kind not in ADAPTER_KINDS:
+        raise ValueError(f"unknown adapter kind {kind!r}; choose one of {ADAPTER_KINDS}")
+    if kind in POLICY_ADAPTERS and not overwrite:
+        raise ValueError(f"a {kind} adapter is already registered")
+    POLICY_ADAPTERS[kind] = adapter
+
+
+@dataclass(frozen=True)
+class PolicyNodeParams:
+    """Parameters of the policy node (ROS parameter names are the field names)."""
+
+    policy: str = "policies/vla_metaworld_mt6"  # checkpoint dir, "random:<dir>" or a registered name
+    image_topic: str = "camera/image_raw"
+    state_topic: str = "joint_states"
+    instruction_topic: str = "instruction"
+    episode_topic: str = "episode"
+    action_topic: str = "action"
+    state_joints: tuple[str, ...] = ("hand_x", "hand_y", "hand_z", "gripper")  # () = message order
+    default_instruction: str = ""
+    trigger: str = "observation"  # observation (lockstep) | timer
+    control_rate_hz: float = 80.0
+    watchdog_timeout_s: float = 0.25
+    sync_tolerance_s: float = 0.0  # max |stamp(image) - stamp(state)| of one observation
+    wait_for_episode: bool = False  # act only after an episode-start event (sim graphs)
+    action_dim: int = 4
+    action_low: tuple[float, ...] = (-1.0,)  # one value (broadcast) or action_dim values
+    action_high: tuple[float, ...] = (1.0,)
+    hold_mode: str = "zero_motion"  # zero_motion (first motion_dims zeroed, rest kept) | zeros | last
+    motion_dims: int = 3
+    seed: int = 0  # noise seed until the first episode event
+    torch_threads: int = 1
+    # switches for later issues (validated and passed to registered adapters)
+    quantization: str = "none"  # none | w8a8 | w4a8 (QuantVLA)
+    quant_calibration: str = ""  # calibration artifact path
+    steering: str = ""  # conceptor artifact path (COAST); "" = off
+    steering_beta: float = 0.0
+    residual: str = ""  # residual head artifact path (KORR); "" = off
+
+    def __post_init__(self) -> None:
+        check(bool(self.policy), "parameter 'policy' must name a checkpoint, 'random:<dir>' or a registry name")
+        check(self.trigger in TRIGGERS, f"trigger must be one of {TRIGGERS}, got {self.trigger!r}")
+        check(self.hold_mode in HOLD_MODES, f"hold_mode must be one of {HOLD_MODES}, got {self.hold_mode!r}")
+        check(self.quantization in QUANT_MODES, f"quantization must be one of {QUANT_MODES}, got {self.quantization!r}")
+        for name in ("control_rate_hz", "watchdog_timeout_s", "sync_tolerance_s", "steering_beta"):
+            check_finite(name, getattr(self, name))
+        check(self.control_rate_hz > 0, f"control_rate_hz must be > 0, got {self.control_rate_hz}")
+        check(self.watchdog_timeout_s > 0, f"watchdog_timeout_s must be > 0, got {self.watchdog_timeout_s}")
+        check(self.sync_tolerance_s >= 0, f"sync_tolerance_s must be >= 0, got {self.sync_tolerance_s}")
+        check(self.action_dim >= 1, f"action_dim must be >= 1, got {self.action_dim}")
+        check(0 <= self.motion_dims <= self.action_dim, f"motion_dims must be in [0, action_dim], got {self.motion_dims}")
+        check(self.torch_threads >= 1, f"torch_threads must be >= 1, got {self.torch_threads}")
+        lo, hi = self.bounds()
+        check(bool(np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))), "action bounds must be finite")
+        check(bool(np.all(lo <= hi)), f"action_low {tuple(lo)} must be <= action_high {tuple(hi)}")
+        check(self.steering_beta >= 0, f"steering_beta must be >= 0, got {self.steering_beta}")
+        check(self.steering_beta == 0 or bool(self.steering), "steering_beta > 0 needs a 'steering' artifact")
+        check(not self.quant_calibration or self.quantization != "none",
+              "quant_calibration is set but quantization is 'none'")
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        def vec(v: tuple[float, ...], name: str) -> np.ndarray:
+            a = np.asarray(v, dtype=np.float32).reshape(-1)
+            check(a.size in (1, self.action_dim), f"{name} needs 1 or action_dim={self.action_dim} values, got {a.size}")
+            return np.broadcast_to(a, (self.action_dim,)).copy()
+
+        return vec(self.action_low, "action_low"), vec(self.action_high, "action_high")
+
+    def enabled_adapters(self) -> list[str]:
+        on = {"quantization": self.quantization != "none", "steering": bool(self.steering),
+              "residual": bool(self.residual)}
+        return [k for k in ADAPTER_KINDS if on[k]]
+
+
+def resolve_policy_path(spec: str) -> str:
+    """Relative checkpoint paths: the cwd first, then the repository root (``random:`` kept)."""
+    if spec.startswith("random:"):
+        return "random:" + resolve_policy_path(spec[len("random:"):])
+    p = Path(spec)
+    if p.is_absolute() or p.exists() or os.sep not in spec and "/" not in spec:
+        return spec
+    try:
+        from latentstack.sim.suites import repo_root
+
+        cand = repo_root() / p
+    except FileNotFoundError:
+        return spec
+    return str(cand) if cand.exists() else spec
+
+
+def apply_policy_adapters(policy: Any, params: PolicyNodeParams) -> Any:
+    """Applies the enabled quantization -> steering -> residual adapters; fails loudly if one is missing."""
+    for path_param in ("steering", "residual", "quant_calibration"):
+        v = getattr(params, path_param)
+        if v and not Path(v).exists():
+            raise FileNotFoundError(f"parameter {path_param!r}: no such artifact {v}")
+    for kind in params.enabled_adapters():
+        adapter = POLICY_ADAPTERS.get(kind)
+        if adapter is None:
+            raise NotImplementedError(
+                f"policy node: '{kind}' is enabled but no {kind} adapter is registered; the method "
+                "(quantization: QuantVLA, steering: COAST, residual: KORR) lands in a later issue"
+            )
+        policy = adapter(policy, params)
+    return policy
+
+
+def load_policy(params: PolicyNodeParams) -> Policy:
+    import torch
+
+    from latentstack.policies.factory import make_policy
+
+    torch.set_num_threads(params.torch_threads)
+    policy = make_policy(resolve_policy_path(params.policy))
+    if hasattr(policy, "eval"):
+        policy.eval()
+    return policy
+
+
+class PolicyNodeCore(NodeCore):
+    """Observations in, actions out (see module docstring)."""
+
+    default_name: ClassVar[str] = "policy_node"
+    Params: ClassVar[type] = PolicyNodeParams
+
+    def __init__(self, transport: Any, params: PolicyNodeParams | None = None, *, policy: Policy | None = None,
+                 name: str | None = None, namespace: str = "/") -> None:
+        super().__init__(transport, params, name=name, namespace=namespace)
+        p: PolicyNodeParams = self.params
+        try:
+            if policy is None:
+                policy = load_policy(p)
+            elif "torch" in sys.modules and isinstance(policy, sys.modules["torch"].nn.Module):
+                sys.modules["torch"].set_num_threads(p.torch_threads)  # injected torch policy: same rule
+            self.policy = apply_policy_adapters(policy, p)
+        except BaseException:
+            self.close()  # leave the transport as it was (no half-registered node)
+            raise
+        self.low, self.high = p.bounds()
+        self.policy.reset(seed=p.seed)
+        self._img: tuple[int, np.ndarray, int, int] | None = None  # (stamp, array, recv_ns, seq)
+        self._state: tuple[int, np.ndarray, int, int] | None = None
+        self._seq = 0
+        self._acted_pair: tuple[int, int] | None = None
+        self._last_stamp: int | None = None
+        self._episode_started = not p.wait_for_episode
+        self.instruction = p.default_instruction
+        self.task = ""
+        self.last_action: np.ndarray | None = None
+        self.actions_published = 0
+        self.holds_published = 0
+
+        self.action_pub = self.create_publisher(p.action_topic, ACTION_TYPE, "default")
+        self.create_subscription(p.image_topic, IMAGE_TYPE, self._on_image, "sensor_data")
+        self.create_subscription(p.state_topic, JOINT_STATE_TYPE, self._on_state, "sensor_data")
+        self.create_subscription(p.instruction_topic, INSTRUCTION_TYPE, self._on_instruction, INSTRUCTION_QOS)
+        self.create_subscription(p.episode_topic, EPISODE_TYPE, self._on_episode, EPISODE_QOS)
+        if p.trigger == "timer":
+            self.create_timer(1.0 / p.control_rate_hz, self._on_timer)
+
+    # -- inputs
+    def _on_image(self, msg: Any) -> None:
+        img = msgs.msg_to_image(msg, want="rgb8")
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise msgs.MessageValueError(f"policy needs an rgb8 image, got {msg.encoding} {img.shape}")
+        self._seq += 1
+        self._img = (msgs.stamp_ns(msg), img, self.transport.now_ns(), self._seq)
+        self._maybe_act()
+
+    def _on_state(self, msg: Any) -> None:
+        names = self.params.state_joints or None
+        pos = msgs.joint_state_positions(msg, names)
+        self._seq += 1
+        self._state = (msgs.stamp_ns(msg), pos.astype(np.float32), self.transport.now_ns(), self._seq)
+        self._maybe_act()
+
+    def _on_instruction(self, msg: Any) -> None:
+        self.instruction = str(msg.data)
+
+    def _on_episode(self, msg: Any) -> None:
+        ev = decode_episode_event(msg)
+        if ev is None or ev.event != "start":
+            return
+        self.policy.reset(seed=ev.seed)
+        self.task = ev.task
+        if ev.instruction:
+            self.instruction = ev.instruction
+        self._last_stamp = None
+        self._episode_started = True
+        self.counters["episodes"] += 1
+        self._maybe_act()
+
+    # -- acting
+    def _synced(self) -> bool:
+        if self._img is None or self._state is None:
+            return False
+        tol = int(self.params.sync_tolerance_s * 1e9)
+        return abs(self._img[0] - self._state[0]) <= tol
+
+    def _maybe_act(self) -> None:
+        if self.params.trigger != "observation" or not self._episode_started or not self._synced():
+            return
+        assert self._img is not None and self._state is not None
+        pair = (self._img[3], self._state[3])
+        stamp = max(self._img[0], self._state[0])
+        if pair == self._acted_pair:
+            return
+        if self._last_stamp is not None and stamp <= self._last_stamp:
+            self.counters["waiting_for_episode"] += 1
+            return
+        self._act(stamp, pair)
+
+    def _on_timer(self) -> None:
+        now = self.transport.now_ns()
+        limit = int(self.params.watchdog_timeout_s * 1e9)
+        if not self._episode_started or self._img is None or self._state is None:
+            self._publish_hold("no observation yet")
+            return
+        age = now - min(self._img[2], self._state[2])
+        if age > limit:
+            self._publish_hold(f"observation is {age / 1e9:.3f} s old (> {self.params.watchdog_timeout_s} s)")
+            return
+        if not self._synced():
+            self._publish_hold("image and joint state stamps differ")
+            return
+        self._act(max(self._img[0], self._state[0]), (self._img[3], self._state[3]))
+
+    def observation(self) -> dict[str, Any]:
+        assert self._img is not None and self._state is not None
+        return {"image": self._img[1], "state": self._state[1], "instruction": self.instruction or self.task,
+                "task": self.task}
+
+    def _act(self, stamp: int, pair: tuple[int, int]) -> None:
+        action = np.asarray(self.policy.select_action(self.observation()), dtype=np.float32).reshape(-1)
+        self._acted_pair = pair
+        self._last_stamp = stamp
+        if action.size != self.params.action_dim or not np.all(np.isfinite(action)):
+            self.warn("bad_policy_output", "policy returned %s values (finite: %s); holding",
+                      action.size, bool(np.all(np.isfinite(action))))
+            self._publish_hold(None)
+            return
+        clamped = np.clip(action, self.low, self.high)
+        if not np.array_equal(clamped, action):
+            self.counters["clamped"] += 1
+        self.last_action = clamped
+        self.action_pub.publish(msgs.float32_array(clamped, "action", self.transport.distro))
+        self.actions_published += 1
+
+    def hold_action(self) -> np.ndarray:
+        p = self.params
+        if p.hold_mode == "zeros" or self.last_action is None:
+            a = np.zeros(p.action_dim, np.float32)
+        else:
+            a = self.last_action.copy()
+            if p.hold_mode == "zero_motion":
+                a[: p.motion_dims] = 0.0
+        return np.clip(a, self.low, self.high)
+
+    def _publish_hold(self, reason: str | None) -> None:
+        if reason is not None:
+            self.warn("stale_observation", "watchdog: %s; holding", reason)
+        self.action_pub.publish(msgs.float32_array(self.hold_action(), "action", self.transport.distro))
+        self.holds_published += 1

@@ -1,0 +1,319 @@
+"""Sim bridge core: runs a gymnasium env (MetaWorld by default) as a ROS-style robot.
+
+Publishes per step ``camera/image_raw`` (rgb8 Image), ``camera/camera_info`` and
+``joint_states`` (hand x/y/z + gripper) with one shared stamp (sim time of the step), the
+instruction (``instruction``, latched) and ``episode`` start/end events; applies
+``action`` commands (Float32MultiArray).
+
+``lockstep=True``: the env steps exactly when an action for the current observation
+arrives, so a closed loop through the node graph reproduces
+:func:`latentstack.sim.evaluation.run_episode` on the same seeds. The observation is
+re-sent every ``republish_s`` while no action comes (late subscribers over DDS).
+``lockstep=False``: the env steps at ``rate_hz`` with the newest action, or the hold
+action (zero motion, gripper kept) when none arrived within ``action_timeout_s``.
+
+Episodes run task by task, seed by seed, exactly like ``evaluate``: one env per task,
+``env.reset(seed)`` per episode. A malformed or wrong-length action is logged and ignored;
+out-of-range values are clamped to the action space (and counted).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from latentstack import msgs
+from latentstack.sim.evaluation import EpisodeResult
+
+from .base import NodeCore, check, check_finite
+from .interfaces import (
+    ACTION_TYPE,
+    CAMERA_INFO_TYPE,
+    EPISODE_QOS,
+    EPISODE_TYPE,
+    IMAGE_TYPE,
+    INSTRUCTION_QOS,
+    INSTRUCTION_TYPE,
+    JOINT_STATE_TYPE,
+    EpisodeEvent,
+    episode_event_msg,
+)
+
+__all__ = ["Episode", "SimBridgeCore", "SimBridgeParams", "plan_episodes"]
+
+SPLITS = ("train", "select", "test")
+
+
+@dataclass(frozen=True)
+class SimBridgeParams:
+    """Parameters of the sim bridge (ROS parameter names are the field names)."""
+
+    suite: str = "metaworld_mt6"
+    tasks: tuple[str, ...] = ()  # subset of the suite's tasks; () = all
+    split: str = "test"
+    episodes_per_task: int = 1
+    seeds: tuple[int, ...] = ()  # explicit seeds (override split / episodes_per_task)
+    image_size: int = 0  # 0 = the suite's
+    camera: str = ""  # "" = the suite's
+    max_episode_steps: int = 0  # 0 = the task's
+    lockstep: bool = True
+    rate_hz: float = 80.0  # free-running step rate (lockstep=False)
+    action_timeout_s: float = 0.25  # free-running: hold when the newest action is older
+    republish_s: float = 1.0  # lockstep: re-send the observation after this long without an action
+    step_dt_s: float = 0.0125  # sim time per env step (MetaWorld: frame_skip 5 x 2.5 ms), for stamps
+    image_topic: str = "camera/image_raw"
+    camera_info_topic: str = "camera/camera_info"
+    state_topic: str = "joint_states"
+    instruction_topic: str = "instruction"
+    episode_topic: str = "episode"
+    action_topic: str = "action"
+    frame_id: str = "camera"
+    joint_names: tuple[str, ...] = ("hand_x", "hand_y", "hand_z", "gripper")
+    action_dim: int = 4
+    motion_dims: int = 3
+
+    def __post_init__(self) -> None:
+        check(self.split in SPLITS, f"split must be one of {SPLITS}, got {self.split!r}")
+        check(self.episodes_per_task >= 1, f"episodes_per_task must be >= 1, got {self.episodes_per_task}")
+        for name in ("rate_hz", "action_timeout_s", "republish_s", "step_dt_s"):
+            check_finite(name, getattr(self, name))
+            check(getattr(self, name) > 0, f"{name} must be > 0, got {getattr(self, name)}")
+        check(self.image_size >= 0 and self.max_episode_steps >= 0, "image_size / max_episode_steps must be >= 0")
+        check(self.action_dim >= 1 and 0 <= self.motion_dims <= self.action_dim, "bad action_dim / motion_dims")
+        check(len(self.joint_names) > 0, "joint_names must not be empty")
+        check(len(set(self.tasks)) == len(self.tasks), f"duplicate tasks {self.tasks}")
+
+
+@dataclass(frozen=True)
+class Episode:
+    task: str
+    seed: int
+    instruction: str
+    max_episode_steps: int
+
+
+def plan_episodes(params: SimBridgeParams) -> tuple[list[Episode], Any]:
+    """The (task, seed) list in ``evaluate`` order, and the suite it came from."""
+    from latentstack.sim.suites import load_suite
+
+    suite = load_suite(params.suite)
+    specs = [suite.task(t) for t in params.tasks] if params.tasks else list(suite.tasks)
+    if params.seeds:
+        seeds = [int(s) for s in params.seeds]
+    else:
+        pool = list(suite.seeds[params.split])
+        if len(pool) < params.episodes_per_task:
+            raise ValueError(f"suite {suite.name} has {len(pool)} {params.split} seeds, asked {params.episodes_per_task}")
+        seeds = pool[: params.episodes_per_task]
+    eps = [Episode(s.name, seed, s.instruction, params.max_episode_steps or s.max_episode_steps)
+           for s in specs for seed in seeds]
+    return eps, suite
+
+
+EnvFactory = Callable[..., Any]
+
+
+class SimBridgeCore(NodeCore):
+    """Env in, ROS topics out (see module docstring). Call :meth:`start` once subscribers exist."""
+
+    default_name: ClassVar[str] = "sim_bridge"
+    Params: ClassVar[type] = SimBridgeParams
+
+    def __init__(self, transport: Any, params: SimBridgeParams | None = None, *,
+                 env_factory: EnvFactory | None = None, episodes: Sequence[Episode] | None = None,
+                 name: str | None = None, namespace: str = "/") -> None:
+        super().__init__(transport, params, name=name, namespace=namespace)
+        p: SimBridgeParams = self.params
+        if episodes is None:
+            episodes, suite = plan_episodes(p)
+            self.image_size = p.image_size or suite.image_size
+            self.camera = p.camera or suite.camera
+        else:
+            self.image_size = p.image_size or 64
+            self.camera = p.camera or "corner4"
+        self.episodes: list[Episode] = list(episodes)
+        if env_factory is None:
+            from latentstack.sim.metaworld_env import MetaWorldLangEnv
+
+            env_factory = MetaWorldLangEnv
+        self.env_factory = env_factory
+        self.results: list[EpisodeResult] = []
+        self.env: Any = None
+        self._env_task: str | None = None
+        self._ep_index = -1
+        self._obs: dict[str, Any] | None = None
+        self._t = 0
+        self._success = False
+        self._awaiting = False
+        self._last_sent_ns = 0
+        self._latest_action: tuple[np.ndarray, int] | None = None
+        self._last_applied: np.ndarray | None = None
+        self._started = False
+        self._instruction_sent: str | None = None
+        self.low = np.full(p.action_dim, -1.0, np.float32)
+        self.high = np.full(p.action_dim, 1.0, np.float32)
+
+        self.image_pub = self.create_publisher(p.image_topic, IMAGE_TYPE, "sensor_data")
+        self.info_pub = self.create_publisher(p.camera_info_topic, CAMERA_INFO_TYPE, "sensor_data")
+        self.state_pub = self.create_publisher(p.state_topic, JOINT_STATE_TYPE, "sensor_data")
+        self.instruction_pub = self.create_publisher(p.instruction_topic, INSTRUCTION_TYPE, INSTRUCTION_QOS)
+        self.episode_pub = self.create_publisher(p.episode_topic, EPISODE_TYPE, EPISODE_QOS)
+        self.create_subscription(p.action_topic, ACTION_TYPE, self._on_action, "default")
+        if p.lockstep:
+            self.create_timer(p.republish_s, self._republish)
+        else:
+            self.create_timer(1.0 / p.rate_hz, self._free_run_step)
+
+    # -- properties
+    @property
+    def finished(self) -> bool:
+        return self._started and self._ep_index >= len(self.episodes)
+
+    @property
+    def current(self) -> Episode | None:
+        return self.episodes[self._ep_index] if 0 <= self._ep_index < len(self.episodes) else None
+
+    # -- episodes
+    def start(self) -> None:
+        """Begins the first episode (publishes its start event and first observation)."""
+        if self._started:
+            return
+        self._started = True
+        self._next_episode()
+
+    def _make_env(self, ep: Episode) -> Any:
+        if self.env is not None and self._env_task == ep.task and self.env.max_episode_steps == ep.max_episode_steps:
+            return self.env
+        self._close_env()
+        self.env = self.env_factory(ep.task, image_size=self.image_size, camera=self.camera,
+                                    max_episode_steps=ep.max_episode_steps, instruction=ep.instruction)
+        self._env_task = ep.task
+        return self.env
+
+    def _close_env(self) -> None:
+        if self.env is not None and hasattr(self.env, "close"):
+            self.env.close()
+        self.env = None
+        self._env_task = None
+
+    def _next_episode(self) -> None:
+        self._ep_index += 1
+        ep = self.current
+        if ep is None:
+            self._awaiting = False
+            self._close_env()
+            self.log.info("[%s] all %d episodes done", self.name, len(self.episodes))
+            return
+        env = self._make_env(ep)
+        obs, _ = env.reset(seed=ep.seed)
+        self._obs, self._t, self._success = obs, 0, False
+        self._latest_action = None
+        self._last_applied = None
+        self.episode_pub.publish(episode_event_msg(
+            EpisodeEvent("start", ep.task, ep.seed, ep.instruction, index=self._ep_index), self.transport.distro))
+        if ep.instruction != self._instruction_sent:
+            self.instruction_pub.publish(msgs.string_msg(ep.instruction, self.transport.distro))
+            self._instruction_sent = ep.instruction
+        self._publish_observation()
+
+    def _end_episode(self) -> None:
+        ep = self.current
+        assert ep is not None
+        res = EpisodeResult(task=getattr(self.env, "task", ep.task), seed=int(ep.seed), success=self._success,
+                            length=self._t)
+        self.results.append(res)
+        self.episode_pub.publish(episode_event_msg(
+            EpisodeEvent("end", ep.task, ep.seed, ep.instruction, success=res.success, length=res.length,
+                         index=self._ep_index), self.transport.distro))
+        self.log.info("[%s] episode %d %s seed %d: %s in %d steps", self.name, self._ep_index, ep.task, ep.seed,
+                      "success" if res.success else "failure", res.length)
+        self._next_episode()
+
+    # -- observations
+    def stamp(self) -> int:
+        return round(self._t * self.params.step_dt_s * 1e9)
+
+    def _camera_info(self, stamp: int, h: int, w: int) -> Any:
+        fovy = 45.0  # non-MuJoCo envs (tests): a default field of view
+        model = getattr(self.env, "model", None)
+        if model is not None and hasattr(model, "cam_fovy"):
+            import mujoco
+
+            cam = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, self.camera)
+            if cam >= 0:
+                fovy = float(model.cam_fovy[cam])
+        return msgs.camera_info_from_fovy(w, h, fovy, stamp, self.params.frame_id, self.transport.distro)
+
+    def _publish_observation(self) -> None:
+        assert self._obs is not None
+        p, d = self.params, self.transport.distro
+        stamp = self.stamp()
+        img = np.asarray(self._obs["image"])
+        state = np.asarray(self._obs["state"], dtype=np.float32).reshape(-1)
+        if state.size != len(p.joint_names):
+            raise ValueError(f"env state has {state.size} values, joint_names has {len(p.joint_names)}")
+        self.info_pub.publish(self._camera_info(stamp, img.shape[0], img.shape[1]))
+        self.image_pub.publish(msgs.image_to_msg(img, "rgb8", stamp, p.frame_id, d))
+        self.state_pub.publish(msgs.joint_state(p.joint_names, state.astype(np.float64), stamp=stamp, distro=d))
+        self._awaiting = True
+        self._last_sent_ns = self.transport.now_ns()
+
+    def _republish(self) -> None:
+        if not self._awaiting or self._obs is None:
+            return
+        if self.transport.now_ns() - self._last_sent_ns >= int(self.params.republish_s * 1e9):
+            self.counters["republished"] += 1
+            self._publish_observation()
+
+    # -- actions
+    def _validate_action(self, msg: Any) -> np.ndarray:
+        a = msgs.float32_array_values(msg, self.params.action_dim)
+        c = np.clip(a, self.low, self.high)
+        if not np.array_equal(a, c):
+            self.warn("action_clamped", "action %s outside [-1, 1]; clamped", np.round(a, 3).tolist())
+        return c
+
+    def _on_action(self, msg: Any) -> None:
+        a = self._validate_action(msg)
+        if self.params.lockstep:
+            if not self._awaiting:
+                self.counters["unexpected_action"] += 1
+                return
+            self._step(a)
+        else:
+            self._latest_action = (a, self.transport.now_ns())
+
+    def _hold(self) -> np.ndarray:
+        a = np.zeros(self.params.action_dim, np.float32)
+        if self._last_applied is not None:
+            a[self.params.motion_dims:] = self._last_applied[self.params.motion_dims:]
+        return a
+
+    def _free_run_step(self) -> None:
+        if not self._started or self.finished or self._obs is None:
+            return
+        act = self._latest_action
+        if act is None or self.transport.now_ns() - act[1] > int(self.params.action_timeout_s * 1e9):
+            self.counters["hold_steps"] += 1
+            a = self._hold()
+        else:
+            a = act[0]
+        self._step(a)
+
+    def _step(self, action: np.ndarray) -> None:
+        self._awaiting = False
+        obs, _, terminated, truncated, info = self.env.step(action)
+        self._last_applied = action
+        self._t += 1
+        self._obs = obs
+        self._success = self._success or bool(info.get("success", False))
+        if terminated or truncated:
+            self._end_episode()
+        else:
+            self._publish_observation()
+
+    def close(self) -> None:
+        self._close_env()
+        super().close()

@@ -1,0 +1,95 @@
+"""Shared plumbing of the thin rclpy wrappers: parameters from the core's dataclass, timers, spin.
+
+Pure helpers (:func:`parameter_declarations`, :func:`params_from_ros`) are testable without
+ROS; :func:`run_core` needs rclpy and fails with a clear message when it is missing.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from latentstack.nodes.base import params_from_mapping
+
+try:  # pragma: no cover - rclpy is only present on a ROS 2 machine
+    import rclpy
+
+    RCLPY_AVAILABLE = True
+except ImportError:
+    rclpy = None
+    RCLPY_AVAILABLE = False
+
+__all__ = ["RCLPY_AVAILABLE", "parameter_declarations", "params_from_ros", "run_core"]
+
+
+def _ros_type(hint: Any) -> str:
+    """rcl_interfaces ParameterType name for a dataclass field type."""
+    if typing.get_origin(hint) is tuple:
+        item = (typing.get_args(hint) or (str,))[0]
+        return {str: "STRING_ARRAY", float: "DOUBLE_ARRAY", int: "INTEGER_ARRAY", bool: "BOOL_ARRAY"}[item]
+    return {str: "STRING", float: "DOUBLE", int: "INTEGER", bool: "BOOL"}[hint]
+
+
+def parameter_declarations(params_cls: type) -> list[tuple[str, Any, str]]:
+    """``(name, default, ParameterType name)`` for every field (tuples become lists for rclpy)."""
+    hints = typing.get_type_hints(params_cls)
+    out = []
+    for f in dataclasses.fields(params_cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        out.append((f.name, list(default) if isinstance(default, tuple) else default, _ros_type(hints[f.name])))
+    return out
+
+
+def params_from_ros(params_cls: type, values: Mapping[str, Any]) -> Any:
+    """Dataclass parameters from ROS values (``None`` = not set: keep the default)."""
+    return params_from_mapping(params_cls, {k: v for k, v in values.items() if v is not None})
+
+
+def run_core(core_cls: type, node_name: str, argv: list[str] | None = None,
+             core_kwargs: Callable[[Any], Mapping[str, Any]] | None = None) -> int:  # pragma: no cover - needs rclpy
+    """``main()`` of a wrapper: rclpy node + declared parameters + RclpyTransport + the core, spun."""
+    if not RCLPY_AVAILABLE:
+        print(f"{node_name}: rclpy is not importable; source a ROS 2 installation, or run the same node "
+              "without ROS via `lstack launch ros/graphs/<graph>.yaml`", file=sys.stderr)
+        return 2
+    from rclpy.exceptions import ParameterUninitializedException
+    from rclpy.executors import ExternalShutdownException
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+
+    from latentstack.transport.rclpy_backend import RclpyTransport
+
+    rclpy.init(args=argv)
+    node = Node(node_name)
+    core = None
+    try:
+        values: dict[str, Any] = {}
+        for name, default, ros_type in parameter_declarations(core_cls.Params):
+            if isinstance(default, list) and not default:
+                node.declare_parameter(name, getattr(Parameter.Type, ros_type))
+            else:
+                node.declare_parameter(name, default)
+            try:
+                values[name] = node.get_parameter(name).value
+            except ParameterUninitializedException:  # empty-array default, not set by the user
+                values[name] = None
+        params = params_from_ros(core_cls.Params, values)
+        transport = RclpyTransport(node)
+        core = core_cls(transport, params, name=node.get_name(), namespace=node.get_namespace(),
+                        **dict(core_kwargs(params) if core_kwargs else {}))
+        for t in core.timers:
+            node.create_timer(t.period_s, t.callback)
+        if hasattr(core, "start"):
+            core.start()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if core is not None:
+            core.close()
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0

@@ -1,0 +1,207 @@
+"""The one ``Transport`` interface every backend implements (inproc, dds, rclpy).
+
+A transport moves CDR bytes between named topics with ROS 2 QoS. Publishers take rosbags
+message objects (or raw CDR via ``publish_raw``); subscriptions decode with the typestore and
+call back with message objects (or raw bytes with ``raw=True``, e.g. for recording). Bytes
+that do not decode are logged and counted on the subscription and never reach the callback:
+a bad peer cannot crash a node. Callbacks run inside :meth:`Transport.spin_once`, on the
+caller's thread, one at a time (the single-threaded-executor model of rclpy).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Self
+
+from latentstack import msgs
+
+from .names import resolve_topic
+from .qos import QoSProfile, qos_profile
+
+__all__ = ["NodeId", "Publisher", "Subscription", "TopicTypeError", "Transport", "TransportError"]
+
+log = logging.getLogger("latentstack.transport")
+
+Callback = Callable[[Any], None]
+
+
+class TransportError(RuntimeError):
+    """A transport cannot do what was asked (closed, backend missing, bad configuration)."""
+
+
+class TopicTypeError(TransportError):
+    """A topic is already in use with a different message type."""
+
+
+@dataclass(frozen=True)
+class NodeId:
+    """Which node an endpoint belongs to (for ROS 2 graph introspection)."""
+
+    name: str
+    namespace: str = "/"
+
+
+class Publisher:
+    """Publishes on one topic; backends override :meth:`_write`."""
+
+    def __init__(self, transport: Transport, topic: str, msgtype: str, qos: QoSProfile, node: NodeId | None) -> None:
+        self.transport = transport
+        self.topic = topic
+        self.msgtype = msgtype
+        self.qos = qos
+        self.node = node
+        self.published = 0
+        self.closed = False
+
+    def publish(self, msg: Any) -> None:
+        """Encode ``msg`` (a rosbags message of ``msgtype``) and send it."""
+        t = getattr(msg, "__msgtype__", None)
+        if t is not None and t != self.msgtype:
+            raise msgs.MessageEncodeError(f"publisher on {self.topic} sends {self.msgtype}, got a {t}")
+        self.publish_raw(msgs.encode(msg, self.msgtype, self.transport.distro))
+
+    def publish_raw(self, data: bytes | bytearray | memoryview) -> None:
+        """Send already-encoded CDR bytes (header included) as they are."""
+        if self.closed or self.transport.closed:
+            raise TransportError(f"publisher on {self.topic} is closed")
+        self._write(bytes(data))
+        self.published += 1
+
+    def _write(self, data: bytes) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def matched_count(self) -> int:
+        """Subscriptions currently matched (best effort per backend)."""
+        return 0
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Subscription:
+    """Receives one topic; the transport hands it bytes via :meth:`_deliver`."""
+
+    def __init__(
+        self, transport: Transport, topic: str, msgtype: str, callback: Callback, qos: QoSProfile,
+        raw: bool, node: NodeId | None,
+    ) -> None:
+        self.transport = transport
+        self.topic = topic
+        self.msgtype = msgtype
+        self.callback = callback
+        self.qos = qos
+        self.raw = raw
+        self.node = node
+        self.received = 0
+        self.decode_errors = 0
+        self.last_error: str | None = None
+        self.closed = False
+
+    def _deliver(self, data: bytes, timestamp_ns: int | None = None) -> bool:
+        """Decode and call back; False (logged, counted) when the bytes are malformed."""
+        if self.closed:
+            return False
+        self.received += 1
+        if self.raw:
+            self.callback(RawMessage(data, self.msgtype, self.topic, timestamp_ns or time.time_ns()))
+            return True
+        try:
+            msg = msgs.decode(data, self.msgtype, self.transport.distro)
+        except msgs.MessageDecodeError as exc:
+            self.decode_errors += 1
+            self.last_error = str(exc)
+            log.warning("dropped malformed message on %s: %s", self.topic, exc)
+            return False
+        self.callback(msg)
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    """Undecoded CDR as delivered to ``raw=True`` subscriptions (recorders, bridges)."""
+
+    data: bytes
+    msgtype: str
+    topic: str
+    timestamp_ns: int
+
+
+class Transport(ABC):
+    """Publish/subscribe with ROS 2 names, types and QoS. One per process is typical."""
+
+    kind: str = "abstract"
+
+    def __init__(self, distro: str | None = None) -> None:
+        self.distro = msgs.default_distro() if distro is None else distro
+        if self.distro not in msgs.DISTROS:
+            raise ValueError(f"unsupported distro {distro!r}; choose one of {msgs.DISTROS}")
+        self.closed = False
+        self.publishers: list[Publisher] = []
+        self.subscriptions: list[Subscription] = []
+
+    # -- endpoints
+    def create_publisher(
+        self, topic: str, msgtype: str, qos: QoSProfile | str | None = None, *, node: NodeId | None = None
+    ) -> Publisher:
+        """``topic``: fully qualified (or relative to ``/``); ``msgtype``: ``pkg/msg/Type``."""
+        self._check_open()
+        fq = resolve_topic(topic)
+        t = msgs.normalize_type(msgtype, distro=self.distro)
+        pub = self._create_publisher(fq, t, qos_profile(qos), node)
+        self.publishers.append(pub)
+        return pub
+
+    def create_subscription(
+        self, topic: str, msgtype: str, callback: Callback, qos: QoSProfile | str | None = None, *,
+        raw: bool = False, node: NodeId | None = None,
+    ) -> Subscription:
+        self._check_open()
+        fq = resolve_topic(topic)
+        t = msgs.normalize_type(msgtype, distro=self.distro)
+        sub = self._create_subscription(fq, t, callback, qos_profile(qos), raw, node)
+        self.subscriptions.append(sub)
+        return sub
+
+    @abstractmethod
+    def _create_publisher(self, topic: str, msgtype: str, qos: QoSProfile, node: NodeId | None) -> Publisher: ...
+
+    @abstractmethod
+    def _create_subscription(
+        self, topic: str, msgtype: str, callback: Callback, qos: QoSProfile, raw: bool, node: NodeId | None
+    ) -> Subscription: ...
+
+    def register_node(self, node: NodeId) -> None:
+        """Announces a node (graph introspection); endpoints are attributed to it via ``node=``."""
+
+    def unregister_node(self, node: NodeId) -> None:
+        """Removes a node announced with :meth:`register_node`."""
+
+    # -- execution
+    @abstractmethod
+    def spin_once(self, timeout: float = 0.0) -> int:
+        """Deliver pending messages (waiting up to ``timeout`` s for the first); returns how many."""
+
+    def now_ns(self) -> int:
+        """Wall-clock time (ROS time without sim time), nanoseconds."""
+        return time.time_ns()
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise TransportError(f"{self.kind} transport is closed")
+
+    def close(self) -> None:
+        for e in [*self.publishers, *self.subscriptions]:
+            e.close()
+        self.closed = True
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

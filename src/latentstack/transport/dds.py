@@ -1,0 +1,415 @@
+"""Cyclone DDS backend speaking the rmw_cyclonedds wire contract, so a ROS 2 graph sees our nodes.
+
+- topics ``rt/<fq name>``; types ``pkg::msg::dds_::Type_`` (nested structs named the same way);
+- payload: the rosbags CDR bytes as they are (XCDR1 / plain CDR, forced with the
+  DataRepresentation QoS), written and taken with cyclonedds-python's raw C-layer calls
+  (``ddspy_write`` / ``ddspy_take``): no second serializer on the data path;
+- QoS as rmw_cyclonedds ``create_readwrite_qos``: reliability, durability (+ durability
+  service for TRANSIENT_LOCAL), KEEP_LAST depth, no autodispose, endpoint USER_DATA
+  ``typehash=RIHS01_<hex>;`` (Jazzy; Humble sends none), participant USER_DATA ``enclave=/;``;
+- an optional ``ros_discovery_info`` writer so ``ros2 node list`` shows our node names.
+
+Network traffic follows the Cyclone configuration: ``config="loopback"`` pins it to
+127.0.0.1 with multicast off (tests use that with a random domain id). Topics only;
+services are RMW-specific and not implemented.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from latentstack import msgs
+
+from .base import Callback, NodeId, Publisher, Subscription, TopicTypeError, Transport, TransportError, log
+from .discovery import DISCOVERY_QOS, DISCOVERY_TOPIC, DISCOVERY_TYPE, NodeEntities, encode_participant_info
+from .names import dds_topic_name
+from .qos import Durability, History, QoSProfile, Reliability
+
+__all__ = ["LOOPBACK_CONFIG", "DdsTransport", "dds_available", "discover_endpoints", "loopback_config", "to_dds_qos",
+           "type_hash_user_data"]
+
+LOOPBACK_CONFIG = """<CycloneDDS xmlns="https://cdds.io/config"><Domain Id="any">
+  <General><Interfaces><NetworkInterface address="127.0.0.1" multicast="false"/></Interfaces>
+           <AllowMulticast>false</AllowMulticast></General>
+  <Discovery><ParticipantIndex>auto</ParticipantIndex><MaxAutoParticipantIndex>20</MaxAutoParticipantIndex>
+             <Peers><Peer address="127.0.0.1"/></Peers></Discovery></Domain></CycloneDDS>"""
+
+_DOMAINS: dict[int, Any] = {}
+_DOMAIN_LOCK = threading.Lock()
+_ANY = None  # sample mask, filled lazily
+
+
+def dds_available() -> bool:
+    """True when cyclonedds-python imports (the ``ros`` extra)."""
+    try:
+        import cyclonedds.domain  # noqa: F401
+    except (ImportError, OSError):  # not installed, or libddsc failed to load
+        return False
+    return True
+
+
+def loopback_config() -> str:
+    """The measured loopback-only Cyclone configuration (environment.md section 8)."""
+    return LOOPBACK_CONFIG
+
+
+def _ensure_domain(domain_id: int, config: str | None) -> None:
+    """Creates the process-wide Domain with ``config`` once; participants then join it."""
+    if config is None:
+        return
+    from cyclonedds.domain import Domain
+
+    xml = LOOPBACK_CONFIG if config == "loopback" else config
+    with _DOMAIN_LOCK:
+        if domain_id not in _DOMAINS:
+            _DOMAINS[domain_id] = Domain(domain_id, xml)
+
+
+def type_hash_user_data(msgtype: str, distro: str) -> bytes:
+    """Endpoint USER_DATA of rmw_dds_common ``encode_type_hash_for_user_data_qos``."""
+    return f"typehash={msgs.rihs01(msgtype, distro)};".encode()
+
+
+def to_dds_qos(profile: QoSProfile, *, user_data: bytes | None = None, writer: bool = False) -> Any:
+    """cyclonedds ``Qos`` for a ROS 2 profile, as rmw_cyclonedds builds it (XCDR1 forced)."""
+    from cyclonedds.core import Policy, Qos
+    from cyclonedds.util import duration
+
+    pol = [
+        Policy.Reliability.Reliable(duration(seconds=1)) if profile.reliability == Reliability.RELIABLE
+        else Policy.Reliability.BestEffort,
+        Policy.Durability.TransientLocal if profile.durability == Durability.TRANSIENT_LOCAL
+        else Policy.Durability.Volatile,
+        Policy.History.KeepLast(profile.depth) if profile.history == History.KEEP_LAST else Policy.History.KeepAll,
+        Policy.DataRepresentation(use_cdrv0_representation=True),
+        Policy.Liveliness.Automatic(duration(infinite=True)),
+    ]
+    if profile.durability == Durability.TRANSIENT_LOCAL:
+        hist = Policy.History.KeepLast(profile.depth) if profile.history == History.KEEP_LAST else Policy.History.KeepAll
+        pol.append(Policy.DurabilityService(cleanup_delay=0, history=hist, max_samples=-1, max_instances=-1,
+                                            max_samples_per_instance=-1))
+    if writer:
+        pol.append(Policy.WriterDataLifecycle(autodispose=False))
+    if user_data:
+        pol.append(Policy.Userdata(data=user_data))
+    return Qos(*pol)
+
+
+class _DdsPublisher(Publisher):
+    transport: DdsTransport
+
+    def __init__(self, transport: DdsTransport, topic: str, msgtype: str, qos: QoSProfile, node: NodeId | None,
+                 writer: Any) -> None:
+        super().__init__(transport, topic, msgtype, qos, node)
+        self.writer = writer
+        self.gid = writer.get_guid().bytes
+
+    def _write(self, data: bytes) -> None:
+        from cyclonedds._clayer import ddspy_write
+
+        pad = (-len(data)) % 4
+        ret = ddspy_write(self.writer._ref, data + b"\0" * pad if pad else data)
+        if ret < 0:
+            raise TransportError(f"DDS write on {self.topic} failed (code {ret})")
+
+    def matched_count(self) -> int:
+        return len(self.writer.get_matched_subscriptions())
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        super().close()
+        self.transport._drop_endpoint(self, self.writer)
+
+
+class _DdsSubscription(Subscription):
+    transport: DdsTransport
+
+    def __init__(self, transport: DdsTransport, topic: str, msgtype: str, callback: Callback, qos: QoSProfile,
+                 raw: bool, node: NodeId | None, reader: Any, condition: Any) -> None:
+        super().__init__(transport, topic, msgtype, callback, qos, raw, node)
+        self.reader = reader
+        self.condition = condition
+        self.gid = reader.get_guid().bytes
+
+    def matched_count(self) -> int:
+        return len(self.reader.get_matched_publications())
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        super().close()
+        self.transport._drop_endpoint(self, self.reader)
+
+
+class DdsTransport(Transport):
+    """One DDS participant; publishers/subscriptions are DataWriters/DataReaders on ``rt/`` topics.
+
+    ``domain_id`` defaults to ``$ROS_DOMAIN_ID`` (else 0). ``config``: None (Cyclone's own
+    defaults / ``$CYCLONEDDS_URI``), ``"loopback"``, or a Cyclone XML string / ``file://`` URI.
+    """
+
+    kind = "dds"
+
+    def __init__(
+        self, domain_id: int | None = None, distro: str | None = None, *, config: str | None = None,
+        enclave: str = "/", discovery_info: bool = True, type_hash: bool | None = None,
+    ) -> None:
+        super().__init__(distro)
+        try:
+            from cyclonedds.core import (
+                GuardCondition,
+                InstanceState,
+                Policy,
+                Qos,
+                SampleState,
+                ViewState,
+                WaitSet,
+            )
+            from cyclonedds.domain import DomainParticipant
+        except ImportError as exc:  # pragma: no cover - the ros extra is part of the project install
+            raise TransportError("the dds transport needs cyclonedds (pip install 'latentstack[ros]')") from exc
+        global _ANY
+        _ANY = SampleState.Any | ViewState.Any | InstanceState.Any
+        self.domain_id = int(os.environ.get("ROS_DOMAIN_ID", "0")) if domain_id is None else int(domain_id)
+        if not 0 <= self.domain_id <= 232:
+            raise ValueError(f"DDS domain id must be in 0..232, got {self.domain_id}")
+        _ensure_domain(self.domain_id, config)
+        self.type_hash = (self.distro != "humble") if type_hash is None else bool(type_hash)
+        self.participant = DomainParticipant(self.domain_id, qos=Qos(Policy.Userdata(data=f"enclave={enclave};".encode())))
+        self.gid = self.participant.get_guid().bytes
+        self._topics: dict[str, tuple[str, Any]] = {}
+        self._lock = threading.RLock()
+        self._waitset = WaitSet(self.participant)
+        self._wake = GuardCondition(self.participant)
+        self._waitset.attach(self._wake)
+        self._nodes: dict[NodeId, None] = {}
+        self._closing = False
+        self._order = 0
+        self._discovery_writer = None
+        if discovery_info:
+            self._discovery_writer = self._make_writer(DISCOVERY_TOPIC, DISCOVERY_TYPE, DISCOVERY_QOS, raw_topic=True)
+            self._publish_discovery()
+
+    # -- entities
+    def _topic(self, dds_name: str, msgtype: str) -> Any:
+        from cyclonedds.topic import Topic
+
+        from latentstack.msgs.idl import idl_class
+
+        with self._lock:
+            have = self._topics.get(dds_name)
+            if have is not None:
+                if have[0] != msgtype:
+                    raise TopicTypeError(f"DDS topic {dds_name} is {have[0]} here, cannot use it as {msgtype}")
+                return have[1]
+            topic = Topic(self.participant, dds_name, idl_class(msgtype, self.distro))
+            self._topics[dds_name] = (msgtype, topic)
+            return topic
+
+    def _user_data(self, msgtype: str) -> bytes | None:
+        return type_hash_user_data(msgtype, self.distro) if self.type_hash else None
+
+    def _make_writer(self, name: str, msgtype: str, qos: QoSProfile, raw_topic: bool = False) -> Any:
+        from cyclonedds.pub import DataWriter
+
+        dds_name = name if raw_topic else dds_topic_name(name)
+        return DataWriter(self.participant, self._topic(dds_name, msgtype),
+                          qos=to_dds_qos(qos, user_data=self._user_data(msgtype), writer=True))
+
+    def _create_publisher(self, topic: str, msgtype: str, qos: QoSProfile, node: NodeId | None) -> Publisher:
+        writer = self._make_writer(topic, msgtype, qos)
+        if node is not None:
+            self.register_node(node, publish=False)
+        return _DdsPublisher(self, topic, msgtype, qos, node, writer)
+
+    def _create_subscription(
+        self, topic: str, msgtype: str, callback: Callback, qos: QoSProfile, raw: bool, node: NodeId | None
+    ) -> Subscription:
+        from cyclonedds.core import ReadCondition
+        from cyclonedds.sub import DataReader
+
+        reader = DataReader(self.participant, self._topic(dds_topic_name(topic), msgtype),
+                            qos=to_dds_qos(qos, user_data=self._user_data(msgtype)))
+        cond = ReadCondition(reader, _ANY)
+        with self._lock:
+            self._waitset.attach(cond)
+        if node is not None:
+            self.register_node(node, publish=False)
+        return _DdsSubscription(self, topic, msgtype, callback, qos, raw, node, reader, cond)
+
+    def _drop_endpoint(self, endpoint: Publisher | Subscription, entity: Any) -> None:
+        from cyclonedds.core import DDSException
+
+        with self._lock:
+            if not self._closing:  # on close the participant takes its entities along
+                try:
+                    if isinstance(endpoint, _DdsSubscription):
+                        self._waitset.detach(endpoint.condition)
+                    entity.__del__()  # the reader/writer leaves the DDS graph now, not at GC time
+                except DDSException as exc:  # pragma: no cover - already gone with the participant
+                    log.debug("dropping %s: %s", endpoint.topic, exc)
+            if endpoint in self.publishers:
+                self.publishers.remove(endpoint)  # type: ignore[arg-type]
+            if endpoint in self.subscriptions:
+                self.subscriptions.remove(endpoint)  # type: ignore[arg-type]
+        if endpoint.node is not None and not self._closing:
+            self._publish_discovery()
+
+    # -- ROS graph (ros_discovery_info)
+    def register_node(self, node: NodeId, publish: bool = True) -> None:
+        with self._lock:
+            new = node not in self._nodes
+            self._nodes[node] = None
+        if new and publish:
+            self._publish_discovery()
+
+    def unregister_node(self, node: NodeId) -> None:
+        with self._lock:
+            self._nodes.pop(node, None)
+        self._publish_discovery()
+
+    def node_entities(self) -> list[NodeEntities]:
+        with self._lock:
+            out = []
+            for n in self._nodes:
+                out.append(NodeEntities(
+                    n.name, n.namespace,
+                    reader_gids=[s.gid for s in self.subscriptions if s.node == n and not s.closed],
+                    writer_gids=[p.gid for p in self.publishers if p.node == n and not p.closed],
+                ))
+            return out
+
+    def _publish_discovery(self) -> None:
+        if self._discovery_writer is None or self.closed:
+            return
+        from cyclonedds._clayer import ddspy_write
+
+        data = encode_participant_info(self.gid, self.node_entities(), self.distro)
+        pad = (-len(data)) % 4
+        ddspy_write(self._discovery_writer._ref, data + b"\0" * pad)
+
+    def create_publisher(self, *a: Any, **k: Any) -> Publisher:
+        pub = super().create_publisher(*a, **k)
+        if pub.node is not None:  # the endpoint list changed: republish the node's entities
+            self._publish_discovery()
+        return pub
+
+    def create_subscription(self, *a: Any, **k: Any) -> Subscription:
+        sub = super().create_subscription(*a, **k)
+        if sub.node is not None:
+            self._publish_discovery()
+        return sub
+
+    # -- execution
+    def _take_all(self) -> list[tuple[int, int, _DdsSubscription, bytes]]:
+        from cyclonedds._clayer import ddspy_take
+
+        out = []
+        with self._lock:
+            subs = [s for s in self.subscriptions if not s.closed]
+        for sub in subs:
+            while True:
+                ret = ddspy_take(sub.reader._ref, _ANY, 64)
+                if isinstance(ret, int):
+                    log.warning("DDS take on %s failed (code %d)", sub.topic, ret)
+                    break
+                for data, info in ret:
+                    if info.valid_data:
+                        self._order += 1
+                        out.append((int(info.source_timestamp), self._order, sub, data))
+                if len(ret) < 64:
+                    break
+        out.sort(key=lambda x: (x[0], x[1]))
+        return out
+
+    def spin_once(self, timeout: float = 0.0) -> int:
+        """Takes everything available (waiting up to ``timeout`` s), delivers in source-timestamp order."""
+        self._check_open()
+        batch = self._take_all()
+        if not batch and timeout > 0:
+            self._waitset.wait(int(timeout * 1e9))
+            if self.closed:
+                return 0
+            self._wake.set(False)
+            batch = self._take_all()
+        n = 0
+        for stamp, _, sub, data in batch:
+            if sub._deliver(data, stamp):
+                n += 1
+        return n
+
+    def wake(self) -> None:
+        """Interrupts a blocking :meth:`spin_once` from another thread."""
+        self._wake.set(True)
+
+    def wait_for_matches(self, publisher: Publisher, count: int = 1, timeout: float = 5.0,
+                         poll: Callable[[], None] | None = None) -> bool:
+        """Blocks until ``publisher`` has ``count`` matched subscriptions (discovery takes ~0.1-1.5 s)."""
+        import time
+
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if publisher.matched_count() >= count:
+                return True
+            if poll is not None:
+                poll()
+            time.sleep(0.01)
+        return publisher.matched_count() >= count
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self._closing = True
+        with self._lock:
+            self._nodes.clear()
+        from cyclonedds.core import DDSException
+
+        super().close()
+        try:
+            self._wake.set(True)
+            # Deleting the participant deletes its readers/writers/topics in the C layer.
+            self.participant.__del__()
+        except DDSException as exc:  # pragma: no cover
+            log.debug("participant delete: %s", exc)
+
+
+def discover_endpoints(domain_id: int, timeout: float = 3.0, *, config: str | None = "loopback",
+                       until: Callable[[list[dict[str, Any]]], bool] | None = None) -> list[dict[str, Any]]:
+    """What another DDS participant sees of the graph: every remote writer/reader with its DDS topic
+    name, type name and USER_DATA (builtin discovery topics; how ``ros2 topic list`` starts)."""
+    import time
+
+    from cyclonedds.builtin import (
+        BuiltinDataReader,
+        BuiltinTopicDcpsPublication,
+        BuiltinTopicDcpsSubscription,
+    )
+    from cyclonedds.domain import DomainParticipant
+
+    _ensure_domain(domain_id, config)
+    dp = DomainParticipant(domain_id)
+    readers = {"writer": BuiltinDataReader(dp, BuiltinTopicDcpsPublication),
+               "reader": BuiltinDataReader(dp, BuiltinTopicDcpsSubscription)}
+    seen: dict[Any, dict[str, Any]] = {}
+    end = time.monotonic() + timeout
+    try:
+        while time.monotonic() < end:
+            for kind, r in readers.items():
+                for s in r.take(N=256):
+                    if getattr(s, "topic_name", None) is None or s.topic_name.startswith("DCPS"):
+                        continue
+                    user_data = b""
+                    for p in s.qos:
+                        if type(p).__name__ == "Userdata":
+                            user_data = bytes(p.data)
+                    seen[s.key] = {"kind": kind, "topic": s.topic_name, "type": s.type_name,
+                                   "user_data": user_data, "participant": s.participant_key}
+            if until is not None and until(list(seen.values())):
+                break
+            time.sleep(0.02)
+    finally:
+        dp.__del__()
+    return list(seen.values())

@@ -1,0 +1,165 @@
+"""Policy node core: lockstep pairing, episode resets, watchdog hold, clamps, bad input, adapters."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from latentstack import msgs
+from latentstack.nodes import EpisodeEvent, ParameterError, episode_event_msg, params_from_mapping
+from latentstack.nodes.policy_node import (
+    POLICY_ADAPTERS,
+    PolicyNodeCore,
+    PolicyNodeParams,
+    register_policy_adapter,
+)
+from latentstack.transport import DEFAULT, SENSOR_DATA, InProcTransport
+
+JOINTS = ["hand_x", "hand_y", "hand_z", "gripper"]
+
+
+class Rig:
+    """A policy node on an in-process bus, plus publishers standing in for the sim."""
+
+    def __init__(self, policy, clock=None, **params):
+        self.t = InProcTransport(clock=clock)
+        self.node = PolicyNodeCore(self.t, PolicyNodeParams(**params), policy=policy)
+        self.img = self.t.create_publisher("/camera/image_raw", "sensor_msgs/msg/Image", SENSOR_DATA)
+        self.js = self.t.create_publisher("/joint_states", "sensor_msgs/msg/JointState", SENSOR_DATA)
+        self.ep = self.t.create_publisher("/episode", "diagnostic_msgs/msg/DiagnosticStatus", "transient_local")
+        self.actions = []
+        self.t.create_subscription("/action", "std_msgs/msg/Float32MultiArray",
+                                   lambda m: self.actions.append(msgs.float32_array_values(m)), DEFAULT)
+
+    def obs(self, stamp, x=0.0, value=10, gripper=0.0):
+        self.img.publish(msgs.image_to_msg(np.full((4, 4, 3), value, np.uint8), stamp=stamp))
+        self.js.publish(msgs.joint_state(JOINTS, [x, 0, 0, gripper], stamp=stamp))
+        self.spin()
+
+    def start(self, seed, task="t", instruction="do it"):
+        self.ep.publish(episode_event_msg(EpisodeEvent("start", task, seed, instruction)))
+        self.spin()
+
+    def spin(self):
+        for _ in range(3):
+            self.t.spin_once()
+
+
+def test_one_action_per_synchronized_observation(fixed_policy):
+    pol = fixed_policy([0.1, 0.2, 0.3, 0.4])
+    r = Rig(pol, wait_for_episode=True)
+    r.obs(0)
+    assert r.actions == []  # no episode yet
+    r.start(7, instruction="close the drawer")
+    assert len(r.actions) == 1 and pol.resets[-1] == 7  # the buffered first frame is answered after the reset
+    assert pol.obs[0]["instruction"] == "close the drawer" and pol.obs[0]["state"].dtype == np.float32
+    r.img.publish(msgs.image_to_msg(np.zeros((4, 4, 3), np.uint8), stamp=12_500_000))
+    r.spin()
+    assert len(r.actions) == 1  # image alone (state still at the old stamp): not a pair
+    r.js.publish(msgs.joint_state(JOINTS, [0, 0, 0, 0], stamp=12_500_000))
+    r.spin()
+    assert len(r.actions) == 2
+    r.obs(12_500_000)  # a re-sent observation (same stamp) is not answered twice
+    assert len(r.actions) == 2
+    r.obs(0)  # next episode's first frame before its start event: wait
+    assert len(r.actions) == 2 and r.node.counters["waiting_for_episode"] >= 1
+    r.start(8)
+    assert len(r.actions) == 3 and pol.resets[-1] == 8
+    assert np.allclose(r.actions[-1], [0.1, 0.2, 0.3, 0.4])
+
+
+def test_clamps_and_non_finite_policy_output(fixed_policy):
+    pol = fixed_policy([2.0, -3.0, 0.5, 7.0])
+    r = Rig(pol, action_low=(-1.0,), action_high=(1.0, 1.0, 1.0, 0.8))
+    r.obs(0)
+    assert np.array_equal(r.actions[-1], np.float32([1.0, -1.0, 0.5, 0.8])) and r.node.counters["clamped"] == 1
+    pol.action = np.array([np.nan, 0, 0, 0.3], np.float32)
+    r.obs(1)
+    # hold = last action with the motion dims zeroed, gripper kept
+    assert np.array_equal(r.actions[-1], np.float32([0.0, 0.0, 0.0, 0.8]))
+    assert r.node.counters["bad_policy_output"] == 1
+
+
+def test_watchdog_holds_on_stale_or_missing_observations(fixed_policy, clock):
+    pol = fixed_policy([0.5, 0.5, 0.5, -1.0])
+    r = Rig(pol, clock=clock, trigger="timer", control_rate_hz=10.0, watchdog_timeout_s=0.25)
+    from latentstack.nodes import Executor
+
+    ex = Executor([r.node])
+    clock.advance(0.1)
+    ex.spin_once()
+    r.spin()
+    assert r.actions[-1].tolist() == [0, 0, 0, 0] and r.node.holds_published == 1  # nothing seen yet
+    r.obs(0)
+    clock.advance(0.1)
+    ex.spin_once()
+    r.spin()
+    assert r.actions[-1].tolist() == [0.5, 0.5, 0.5, -1.0]
+    clock.advance(0.3)  # observation now 0.3 s old > 0.25 s
+    ex.spin_once()
+    r.spin()
+    assert r.actions[-1].tolist() == [0.0, 0.0, 0.0, -1.0] and r.node.counters["stale_observation"] == 2
+
+
+def test_malformed_and_out_of_range_messages_are_logged_and_the_node_keeps_running(fixed_policy, caplog):
+    pol = fixed_policy([0.1, 0.1, 0.1, 0.1])
+    r = Rig(pol)
+    with caplog.at_level(logging.WARNING):
+        r.img.publish_raw(b"\x00\x01\x00\x00garbage!")  # undecodable bytes
+        r.img.publish(msgs.new("sensor_msgs/msg/Image", height=4, width=4, encoding="rgb8", step=12,
+                               data=np.zeros(5, np.uint8)))  # decodes, but data too short
+        r.js.publish(msgs.joint_state(["a", "b"], [1.0, 2.0]))  # wrong joints
+        r.js.publish(msgs.joint_state(JOINTS, [np.nan, 0, 0, 0]))  # NaN state
+        r.ep.publish(msgs.new("diagnostic_msgs/msg/DiagnosticStatus", name="episode", message="explode"))
+        r.spin()
+    assert r.actions == []
+    assert r.node.counters["invalid_message"] == 4
+    assert r.node.stats()["subscriptions"]["/camera/image_raw"]["decode_errors"] == 1
+    assert "ignored message on camera/image_raw" in caplog.text and "dropped malformed message" in caplog.text
+    r.obs(5)  # still alive: the next good observation is answered
+    assert len(r.actions) == 1
+
+
+def test_parameters_are_validated():
+    with pytest.raises(ParameterError, match="trigger"):
+        PolicyNodeParams(trigger="sometimes")
+    with pytest.raises(ParameterError, match="action_low"):
+        PolicyNodeParams(action_low=(1.0,), action_high=(-1.0,))
+    with pytest.raises(ParameterError, match="1 or action_dim"):
+        PolicyNodeParams(action_low=(-1.0, -1.0))
+    with pytest.raises(ParameterError, match="steering"):
+        PolicyNodeParams(steering_beta=0.5)
+    with pytest.raises(ParameterError, match="quantization"):
+        PolicyNodeParams(quantization="int3")
+    with pytest.raises(ParameterError, match="unknown parameter"):
+        params_from_mapping(PolicyNodeParams, {"polcy": "x"})
+    with pytest.raises(ParameterError, match="expected a number"):
+        params_from_mapping(PolicyNodeParams, {"control_rate_hz": "fast"})
+    p = params_from_mapping(PolicyNodeParams, {"action_low": -0.5, "wait_for_episode": "true", "seed": 3})
+    assert p.action_low == (-0.5,) and p.wait_for_episode is True and p.seed == 3
+
+
+def test_steering_quantization_residual_switches_need_their_adapters(fixed_policy, tmp_path):
+    art = tmp_path / "conceptor.safetensors"
+    art.write_bytes(b"")
+    t = InProcTransport()
+    with pytest.raises(FileNotFoundError):
+        PolicyNodeCore(t, PolicyNodeParams(steering=str(tmp_path / "missing")), policy=fixed_policy([0, 0, 0, 0]))
+    with pytest.raises(NotImplementedError, match="later issue"):
+        PolicyNodeCore(t, PolicyNodeParams(steering=str(art), steering_beta=0.3), policy=fixed_policy([0, 0, 0, 0]))
+    with pytest.raises(NotImplementedError, match="quantization"):
+        PolicyNodeCore(t, PolicyNodeParams(quantization="w8a8"), policy=fixed_policy([0, 0, 0, 0]))
+    seen = []
+
+    def fake_steering(policy, params):
+        seen.append((params.steering, params.steering_beta))
+        return policy
+
+    register_policy_adapter("steering", fake_steering)
+    try:
+        node = PolicyNodeCore(InProcTransport(), PolicyNodeParams(steering=str(art), steering_beta=0.3),
+                              policy=fixed_policy([0, 0, 0, 0]))
+        assert seen == [(str(art), 0.3)] and node.policy is not None
+    finally:
+        POLICY_ADAPTERS.pop("steering", None)

@@ -1,0 +1,48 @@
+"""Graph files: schema, parameter validation at load time, overrides."""
+from __future__ import annotations
+
+import pytest
+
+from latentstack.ros.graph import GraphSpec, load_graph, parse_set_option
+
+
+def test_metaworld_graph_loads_and_validates():
+    spec = load_graph("ros/graphs/metaworld.yaml")
+    assert spec.name == "metaworld" and spec.transport == "inproc" and spec.distro == "jazzy"
+    assert [n.name for n in spec.enabled_nodes] == ["sim_bridge", "policy_node"]
+    assert spec.processes == ["sim", "policy"]
+    sim = spec.node("sim_bridge").typed_params()
+    assert sim.lockstep and sim.suite == "metaworld_mt6"
+    pol = spec.node("policy_node").typed_params()
+    assert pol.trigger == "observation" and pol.wait_for_episode and pol.action_low == (-1.0,)
+    rec = spec.node("recorder")
+    assert rec.kind == "recorder" and not rec.enabled
+    again = GraphSpec.from_dict(spec.to_dict())
+    assert again.to_dict() == spec.to_dict()
+
+
+def test_bad_graphs_fail_before_anything_runs():
+    base = load_graph("ros/graphs/metaworld.yaml").to_dict()
+    bad = GraphSpec.from_dict(base)
+    bad.set_param("policy_node", "trigger", "whenever")
+    with pytest.raises(ValueError, match="policy_node.*trigger"):
+        bad.validate()
+    d = dict(base, nodes={"x": {"kind": "teleporter"}})
+    with pytest.raises(ValueError, match="unknown node kind"):
+        GraphSpec.from_dict(d)
+    with pytest.raises(ValueError, match="unknown graph keys"):
+        GraphSpec.from_dict(dict(base, colour="red"))
+    with pytest.raises(ValueError, match="unknown parameter"):
+        GraphSpec.from_dict(dict(base, nodes={"s": {"kind": "sim_bridge", "params": {"epsiodes": 2}}}))
+    with pytest.raises(ValueError, match="transport"):
+        GraphSpec.from_dict(dict(base, transport="carrier-pigeon"))
+    with pytest.raises(FileNotFoundError):
+        load_graph("ros/graphs/does_not_exist.yaml")
+
+
+def test_set_option_parsing():
+    assert parse_set_option("policy_node.control_rate_hz=20") == ("policy_node", "control_rate_hz", 20)
+    assert parse_set_option("sim_bridge.tasks=[a, b]") == ("sim_bridge", "tasks", ["a", "b"])
+    assert parse_set_option("policy_node.steering=") == ("policy_node", "steering", "")
+    with pytest.raises(ValueError):
+        parse_set_option("no_dot=1")
