@@ -23,12 +23,14 @@ fi
 
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 PY="$VENV/bin/python"
+# pip.conf names two local index folders that may be empty; pip warns once per package about them.
+pip_install() { "$PY" -m pip install -q "$@" 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2); }
 export PIP_CONSTRAINT="$PWD/constraints.txt"   # reaches isolated build environments too
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-"$PY" -m pip install -q torch==2.13.0
-"$PY" -m pip install -q -c constraints.txt -r requirements.txt
-"$PY" -m pip install -q --no-deps -r requirements-nodeps.txt
-"$PY" -m pip install -q --no-deps --no-build-isolation -e .
+pip_install torch==2.13.0
+pip_install -c constraints.txt -r requirements.txt
+pip_install --no-deps -r requirements-nodeps.txt
+pip_install --no-deps --no-build-isolation -e .
 
 # torchvision CPU shim: a module + a .pth line, loaded lazily on first import.
 SITE=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
