@@ -1,0 +1,228 @@
+"""``lstack steer collect | fit | eval`` (wire with ``add_steer_parser(subparsers)`` in latentstack/cli.py)."""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_steer_parser", "cmd_collect", "cmd_eval", "cmd_fit"]
+
+DEFAULT_SUITE = "metaworld_mt6"
+DEFAULT_POLICY = "policies/vla_metaworld_mt6"
+DEFAULT_SITES = "expert.layer0,expert.layer1,expert.layer2,expert.layer3"
+CONTROLS = ("shrinkage", "random_matched", "positive_only", "linear")
+
+
+def _csv(s: str) -> list[str]:
+    return [x.strip() for x in s.split(",") if x.strip()]
+
+
+def _floats(s: str) -> list[float]:
+    return [float(x) for x in _csv(s)]
+
+
+def _load_policy(path: str) -> Any:
+    from latentstack.policies.factory import make_policy
+
+    p = make_policy(path)
+    if hasattr(p, "eval"):
+        p.eval()
+    return p
+
+
+def cmd_collect(args: argparse.Namespace, env_factory: Callable[..., Any] | None = None) -> int:
+    import torch
+
+    from latentstack.sim.suites import load_suite
+
+    from .collect import collect_rollouts, save_rollouts
+
+    suite = load_suite(args.suite)
+    policy = _load_policy(args.policy)
+    torch.set_num_threads(1)
+    seeds = list(range(args.seed_start, args.seed_start + args.n)) if args.seed_start is not None else None
+
+    def show(r: Any) -> None:
+        print(f"{r.task:<28} seed {r.seed:<6} {'success' if r.success else 'failure'} ({r.length} steps)", flush=True)
+
+    with torch.inference_mode():
+        rollouts = collect_rollouts(suite, policy, _csv(args.sites), split=args.split, n=args.n, offset=args.offset,
+                                    seeds=seeds, tasks=_csv(args.tasks) if args.tasks else None, keep=args.keep,
+                                    env_factory=env_factory, progress=show)
+    meta = {"suite": suite.name, "policy": args.policy, "split": args.split, "offset": args.offset,
+            "seeds": sorted({r.seed for r in rollouts}), "keep": args.keep}
+    out = save_rollouts(rollouts, args.out, meta)
+    n_s = sum(r.success for r in rollouts)
+    print(f"wrote {out}: {len(rollouts)} rollouts, {n_s} success / {len(rollouts) - n_s} failure")
+    return 0
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from .collect import load_rollouts, split_by_label
+    from .fit import InsufficientEpisodes, fit_contrastive, get_preset
+    from .intervention import SteeringArtifact
+
+    rollouts, meta = load_rollouts(args.rollouts)
+    preset = get_preset(args.preset)
+    sites = _csv(args.sites) if args.sites else sorted({s for r in rollouts for s in r.states})
+    tasks = sorted({r.task for r in rollouts}) if args.per_task else [None]
+    out_dir = Path(args.out)
+    written, skipped = [], []
+    for task in tasks:
+        for site in sites:
+            s, f = split_by_label(rollouts, site, task)
+            for strategy in _csv(args.strategies):
+                try:
+                    fits = fit_contrastive(s, f, _floats(args.alphas), preset, strategy, site=site)  # type: ignore[arg-type]
+                except InsufficientEpisodes as exc:
+                    skipped.append(f"{task or 'all'} {site} {strategy}: {exc}")
+                    continue
+                for alpha, fit in fits.items():
+                    layer = int(site.rsplit("layer", 1)[1]) if site.rsplit("layer", 1)[-1].isdigit() else None
+                    seeds = {"fit": sorted({r.seed for r in rollouts if task is None or r.task == task}),
+                             "split": meta.get("split"), "random_matched": args.control_seed}
+                    art = SteeringArtifact.from_fit(fit, beta=args.beta, layer=layer, seeds=seeds,
+                                                    task=task, policy=meta.get("policy"), suite=meta.get("suite"))
+                    stem = out_dir / f"{task or 'all'}__{site}__{strategy}__a{alpha:g}__{preset.name}"
+                    art.save(stem)
+                    written.append(stem)
+                    print(f"{stem.name}: quota {fit.diagnostics['quota']:.4f} "
+                          f"sim(C_s,C_f) {fit.diagnostics['similarity']:.4f}")
+    for line in skipped:
+        print("skipped", line)
+    print(f"wrote {len(written)} artifacts under {out_dir}")
+    return 0 if written else 1
+
+
+def cmd_eval(args: argparse.Namespace, env_factory: Callable[..., Any] | None = None) -> int:
+    import torch
+
+    from latentstack.sim.evaluation import evaluate, outcome_table, write_report
+    from latentstack.sim.suites import load_suite
+
+    from .intervention import SteeredPolicy, SteeringArtifact
+
+    suite = load_suite(args.suite)
+    policy = _load_policy(args.policy)
+    art = SteeringArtifact.load(args.artifact)
+    controls = _csv(args.controls)
+    controls = ["shrinkage", "random_matched"] + [c for c in controls if c not in ("shrinkage", "random_matched")]
+    bad = sorted(set(controls) - set(CONTROLS))
+    if bad:
+        raise SystemExit(f"unknown control(s) {bad}; known: {list(CONTROLS)}")
+    beta = args.beta if args.beta is not None else art.card.get("beta")
+    if beta is None:
+        raise SystemExit("no --beta and the artifact card names none")
+    conditions: dict[str, Any] = {"base": SteeredPolicy(policy, None),
+                                  "coast": SteeredPolicy(policy, art.intervention(policy, beta=beta))}
+    for c in controls:
+        if c == "linear":
+            conditions[c] = SteeredPolicy(policy, art.intervention(policy, condition="linear",
+                                                                   magnitude=args.linear_magnitude))
+        else:
+            conditions[c] = SteeredPolicy(policy, art.intervention(policy, beta=beta, condition=c,
+                                                                   seed=args.control_seed))
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        results = evaluate(suite, conditions, episodes_per_task=args.episodes_per_task, split=args.split,
+                           env_factory=env_factory, progress=not args.quiet)
+    print(outcome_table(results))
+    overhead = _overhead(results)
+    print(f"gate overhead (mean select_action time, coast / base): {overhead:.4f}")
+    diagnostics = _diagnostics(args, art, beta, controls) if args.rollouts else None
+    if diagnostics:
+        for name, d in diagnostics.items():
+            print(f"gate diagnostic {name:<16} |dh|/|h| {d['rel_change']:.4f}  cos(dh,h) {d['cos']:+.4f}  "
+                  f"hCh/|h|^2 {d['hCh']:.4f}")
+    if args.out:
+        meta = {"title": f"COAST {Path(args.artifact).name} β={beta} ({args.split})", "suite": suite.name,
+                "split": args.split, "episodes_per_task": args.episodes_per_task, "beta": beta,
+                "artifact": str(args.artifact), "card": art.card, "controls": controls,
+                "linear_magnitude": args.linear_magnitude, "control_seed": args.control_seed,
+                "wall_s": time.perf_counter() - t0, "gate_overhead_ratio": overhead,
+                "gate_diagnostics": diagnostics}
+        j, p = write_report(results, Path(args.out), meta, stem="steer_eval")
+        from .report import coast_payload
+
+        payload = coast_payload(results, args.episodes_per_task, overhead,
+                                **{k: v for k, v in meta.items() if k not in ("gate_overhead_ratio", "episodes_per_task")})
+        c = Path(args.out) / "coast.json"
+        c.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+        print(f"wrote {j}, {p} and {c}")
+    return 0
+
+
+def _overhead(results: Any) -> float:
+    """Mean ``select_action`` wall time of ``coast`` over ``base`` in the same run."""
+    b, c = results["base"].latencies_s, results["coast"].latencies_s
+    return (sum(c) / len(c)) / (sum(b) / len(b)) if b and c else float("nan")
+
+
+def _diagnostics(args: argparse.Namespace, art: Any, beta: float, controls: list[str]) -> dict[str, dict[str, float]]:
+    """Offline gate diagnostic (spec §7) on stored unsteered states at the artifact's site."""
+    import torch
+
+    from .collect import load_rollouts
+    from .intervention import gate_diagnostics, make_operator
+
+    rollouts, _ = load_rollouts(args.rollouts)
+    site = art.card["site"]
+    H = torch.cat([r.states[site] for r in rollouts if site in r.states])  # (T, D, S, d)
+    h = H.transpose(0, 1) if art.C.ndim == 3 else H
+    out = {"coast": gate_diagnostics(h, art.C, beta)}
+    for c in controls:
+        if c != "linear":
+            out[c] = gate_diagnostics(h, make_operator(c, art, seed=args.control_seed), beta)
+    return out
+
+
+def add_steer_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``steer {collect,fit,eval}`` to an ``argparse`` subparsers object; returns the ``steer`` parser."""
+    st = subparsers.add_parser("steer", help="COAST conceptor steering: collect rollouts, fit, evaluate")
+    sub = st.add_subparsers(dest="steer_command", required=True)
+
+    c = sub.add_parser("collect", help="unsteered rollouts on fit seeds, success labels, tapped expert layers")
+    c.add_argument("--suite", default=DEFAULT_SUITE)
+    c.add_argument("--policy", default=DEFAULT_POLICY)
+    c.add_argument("--sites", default=DEFAULT_SITES, help="comma-separated latent site names")
+    c.add_argument("--split", default="train", choices=["train", "select"], help="never test")
+    c.add_argument("--n", type=int, default=15, help="episodes per task")
+    c.add_argument("--offset", type=int, default=0, help="first seed index within the split")
+    c.add_argument("--seed-start", type=int, default=None, help="explicit seeds seed_start..seed_start+n-1")
+    c.add_argument("--tasks", default=None, help="comma-separated subset of the suite's tasks")
+    c.add_argument("--keep", default="tokens", choices=["tokens", "mean"],
+                   help="store every action token (repo preset) or their mean (paper preset only)")
+    c.add_argument("--out", required=True, help="rollouts .safetensors")
+    c.set_defaults(func=cmd_collect)
+
+    f = sub.add_parser("fit", help="fit C_success AND NOT C_failure per site/strategy/aperture")
+    f.add_argument("--rollouts", required=True)
+    f.add_argument("--preset", default="paper", choices=["paper", "repo"])
+    f.add_argument("--sites", default=None, help="default: every site in the rollouts")
+    f.add_argument("--alphas", default="0.1,0.5,1,2,10")
+    f.add_argument("--strategies", default="global,per_step")
+    f.add_argument("--per-task", action="store_true", help="one fit per task (spec default) instead of pooled")
+    f.add_argument("--beta", type=float, default=0.3, help="default beta recorded in the card")
+    f.add_argument("--control-seed", type=int, default=0, help="seed recorded for random_matched")
+    f.add_argument("--out", required=True, help="artifact directory, e.g. policies/<name>/conceptors")
+    f.set_defaults(func=cmd_fit)
+
+    e = sub.add_parser("eval", help="paired base / coast / controls on one split")
+    e.add_argument("--suite", default=DEFAULT_SUITE)
+    e.add_argument("--policy", default=DEFAULT_POLICY)
+    e.add_argument("--artifact", required=True, help="artifact stem (.safetensors + .json)")
+    e.add_argument("--beta", type=float, default=None)
+    e.add_argument("--controls", default="shrinkage,random_matched,linear",
+                   help="shrinkage and random_matched are always run (spec §9); add linear / positive_only")
+    e.add_argument("--linear-magnitude", type=float, default=1.0)
+    e.add_argument("--control-seed", type=int, default=0)
+    e.add_argument("--episodes-per-task", type=int, default=10)
+    e.add_argument("--split", default="select", choices=["select", "test"])
+    e.add_argument("--rollouts", default=None, help="stored unsteered states for the offline gate diagnostic")
+    e.add_argument("--out", default=None)
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(func=cmd_eval)
+    return st

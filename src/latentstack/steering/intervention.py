@@ -1,0 +1,282 @@
+"""COAST steering as a latent ``Intervention`` + controls + artifacts (coast.md §6-7, §10).
+
+The gate is ``h ← h Mᵀ``, ``M = (1 − β) I + β C``, applied by the shared kernel
+:func:`latentstack.kernels.conceptor.conceptor_gate` to every action token of the chosen site's
+output, at every denoising step (``global``: one C) or with ``C_t`` selected by the sampler's
+``denoise_step`` annotation (``per_step``: C of shape ``(D, d, d)``; an out-of-range or missing step
+raises). β = 0 is an exact no-op: the edit returns its input object, which ``Intervention`` treats
+as "leave the output untouched", so outputs are bit-identical to the unhooked model.
+
+Conditions / controls (§7): ``conceptor`` (C_steer), ``shrinkage`` (C = 0 ⇒ h' = (1 − β) h),
+``random_matched`` (same spectrum, random eigenvectors, seed independent of β), ``positive_only``
+(C = C_s), ``linear`` (CAA: h' = h + m·v, m a magnitude, β ignored).
+
+Artifacts: ``<stem>.safetensors`` (float32 tensors ``C`` and, when known, ``C_success``,
+``C_failure``, ``direction``) + ``<stem>.json`` card (format, kind, preset, site/layer, strategy, α,
+β, seeds, d, D, sample counts). Loading refuses a card/tensor or an expected ``d`` mismatch.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from latentstack.kernels.conceptor import conceptor_gate
+from latentstack.latent import Intervention, Site
+
+from . import conceptors as cz
+from .fit import SteeringFit
+
+__all__ = [
+    "ARTIFACT_FORMAT",
+    "Condition",
+    "SteeredPolicy",
+    "SteeringArtifact",
+    "conceptor_edit",
+    "gate_diagnostics",
+    "linear_edit",
+    "make_operator",
+    "steer",
+    "steer_linear",
+]
+
+ARTIFACT_FORMAT = "latentstack.coast/1"
+Condition = Literal["conceptor", "shrinkage", "random_matched", "positive_only", "linear"]
+Edit = Callable[[torch.Tensor, dict[str, Any]], torch.Tensor]
+
+
+def _check_operator(C: torch.Tensor) -> None:
+    if C.ndim not in (2, 3) or C.shape[-1] != C.shape[-2]:
+        raise ValueError(f"C must be (d, d) or (D, d, d), got {tuple(C.shape)}")
+    if not torch.isfinite(C).all():
+        raise ValueError("C has non-finite entries")
+
+
+def conceptor_edit(C: torch.Tensor, beta: float, step_key: str = "denoise_step") -> Edit:
+    """The edit ``fn(value, meta)`` applying ``h Mᵀ`` over the last dim (all tokens).
+
+    ``C (d, d)``: global. ``C (D, d, d)``: per step, indexed by ``meta[step_key]``.
+    """
+    beta = float(beta)
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"beta must be in [0, 1], got {beta}")
+    C = C.detach()
+    _check_operator(C)
+    per_step = C.ndim == 3
+    d = C.shape[-1]
+    cache: dict[torch.dtype | torch.device, torch.Tensor] = {}
+
+    def edit(value: torch.Tensor, meta: dict[str, Any]) -> torch.Tensor:
+        if value.shape[-1] != d:
+            raise ValueError(f"steering operator has d = {d}, site value has d = {value.shape[-1]}")
+        if beta == 0.0:
+            return value  # short-circuit: bit-identical
+        key = (value.dtype, value.device)
+        Cv = cache.get(key)
+        if Cv is None:
+            Cv = cache[key] = C.to(device=value.device, dtype=value.dtype)
+        if per_step:
+            t = meta.get(step_key)
+            if t is None:
+                raise KeyError(f"per-step steering needs the {step_key!r} annotation; meta = {sorted(meta)}")
+            t = int(t)
+            if not 0 <= t < Cv.shape[0]:
+                raise IndexError(f"{step_key} = {t} out of range for {Cv.shape[0]} per-step conceptors")
+            return conceptor_gate(value, Cv[t], beta)
+        return conceptor_gate(value, Cv, beta)
+
+    return edit
+
+
+def linear_edit(direction: torch.Tensor, magnitude: float) -> Edit:
+    """CAA / linear control: ``h' = h + m·v`` on every token; ``m = 0`` returns the input (no-op)."""
+    v = direction.detach().reshape(-1)
+    m = float(magnitude)
+
+    def edit(value: torch.Tensor, meta: dict[str, Any]) -> torch.Tensor:
+        if value.shape[-1] != v.shape[0]:
+            raise ValueError(f"direction has d = {v.shape[0]}, site value has d = {value.shape[-1]}")
+        if m == 0.0:
+            return value
+        return value + m * v.to(device=value.device, dtype=value.dtype)
+
+    return edit
+
+
+def steer(model: nn.Module, site: str | Site, C: torch.Tensor, beta: float,
+          step_key: str = "denoise_step") -> Intervention:
+    """An ``Intervention`` gating ``site`` with ``M = (1 − β) I + β C`` (use as a ``with`` block)."""
+    return Intervention(model, {site: conceptor_edit(C, beta, step_key)})
+
+
+def steer_linear(model: nn.Module, site: str | Site, direction: torch.Tensor, magnitude: float) -> Intervention:
+    return Intervention(model, {site: linear_edit(direction, magnitude)})
+
+
+def make_operator(condition: Condition, fit: SteeringFit | SteeringArtifact, seed: int = 0) -> torch.Tensor:
+    """The float32 operator of a conceptor-type condition from a fit/artifact (same layout as its C).
+
+    ``random_matched`` draws eigenvectors from ``seed`` (per-step: ``seed + t``), never from β.
+    """
+    C = fit.C
+    if condition == "conceptor":
+        return C.float()
+    if condition == "shrinkage":
+        return torch.zeros_like(C, dtype=torch.float32)
+    if condition == "positive_only":
+        if fit.C_success is None:
+            raise ValueError("positive_only needs C_success")
+        return fit.C_success.float()
+    if condition == "random_matched":
+        if C.ndim == 2:
+            return cz.random_matched(C, seed).float()
+        return torch.stack([cz.random_matched(C[t], seed + t) for t in range(C.shape[0])]).float()
+    raise ValueError(f"no operator for condition {condition!r} (linear uses steer_linear)")
+
+
+def gate_diagnostics(h: torch.Tensor, C: torch.Tensor, beta: float) -> dict[str, float]:
+    """Offline gate diagnostic on stored states ``h (..., d)`` (§7): means over rows of
+    ``‖Δh‖/‖h‖``, ``cos(Δh, h)`` and ``hᵀCh/‖h‖²``. ``‖Δh‖/‖h‖ ≈ β`` with ``cos ≈ −1`` means the
+    gate is shrinkage-dominated. Per-step C: ``h`` must be ``(D, ..., d)``."""
+    h = h.detach().to(torch.float64)
+    C = C.detach().to(torch.float64)
+    if C.ndim == 3:
+        if h.shape[0] != C.shape[0]:
+            raise ValueError(f"per-step C has {C.shape[0]} steps, h has leading dim {h.shape[0]}")
+        hs = [h[t].reshape(-1, h.shape[-1]) for t in range(C.shape[0])]
+        h2 = torch.cat(hs)
+        hC = torch.cat([x @ C[t].T for t, x in enumerate(hs)])
+    else:
+        h2 = h.reshape(-1, h.shape[-1])
+        hC = h2 @ C.T
+    dh = float(beta) * (hC - h2)
+    hn = h2.norm(dim=-1).clamp_min(1e-300)
+    dn = dh.norm(dim=-1)
+    cos = torch.where(dn > 0, (dh * h2).sum(-1) / (dn * hn).clamp_min(1e-300), torch.zeros_like(dn))
+    return {"rel_change": float((dn / hn).mean()), "cos": float(cos.mean()),
+            "hCh": float(((h2 * hC).sum(-1) / hn**2).mean()), "beta": float(beta)}
+
+
+def _stem(path: str | Path) -> Path:
+    """The artifact stem (names may contain dots, e.g. ``expert.layer1``): strips only our suffixes."""
+    p = Path(path)
+    for suf in (".safetensors", ".json"):
+        if p.name.endswith(suf):
+            return p.with_name(p.name[: -len(suf)])
+    return p
+
+
+def _with(stem: Path, suffix: str) -> Path:
+    return stem.with_name(stem.name + suffix)
+
+
+@dataclass
+class SteeringArtifact:
+    """Fitted steering tensors + card. ``C``: ``(d, d)`` or ``(D, d, d)`` float32."""
+
+    C: torch.Tensor
+    card: dict[str, Any]
+    C_success: torch.Tensor | None = None
+    C_failure: torch.Tensor | None = None
+    direction: torch.Tensor | None = None
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def d(self) -> int:
+        return int(self.C.shape[-1])
+
+    @classmethod
+    def from_fit(cls, fit: SteeringFit, *, beta: float | None = None, layer: int | None = None,
+                 seeds: Mapping[str, Any] | None = None, **card: Any) -> SteeringArtifact:
+        c = {"site": fit.site, "layer": layer, "strategy": fit.strategy, "alpha": fit.alpha, "beta": beta,
+             "preset": fit.preset.to_dict(), "seeds": dict(seeds or {}), "n_samples": fit.n_samples,
+             "n_episodes": fit.n_episodes,
+             "diagnostics": {k: v for k, v in fit.diagnostics.items() if k != "per_step"}, **card}
+        return cls(fit.C.float(), c, fit.C_success.float(), fit.C_failure.float(), fit.direction.float())
+
+    def save(self, stem: str | Path) -> tuple[Path, Path]:
+        """Write ``<stem>.safetensors`` and ``<stem>.json``; returns both paths."""
+        stem = _stem(stem)
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {"C": self.C}
+        for k in ("C_success", "C_failure", "direction"):
+            if getattr(self, k) is not None:
+                tensors[k] = getattr(self, k)
+        tensors |= self.extra
+        tensors = {k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}
+        card = {**self.card, "format": ARTIFACT_FORMAT, "d": self.d,
+                "num_steps": int(self.C.shape[0]) if self.C.ndim == 3 else None, "dtype": "float32"}
+        st, js = _with(stem, ".safetensors"), _with(stem, ".json")
+        save_file(tensors, str(st), metadata={"format": ARTIFACT_FORMAT, "card": json.dumps(card)})
+        js.write_text(json.dumps(card, indent=2, sort_keys=True, default=str) + "\n")
+        return st, js
+
+    @classmethod
+    def load(cls, stem: str | Path, expected_d: int | None = None) -> SteeringArtifact:
+        """Read an artifact; refuses a card whose ``d`` disagrees with the tensors or with ``expected_d``."""
+        stem = _stem(stem)
+        card = json.loads(_with(stem, ".json").read_text())
+        if card.get("format") != ARTIFACT_FORMAT:
+            raise ValueError(f"{stem}: not a {ARTIFACT_FORMAT} artifact (format {card.get('format')!r})")
+        t = load_file(str(_with(stem, ".safetensors")))
+        C = t.pop("C")
+        _check_operator(C)
+        d = int(C.shape[-1])
+        if int(card.get("d", -1)) != d:
+            raise ValueError(f"{stem}: card says d = {card.get('d')}, tensor C has d = {d}")
+        if expected_d is not None and int(expected_d) != d:
+            raise ValueError(f"{stem}: artifact has d = {d}, the target site has d = {expected_d}")
+        for k in ("C_success", "C_failure"):
+            if k in t and tuple(t[k].shape) != tuple(C.shape):
+                raise ValueError(f"{stem}: {k} shape {tuple(t[k].shape)} != C shape {tuple(C.shape)}")
+        if "direction" in t and tuple(t["direction"].shape) != (d,):
+            raise ValueError(f"{stem}: direction shape {tuple(t['direction'].shape)} != ({d},)")
+        return cls(C, card, t.pop("C_success", None), t.pop("C_failure", None), t.pop("direction", None), t)
+
+    def intervention(self, model: nn.Module, beta: float | None = None, condition: Condition = "conceptor",
+                     site: str | Site | None = None, seed: int = 0, magnitude: float | None = None) -> Intervention:
+        """The steering ``Intervention`` for ``condition`` (β defaults to the card's; linear uses ``magnitude``)."""
+        site = site or self.card.get("site")
+        if not site:
+            raise ValueError("no site given and the card names none")
+        if condition == "linear":
+            if self.direction is None:
+                raise ValueError("artifact has no linear direction")
+            if magnitude is None:
+                raise ValueError("linear steering needs a magnitude")
+            return steer_linear(model, site, self.direction, magnitude)
+        b = self.card.get("beta") if beta is None else beta
+        if b is None:
+            raise ValueError("no beta given and the card names none")
+        return steer(model, site, make_operator(condition, self, seed), float(b))
+
+
+class SteeredPolicy:
+    """A Policy (``reset`` / ``select_action``) whose every ``select_action`` runs inside ``intervention``.
+
+    Hooks exist only during this wrapper's calls, so several conditions can share one underlying
+    policy object in one ``evaluate`` run (paired seeds). Other attributes delegate to the policy.
+    """
+
+    def __init__(self, policy: Any, intervention: Intervention | None) -> None:
+        self.policy, self.intervention = policy, intervention
+
+    def reset(self, seed: int | None = None) -> None:
+        self.policy.reset(seed=seed)
+
+    def select_action(self, obs: Any) -> Any:
+        if self.intervention is None:
+            return self.policy.select_action(obs)
+        with self.intervention:
+            return self.policy.select_action(obs)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("policy", "intervention"):
+            raise AttributeError(name)
+        return getattr(self.policy, name)
