@@ -181,6 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
     from latentstack.launch_cli import add_launch_parser
 
     add_launch_parser(sub)
+
+    from latentstack.steering.cli import add_steer_parser
+
+    add_steer_parser(sub)
+
+    from latentstack.quant.cli import add_quantize_parser
+
+    add_quantize_parser(sub)
     return p
 
 

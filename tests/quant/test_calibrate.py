@@ -1,0 +1,222 @@
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from latentstack.kernels import W8A8Linear
+from latentstack.policies.vla.modeling_vla import Attention
+from latentstack.quant import (
+    QNormError,
+    apply_atm_ohb,
+    calibrate_atm_ohb,
+    collect_stats,
+    compute_alpha,
+    compute_beta,
+    drift,
+    fold_atm_ohb,
+    logit_std_per_head,
+    policy_runner,
+    quantize_model,
+)
+
+NH, D = 4, 32
+
+
+class Toy(nn.Module):
+    """DiT-like stack: ``expert.layers.i.attn`` attention with residual adds, query tokens attend
+    over themselves (random inputs seeded by ``run``)."""
+
+    def __init__(self, n_layers: int = 2, attn_cls: type[nn.Module] = Attention) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.expert = nn.Module()
+        self.expert.layers = nn.ModuleList()
+        for _ in range(n_layers):
+            layer = nn.Module()
+            layer.attn = attn_cls(D, NH)
+            layer.mlp = nn.Sequential(nn.Linear(D, 2 * D), nn.GELU(), nn.Linear(2 * D, D))
+            self.expert.layers.append(layer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.expert.layers:
+            x = x + layer.attn(x)
+            x = x + layer.mlp(x)
+        return x
+
+
+def run_toy(model: nn.Module) -> None:
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        model(torch.randn(4, 6, D, generator=g))
+
+
+def scaled_student(teacher: Toy, k: torch.Tensor, rms_scale: float = 1.0) -> Toy:
+    """Student whose head-h logits are teacher's / k[h] in layer 0 and whose o-proj output is scaled."""
+    s = copy.deepcopy(teacher)
+    a = s.expert.layers[0].attn
+    with torch.no_grad():
+        r = (1 / k).repeat_interleave(D // NH)
+        a.q_proj.weight.mul_(r[:, None])
+        a.q_proj.bias.mul_(r)
+        a.o_proj.weight.mul_(rms_scale)
+        a.o_proj.bias.mul_(rms_scale)
+    return s
+
+
+def test_logit_std_excludes_masked_entries():
+    q, k = torch.randn(2, NH, 5, 8), torch.randn(2, NH, 7, 8)
+    keep = torch.ones(2, 1, 1, 7, dtype=torch.bool)
+    keep[..., 5:] = False
+    ref = (q @ k[:, :, :5].transpose(-1, -2) / math.sqrt(8)).flatten(2).std(-1, unbiased=False)
+    assert torch.allclose(logit_std_per_head(q, k, keep), ref, atol=1e-5)
+    additive = torch.zeros(2, 1, 1, 7)
+    additive[..., 5:] = -1e9
+    assert torch.allclose(logit_std_per_head(q, k, additive), ref, atol=1e-5)
+
+
+def test_identical_student_gives_neutral_alpha_beta():
+    t = Toy()
+    cal = calibrate_atm_ohb(t, copy.deepcopy(t), run_toy)
+    assert all(torch.equal(a, torch.ones(NH)) for a in cal.alpha.values())
+    assert all(b == 1.0 for b in cal.beta.values())
+
+
+def test_alpha_recovers_temperature_and_saturates():
+    t = Toy()
+    k = torch.tensor([0.8, 1.25, 1.0, 2.0])  # last is outside [0.7, 1.4]
+    s = scaled_student(t, k)
+    cal = calibrate_atm_ohb(t, s, run_toy, preset="code")
+    a0 = cal.alpha["expert.layers.0.attn"]
+    assert torch.allclose(a0[:3], k[:3], atol=1e-4) and a0[3] == pytest.approx(1.4)
+    with collect_stats(t) as st_t:
+        run_toy(t)
+    with apply_atm_ohb(s, cal, ohb=False), collect_stats(s) as st_s:
+        run_toy(s)
+    l0 = "expert.layers.0.attn"
+    rel = (st_s.sigma[l0][:3] / st_t.sigma[l0][:3] - 1).abs()
+    assert (rel < 1e-3).all()
+    paper = calibrate_atm_ohb(t, s, run_toy, preset="paper").alpha[l0]
+    assert paper[3] == pytest.approx(math.exp(0.30), rel=1e-5)
+
+
+def test_neutral_bands_and_clamps():
+    st = torch.tensor([1.0, 1.0, 1.0, 1.0])
+    sq = torch.tensor([1 / 1.015, 1 / 1.025, 1 / 0.5, 1 / 1.02])
+    code = compute_alpha(st, sq, "code")
+    assert code[0] == 1.0 and code[1] == pytest.approx(1.025, abs=1e-5) and code[2] == pytest.approx(0.7)
+    paper = compute_alpha(st, sq, "paper")  # |log α| < 0.03 → 1
+    assert paper[0] == 1.0 and paper[1] == 1.0 and paper[2] == pytest.approx(math.exp(-0.3), rel=1e-5)
+    assert compute_beta(torch.tensor(2.0), torch.tensor(2.0)) == 1.0
+    assert float(compute_beta(torch.tensor(1.0), torch.tensor(1.0 / 1.2))) == pytest.approx(1.2, rel=1e-5)
+    assert float(compute_beta(torch.tensor(1.0), torch.tensor(0.1))) == pytest.approx(math.exp(0.3), rel=1e-5)
+    assert float(compute_beta(torch.tensor(1.0), torch.tensor(1 / 1.02))) == 1.0
+    assert float(compute_beta(torch.tensor(1.0), torch.tensor(0.1), "paper_main")) == pytest.approx(math.exp(0.4),
+                                                                                                 rel=1e-5)
+
+
+def test_query_scale_only_affects_its_head():
+    a = Attention(D, NH)
+    x = torch.randn(2, 5, D)
+    outs = {}
+
+    def grab(m, i, o):
+        outs["o"] = o
+
+    a.sdpa.register_forward_hook(grab)
+    a(x)
+    base = outs["o"].clone()
+    from latentstack.quant.calibrate import ATMOHBCalibration
+
+    root = nn.Module()
+    root.expert = nn.Module()
+    root.expert.attn = a
+    cal = ATMOHBCalibration({"expert.attn": torch.tensor([1.0, 1.3, 1.0, 1.0])}, {}, "code")
+    with apply_atm_ohb(root, cal):
+        a(x)
+    changed = (outs["o"] - base).abs().flatten(2).amax(-1).amax(0)
+    assert changed[1] > 1e-4 and torch.all(changed[[0, 2, 3]] == 0)
+
+
+def test_beta_recovers_rms_and_fold_equals_runtime():
+    t = Toy()
+    only_rms = calibrate_atm_ohb(t, scaled_student(t, torch.ones(NH), rms_scale=0.8), run_toy)
+    assert only_rms.beta["expert.layers.0.attn"] == pytest.approx(1.25, rel=1e-4)
+    assert only_rms.beta["expert.layers.1.attn"] == 1.0
+    s = scaled_student(t, torch.tensor([0.8, 1.25, 1.0, 1.1]), rms_scale=0.8)
+    cal = calibrate_atm_ohb(t, s, run_toy)
+    x = torch.randn(3, 6, D)
+    with torch.no_grad(), apply_atm_ohb(s, cal):
+        y_hook = s(x)
+    folded = copy.deepcopy(s)
+    fold_atm_ohb(folded, cal)
+    with torch.no_grad():
+        y_fold = folded(x)
+    assert torch.allclose(y_hook, y_fold, atol=1e-5, rtol=1e-5)
+
+
+def test_fold_into_int_layers_is_exact():
+    t = Toy()
+    s = copy.deepcopy(t)
+    for layer in s.expert.layers:
+        layer.attn.q_proj = W8A8Linear.from_float(layer.attn.q_proj, impl="torch")
+        layer.attn.o_proj = W8A8Linear.from_float(layer.attn.o_proj, impl="torch")
+    from latentstack.quant.calibrate import ATMOHBCalibration
+
+    cal = ATMOHBCalibration({"expert.layers.0.attn": torch.tensor([0.8, 1.2, 1.0, 1.4])},
+                            {"expert.layers.0.attn": 1.3, "expert.layers.1.attn": 0.8}, "code")
+    x = torch.randn(3, 6, D)
+    with torch.no_grad(), apply_atm_ohb(s, cal):
+        y_hook = s(x)
+    fold_atm_ohb(s, cal)
+    with torch.no_grad():
+        y_fold = s(x)
+    assert torch.allclose(y_hook, y_fold, atol=1e-5, rtol=1e-4)
+
+
+class QNormAttention(Attention):
+    """Attention with a per-head query LayerNorm between q_proj and the logits (GR00T-style)."""
+
+    def __init__(self, d_model: int, num_heads: int) -> None:
+        super().__init__(d_model, num_heads)
+        self.q_norm = nn.LayerNorm(d_model // num_heads)
+
+    def _split(self, x):
+        return super()._split(x)
+
+
+def test_fold_refused_through_q_norm():
+    t = Toy(attn_cls=QNormAttention)
+    from latentstack.quant.calibrate import ATMOHBCalibration
+
+    cal = ATMOHBCalibration({"expert.layers.0.attn": torch.tensor([0.8, 1.2, 1.0, 1.4])},
+                            {"expert.layers.0.attn": 1.3}, "code")
+    before = {k: v.clone() for k, v in t.state_dict().items()}
+    with pytest.raises(QNormError):
+        fold_atm_ohb(t, cal)
+    assert all(torch.equal(before[k], v) for k, v in t.state_dict().items())  # nothing half-folded
+    fold_atm_ohb(t, cal, atm=False)  # β alone folds fine
+    with apply_atm_ohb(t, cal, ohb=False):  # runtime α still works
+        t(torch.randn(1, 3, D))
+
+
+def test_vla_calibration_reduces_logit_drift(vla_fp, obs_batch):
+    """Spec test 10 analogue on the real VLA (all-linears W4A8, synthetic observations)."""
+    q = copy.deepcopy(vla_fp)
+    quantize_model(q, "all_linears", "w4a8", impl="torch", verbose=False)
+    run = policy_runner([obs_batch], seed=3)
+    cal = calibrate_atm_ohb(vla_fp, q, run)
+    assert set(cal.alpha) == {f"expert.layers.{i}.attn" for i in range(4)}
+    assert all(a.shape == (4,) and ((a >= 0.7) & (a <= 1.4)).all() for a in cal.alpha.values())
+    before = drift(cal.teacher, cal.student)
+    with torch.no_grad(), apply_atm_ohb(q, cal), collect_stats(q) as st:
+        run(q)
+    after = drift(cal.teacher, st)
+    mean = lambda d, key: sum(v[key] for v in d.values()) / len(d)
+    assert mean(after, "logit_std") <= mean(before, "logit_std") + 1e-6
+    for n in before:
+        assert after[n]["logit_std"] <= before[n]["logit_std"] + 0.03
+        assert after[n]["rms"] <= before[n]["rms"] + 0.03
