@@ -30,8 +30,9 @@ def repo_root() -> Path:
 
 def _resolve(path: str) -> str:
     """Relative artifact paths are looked up in the cwd first, then in the repository root."""
-    if path.startswith("random:"):
-        return "random:" + _resolve(path[len("random:") :])
+    for prefix in ("random:", "quant:"):
+        if path.startswith(prefix):
+            return prefix + _resolve(path[len(prefix) :])
     p = Path(path)
     if p.is_absolute() or p.exists() or path in ("vla",):
         return path

@@ -3,6 +3,10 @@
 ``make_policy(name_or_path, **overrides)``:
 
 - a checkpoint directory -> :func:`load_policy` (overrides: runtime fields only);
+- a quantized-policy artifact directory (``card.json`` written by
+  :func:`latentstack.quant.save_quantized`), or ``"quant:<artifact dir>"`` -> the integer policy from
+  :func:`latentstack.quant.load_quantized` (source checkpoint from the card, fingerprint checked,
+  ATM/OHB folded); overrides: ``source=`` (checkpoint dir) and ``impl=`` (int kernel path);
 - ``"random:<checkpoint dir>"`` -> the checkpoint's config, vocabulary and normalization statistics with
   freshly initialised weights (seeded by ``seed=``, default the checkpoint config's seed): the
   "untrained policy" baseline of the evaluation;
@@ -94,8 +98,41 @@ def make_random_like(checkpoint: str | os.PathLike, seed: int | None = None, **r
     return policy
 
 
+QUANT_PREFIX = "quant:"
+
+
+def is_quantized_artifact(path: str | os.PathLike) -> bool:
+    """True for a directory holding a ``latentstack.quant`` ``card.json`` (see ``save_quantized``)."""
+    import json
+
+    card = Path(path) / "card.json"
+    if not card.is_file():
+        return False
+    try:
+        return json.loads(card.read_text()).get("format") == "latentstack.quant"
+    except (OSError, ValueError):
+        return False
+
+
+def _load_quantized(path: str, **overrides: Any) -> torch.nn.Module:
+    from latentstack.quant.artifact import load_quantized
+
+    unknown = set(overrides) - {"source", "impl"}
+    if unknown:
+        raise TypeError(f"quantized artifacts accept overrides source= and impl= only, got {sorted(unknown)}")
+    policy, _card = load_quantized(path, overrides.get("source"), impl=overrides.get("impl", "auto"))
+    return policy
+
+
 def make_policy(name_or_path: str | os.PathLike, **overrides: Any) -> torch.nn.Module:
     spec = os.fspath(name_or_path)
+    if spec.startswith(QUANT_PREFIX):
+        path = spec.removeprefix(QUANT_PREFIX)
+        if not is_quantized_artifact(path):
+            raise FileNotFoundError(f"{path!r} is not a quantized-policy artifact (no latentstack.quant card.json)")
+        return _load_quantized(path, **overrides)
+    if Path(spec).is_dir() and is_quantized_artifact(spec):
+        return _load_quantized(spec, **overrides)
     if spec.startswith("random:"):
         return make_random_like(spec.removeprefix("random:"), **overrides)
     if Path(spec).is_dir():
@@ -110,4 +147,4 @@ def make_policy(name_or_path: str | os.PathLike, **overrides: Any) -> torch.nn.M
     )
 
 
-__all__ = ["POLICY_REGISTRY", "default_vla_config", "make_policy", "make_random_like", "register_policy"]
+__all__ = ["POLICY_REGISTRY", "QUANT_PREFIX", "default_vla_config", "is_quantized_artifact", "make_policy", "make_random_like", "register_policy"]

@@ -106,6 +106,16 @@ def _card_md(card: dict[str, Any]) -> str:
             f"- ATM/OHB: {'yes, ' + card['calibration']['preset'] + ' clamps' if card['atm_ohb'] else 'no'}\n")
 
 
+def _resolve_source(src: str) -> str:
+    """A card's relative source path: as given when it exists from the cwd, else under the repo root."""
+    if os.path.isabs(src) or Path(src).exists():
+        return src
+    from latentstack.cli import repo_root
+
+    cand = repo_root() / src
+    return str(cand) if cand.exists() else src
+
+
 def load_quantized(artifact_dir: str | os.PathLike, source: str | os.PathLike | None = None, *,
                    impl: str = "auto", fold: bool = True) -> tuple[nn.Module, dict[str, Any]]:
     """Build the quantized policy from an artifact; returns ``(policy, card)``.
@@ -120,7 +130,7 @@ def load_quantized(artifact_dir: str | os.PathLike, source: str | os.PathLike | 
     problems: list[str] = []
     if card.get("format") != FORMAT or card.get("format_version") != FORMAT_VERSION:
         problems.append(f"format {card.get('format')} v{card.get('format_version')} (want {FORMAT} v{FORMAT_VERSION})")
-    src = os.fspath(source) if source is not None else card["source"]
+    src = os.fspath(source) if source is not None else _resolve_source(card["source"])
     fp = checkpoint_fingerprint(src)
     if fp != card["source_fingerprint"]:
         problems.append(f"checkpoint fingerprint {fp[:12]}… != card {card['source_fingerprint'][:12]}…")
