@@ -79,13 +79,13 @@ def test_node_graph_closed_loop_matches_evaluate(tiny_vla):
 
 
 @pytest.mark.slow
-def test_shipped_checkpoint_through_the_graph_matches_evaluate():
-    """The trained policy (real successes) through the node graph, when the checkpoint is present."""
+@pytest.mark.parametrize("artifact", ["policies/vla_metaworld_mt6", "policies/vla_metaworld_mt6_w4a8"])
+def test_shipped_checkpoint_through_the_graph_matches_evaluate(artifact):
+    """The trained policy (fp32, and the shipped W4A8 artifact) through the node graph."""
     from latentstack.nodes.policy_node import PolicyNodeParams, load_policy, resolve_policy_path
 
-    path = resolve_policy_path("policies/vla_metaworld_mt6")
-    if not os.path.isdir(path):
-        pytest.skip("policies/vla_metaworld_mt6 not present")
+    path = resolve_policy_path(artifact)
+    assert os.path.isdir(path), f"shipped artifact {artifact} missing"
     policy = load_policy(PolicyNodeParams(policy=path))
     tasks = ["button-press-topdown-v3", "coffee-button-v3"]
     spec = load_graph("ros/graphs/metaworld.yaml")
