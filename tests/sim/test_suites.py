@@ -15,7 +15,7 @@ def test_shipped_suite_loads():
     assert all(t.name.endswith("-v3") and t.instruction and 0 < t.max_episode_steps <= 200 for t in s.tasks)
     assert len({t.instruction for t in s.tasks}) == 6
     assert {k: (r.start, r.stop) for k, r in s.seeds.items()} == {
-        "train": (0, 1000), "select": (10000, 10100), "test": (20000, 20100)}
+        "train": (0, 1000), "fit": (5000, 6000), "select": (10000, 10100), "test": (20000, 20100)}
     assert s.image_size == 64 and s.camera == "corner4"
     # by path too, and the file sits under the repo root
     assert load_suite(suites_dir() / "metaworld_mt6.yaml") == s
@@ -73,3 +73,10 @@ def test_root_env_var(tmp_path, monkeypatch):
     assert s.name == "tiny" and s.tasks == (TaskSpec("reach-v3", "go", 20),)
     with pytest.raises(FileNotFoundError):
         load_suite("metaworld_mt6")
+
+
+def test_mt6_has_a_fit_split_apart_from_demos_and_evaluation():
+    suite = load_suite("metaworld_mt6")
+    fit = set(suite.seeds["fit"])
+    for other in ("train", "select", "test"):
+        assert fit.isdisjoint(suite.seeds[other])

@@ -19,6 +19,7 @@ image_size: 64
 camera: corner4
 seeds:
   train:  {start: 0, stop: 50}
+  fit:    {start: 60, stop: 90}
   select: {start: 100, stop: 150}
   test:   {start: 200, stop: 250}
 tasks:
@@ -49,7 +50,7 @@ def test_collect_fit_eval(tmp_path, capsys):
                              "--sites", "expert.layer1", "--out", str(roll)])
     assert cmd_collect(a, env_factory=FakeEnv) == 0
     rollouts, meta = load_rollouts(roll)
-    assert [r.success for r in rollouts] == [True, False, True, False] and meta["seeds"] == [0, 1, 2, 3]
+    assert [r.success for r in rollouts] == [True, False, True, False] and meta["seeds"] == [60, 61, 62, 63]
     out = tmp_path / "conceptors"
     a = parser().parse_args(["steer", "fit", "--rollouts", str(roll), "--preset", "repo", "--alphas", "0.5,2",
                              "--out", str(out)])
@@ -62,7 +63,7 @@ def test_collect_fit_eval(tmp_path, capsys):
     assert a.func(a) == 1 and "skipped" in capsys.readouterr().out
     stem = out / "all__expert.layer1__global__a0.5__repo"
     card = SteeringArtifact.load(stem, expected_d=128).card
-    assert card["layer"] == 1 and card["seeds"]["fit"] == [0, 1, 2, 3] and card["preset"]["name"] == "repo"
+    assert card["layer"] == 1 and card["seeds"]["fit"] == [60, 61, 62, 63] and card["preset"]["name"] == "repo"
     a = parser().parse_args(["steer", "eval", "--suite", str(suite), "--policy", str(SHIPPED), "--artifact",
                              str(stem), "--episodes-per-task", "2", "--controls",
                              "positive_only,linear", "--quiet", "--out",

@@ -188,7 +188,7 @@ def add_steer_parser(subparsers: Any) -> argparse.ArgumentParser:
     c.add_argument("--suite", default=DEFAULT_SUITE)
     c.add_argument("--policy", default=DEFAULT_POLICY)
     c.add_argument("--sites", default=DEFAULT_SITES, help="comma-separated latent site names")
-    c.add_argument("--split", default="train", choices=["train", "select"], help="never test")
+    c.add_argument("--split", default="fit", choices=["fit", "train", "select"], help="never test")
     c.add_argument("--n", type=int, default=15, help="episodes per task")
     c.add_argument("--offset", type=int, default=0, help="first seed index within the split")
     c.add_argument("--seed-start", type=int, default=None, help="explicit seeds seed_start..seed_start+n-1")

@@ -8,8 +8,8 @@ exactly what the ``paper`` preset's mean-pooling builder needs and 16x smaller).
 
 Seeds: the suite's ``test`` split is refused (test seeds are never used for fitting). The caller
 chooses the fit seeds explicitly (``seeds=``) or takes ``n`` seeds of a split from ``offset``; the
-suite yaml has no dedicated ``fit`` split, so keep fit seeds disjoint from select/test by choice of
-split (e.g. ``train`` seeds beyond those used for demonstrations).
+default is the suite's ``fit`` split, disjoint from the demonstration (``train``), ``select`` and
+``test`` seeds.
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def collect_rollouts(
     policy: Any,
     sites: Sequence[str],
     *,
-    split: str = "train",
+    split: str = "fit",
     n: int | None = None,
     offset: int = 0,
     seeds: Iterable[int] | None = None,
