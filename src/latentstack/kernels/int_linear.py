@@ -258,6 +258,20 @@ class _IntLinearBase(nn.Module):
                 f"bias={self.bias is not None}, impl={self.impl!r}")
 
 
+def _float_weight(linear: nn.Linear, input_scale: torch.Tensor | None) -> torch.Tensor:
+    """fp32 weight of ``linear``, with a per-input-channel smoothing scale folded in when given."""
+    w = linear.weight.detach().to(torch.float32)
+    return w if input_scale is None else fold_input_scale(w, input_scale)
+
+
+def _finish_from_float(mod: nn.Module, linear: nn.Linear, weight_scale: torch.Tensor) -> nn.Module:
+    """Shared tail of the ``from_float`` constructors: scales, bias, device."""
+    mod.weight_scale.copy_(weight_scale)
+    if linear.bias is not None:
+        mod.bias.copy_(linear.bias.detach().to(torch.float32))
+    return mod.to(linear.weight.device)
+
+
 class W8A8Linear(_IntLinearBase):
     """int8 per-output-channel weights, dynamic per-token int8 activations, ``_int_mm``.
 
@@ -281,16 +295,10 @@ class W8A8Linear(_IntLinearBase):
     def from_float(cls, linear: nn.Linear, layout: str = "kn", impl: str = "auto",
                    input_scale: torch.Tensor | None = None) -> W8A8Linear:
         """Quantise an ``nn.Linear`` (optionally folding a per-input-channel smoothing scale)."""
-        w = linear.weight.detach().to(torch.float32)
-        if input_scale is not None:
-            w = fold_input_scale(w, input_scale)
         mod = cls(linear.in_features, linear.out_features, linear.bias is not None, layout, impl)
-        q, s = quantize_per_channel(w, 8)
+        q, s = quantize_per_channel(_float_weight(linear, input_scale), 8)
         mod.weight_q.copy_(q.t().contiguous() if layout == "kn" else q)
-        mod.weight_scale.copy_(s)
-        if linear.bias is not None:
-            mod.bias.copy_(linear.bias.detach().to(torch.float32))
-        return mod.to(linear.weight.device)
+        return _finish_from_float(mod, linear, s)
 
     def weight_kn(self) -> torch.Tensor:
         return self.weight_q if self.layout == "kn" else self.weight_q.t()
@@ -320,16 +328,10 @@ class W4A8Linear(_IntLinearBase):
     def from_float(cls, linear: nn.Linear, impl: str = "auto", cache_unpacked: bool = False,
                    input_scale: torch.Tensor | None = None) -> W4A8Linear:
         """Quantise an ``nn.Linear`` to int4 codes (symmetric per output channel) and pack them."""
-        w = linear.weight.detach().to(torch.float32)
-        if input_scale is not None:
-            w = fold_input_scale(w, input_scale)
         mod = cls(linear.in_features, linear.out_features, linear.bias is not None, impl, cache_unpacked)
-        q, s = quantize_per_channel(w, 4)
+        q, s = quantize_per_channel(_float_weight(linear, input_scale), 4)
         mod.weight_packed.copy_(pack_int4(q.t().contiguous(), dim=0))
-        mod.weight_scale.copy_(s)
-        if linear.bias is not None:
-            mod.bias.copy_(linear.bias.detach().to(torch.float32))
-        return mod.to(linear.weight.device)
+        return _finish_from_float(mod, linear, s)
 
     def weight_kn(self) -> torch.Tensor:
         if self._unpacked is not None:
