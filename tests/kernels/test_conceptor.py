@@ -53,3 +53,45 @@ def test_fold_into_consumer_linear():
 def test_shape_check():
     with pytest.raises(ValueError):
         conceptor_gate(torch.randn(2, 8), torch.eye(4), 0.5)
+
+
+def _low_rank_conceptor(d: int, r: int, seed: int = 1) -> torch.Tensor:
+    """A COAST-like C_steer: rank r, eigenvalues in (0, 1), random eigenvectors."""
+    gen = torch.Generator().manual_seed(seed)
+    Q, _ = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=torch.float64))
+    mu = torch.rand(r, generator=gen, dtype=torch.float64) * 0.9 + 0.05
+    return (Q[:, :r] * mu) @ Q[:, :r].T
+
+
+@pytest.mark.parametrize("beta", [0.1, 0.3, 1.0])
+def test_lowrank_gate_matches_dense_when_rank_covers_spectrum(beta):
+    from latentstack.kernels import LowRankGate, conceptor_gate_lowrank, lowrank_factors
+
+    C = _low_rank_conceptor(64, 5)
+    U, mu = lowrank_factors(C, cutoff=1e-9)
+    assert U.shape == (64, 5) and mu.shape == (5,)  # the cutoff finds exactly the true rank
+    h = torch.randn(3, 11, 64, dtype=torch.float64)
+    dense = conceptor_gate(h, C, beta)
+    for out in (conceptor_gate_lowrank(h, U, mu, beta), LowRankGate(C, beta, cutoff=1e-9)(h)):
+        assert float((out - dense).norm() / dense.norm()) <= 1e-6
+    # float32 storage (what artifacts hold) stays within 1e-6 relative too
+    out32 = LowRankGate(C.float(), beta, cutoff=1e-6)(h.float())
+    assert float((out32.double() - dense).norm() / dense.norm()) <= 1e-6
+    # a full-rank generic conceptor: all eigenvalues kept => equals the dense gate
+    Cf = _conceptor(32)
+    hf = torch.randn(5, 32, dtype=torch.float64)
+    assert LowRankGate(Cf, beta, cutoff=0.0).rank == 32
+    lr = LowRankGate(Cf, beta, cutoff=0.0)(hf)
+    assert float((lr - conceptor_gate(hf, Cf, beta)).norm() / lr.norm()) <= 1e-6
+
+
+def test_lowrank_gate_truncation_is_not_exact_and_beta_zero_is_noop():
+    from latentstack.kernels import LowRankGate, lowrank_factors
+
+    C = _low_rank_conceptor(32, 6)
+    h = torch.randn(8, 32, dtype=torch.float64)
+    trunc = LowRankGate(C, 0.5, rank=3)(h)  # drops real eigenpairs: must differ from dense
+    assert float((trunc - conceptor_gate(h, C, 0.5)).norm()) > 1e-3
+    assert LowRankGate(C, 0.0)(h) is h
+    with pytest.raises(ValueError, match="symmetric"):
+        lowrank_factors(C + torch.triu(torch.ones(32, 32, dtype=torch.float64), 1) * 0.1)

@@ -11,7 +11,16 @@ times them against their references. There are no Triton kernels yet: no GPU was
 test them; on CUDA tensors the dispatcher uses ``mamba_ssm`` (if installed) or the torch forms.
 """
 
-from .conceptor import ConceptorGate, apply_gate, conceptor_gate, fold_gate_into_linear, gate_matrix
+from .conceptor import (
+    ConceptorGate,
+    LowRankGate,
+    apply_gate,
+    conceptor_gate,
+    conceptor_gate_lowrank,
+    fold_gate_into_linear,
+    gate_matrix,
+    lowrank_factors,
+)
 from .dispatch import available_impls, gpu_available, implementations, resolve, triton_available
 from .int_linear import (
     MemoryReport,
@@ -34,6 +43,7 @@ from .scan import cpp_available, selective_scan, selective_scan_ref
 
 __all__ = [
     "ConceptorGate",
+    "LowRankGate",
     "MemoryReport",
     "W4A8Linear",
     "W8A8Linear",
@@ -42,6 +52,8 @@ __all__ = [
     "chunked_linear_attention",
     "compile_int_model",
     "conceptor_gate",
+    "conceptor_gate_lowrank",
+    "lowrank_factors",
     "cpp_available",
     "dequantize",
     "fake_quant",
