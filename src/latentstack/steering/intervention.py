@@ -1,7 +1,7 @@
 """COAST steering as a latent ``Intervention`` + controls + artifacts (coast.md §6-7, §10).
 
-The gate is ``h ← h Mᵀ``, ``M = (1 − β) I + β C``, applied by the shared kernel
-:func:`latentstack.kernels.conceptor.conceptor_gate` to every action token of the chosen site's
+The gate is ``h ← h Mᵀ``, ``M = (1 − β) I + β C`` (the shared kernel's precomputed-M path,
+:func:`latentstack.kernels.conceptor.gate_matrix` + one matmul) on every action token of the chosen site's
 output, at every denoising step (``global``: one C) or with ``C_t`` selected by the sampler's
 ``denoise_step`` annotation (``per_step``: C of shape ``(D, d, d)``; an out-of-range or missing step
 raises). β = 0 is an exact no-op: the edit returns its input object, which ``Intervention`` treats
@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from latentstack.kernels.conceptor import conceptor_gate
+from latentstack.kernels.conceptor import gate_matrix
 from latentstack.latent import Intervention, Site
 
 from . import conceptors as cz
@@ -62,6 +62,9 @@ def conceptor_edit(C: torch.Tensor, beta: float, step_key: str = "denoise_step")
     """The edit ``fn(value, meta)`` applying ``h Mᵀ`` over the last dim (all tokens).
 
     ``C (d, d)``: global. ``C (D, d, d)``: per step, indexed by ``meta[step_key]``.
+    ``Mᵀ`` is built once (float64, then cast once per dtype/device), so a call costs one matmul:
+    on a model as small as ours the gate's per-call Python/dispatch work is what the policy call
+    notices, not its FLOPs (``reports/coast/``: overhead ratio).
     """
     beta = float(beta)
     if not 0.0 <= beta <= 1.0:
@@ -70,7 +73,8 @@ def conceptor_edit(C: torch.Tensor, beta: float, step_key: str = "denoise_step")
     _check_operator(C)
     per_step = C.ndim == 3
     d = C.shape[-1]
-    cache: dict[torch.dtype | torch.device, torch.Tensor] = {}
+    Mt64 = gate_matrix(C.to(torch.float64), beta).transpose(-1, -2).contiguous()
+    cache: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
 
     def edit(value: torch.Tensor, meta: dict[str, Any]) -> torch.Tensor:
         if value.shape[-1] != d:
@@ -78,18 +82,18 @@ def conceptor_edit(C: torch.Tensor, beta: float, step_key: str = "denoise_step")
         if beta == 0.0:
             return value  # short-circuit: bit-identical
         key = (value.dtype, value.device)
-        Cv = cache.get(key)
-        if Cv is None:
-            Cv = cache[key] = C.to(device=value.device, dtype=value.dtype)
+        Mt = cache.get(key)
+        if Mt is None:
+            Mt = cache[key] = Mt64.to(device=value.device, dtype=value.dtype)
         if per_step:
             t = meta.get(step_key)
             if t is None:
                 raise KeyError(f"per-step steering needs the {step_key!r} annotation; meta = {sorted(meta)}")
             t = int(t)
-            if not 0 <= t < Cv.shape[0]:
-                raise IndexError(f"{step_key} = {t} out of range for {Cv.shape[0]} per-step conceptors")
-            return conceptor_gate(value, Cv[t], beta)
-        return conceptor_gate(value, Cv, beta)
+            if not 0 <= t < Mt.shape[0]:
+                raise IndexError(f"{step_key} = {t} out of range for {Mt.shape[0]} per-step conceptors")
+            return torch.matmul(value, Mt[t])
+        return torch.matmul(value, Mt)
 
     return edit
 
