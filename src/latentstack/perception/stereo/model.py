@@ -1,0 +1,169 @@
+"""SA2-tiny: StereoAdapter-2 (spec §3) at CPU scale, and its ConvGRU twin.
+
+    I_L, I_R → TinyEncoder (frozen, CoDyRA-adapted) → maps at 1/4, 1/8, 1/16 + mono log-depth
+    fmap_{L,R} = Conv3×3(ResidualBlock_instnorm(feat[0]))                (shared weights)
+    net_i = tanh(Conv3×3(ResidualBlock(feat_L[i])))                       hidden states
+    corr  = CorrBlock1D(fmap_L, fmap_R) (4 levels, r = 4 ⇒ 36 taps)
+    MDE init: disp = f·b / depth_mono;  coords1.x = coords0.x − disp/4    (flow = −disparity)
+    repeat iters: corr lookup → motion → 3-level update → Δflow (Δflow_y := 0) → convex ×4 upsampling
+
+Differences from the released model, by design of the tiny variant: the encoder is a small CNN
+(not DA3 ViT-B), the mono depth comes from the same (left) encoder pass instead of a third
+backbone pass, and the MDE init uses each pair's own ``f·b`` (the SA2 code uses the constant
+0.25·320 of TartanAir). The init is detached (no gradient into the prior through the refiner).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .codyra import add_codyra, codyra_modules
+from .configuration_stereo import StereoConfig
+from .corr import AltCorrBlock1D, CorrBlock1D
+from .encoder import ResidualBlock, TinyEncoder, normalize_images
+from .update import MultiLevelUpdate
+from .upsample import convex_upsample
+
+__all__ = ["SA2Tiny", "load_stereo_model", "save_stereo_model"]
+
+WEIGHTS, CONFIG = "model.safetensors", "config.json"
+
+
+class SA2Tiny(nn.Module):
+    def __init__(self, config: StereoConfig = StereoConfig()) -> None:
+        super().__init__()
+        self.config = c = config
+        self.encoder = TinyEncoder(c.enc_channels, c.feat_dim)
+        self.fnet = nn.Sequential(ResidualBlock(c.feat_dim, c.feat_dim, norm="instance"),
+                                  nn.Conv2d(c.feat_dim, c.fmap_dim, 3, padding=1))
+        self.cnet = nn.ModuleList([nn.Sequential(ResidualBlock(c.feat_dim, c.feat_dim, norm="group"),
+                                                 nn.Conv2d(c.feat_dim, c.hidden, 3, padding=1)) for _ in range(3)])
+        # the ConvGRU twin gets RAFT-Stereo context biases (c_z, c_r, c_q); SA2 uses none ("without_inp_list")
+        self.context = None
+        if c.updater == "gru":
+            self.context = nn.ModuleList([nn.Conv2d(c.feat_dim, 3 * c.hidden, 3, padding=1) for _ in range(3)])
+        corr_ch = c.corr_levels * (2 * c.corr_radius + 1)
+        self.update = MultiLevelUpdate(c.hidden, corr_ch, updater=c.updater, scan_mode=c.scan_mode,
+                                       d_state=c.d_state, ssm_ratio=c.ssm_ratio, factor=2 ** c.n_downsample)
+        self.adapted = False
+
+    # ------------------------------------------------------------------ adapters / freezing
+    def add_adapters(self) -> int:
+        """Freezes the encoder and wraps its convs with CoDyRA (rank ``config.codyra_rank``)."""
+        for p in self.encoder.parameters():
+            p.requires_grad_(False)
+        n = add_codyra(self.encoder, self.config.codyra_rank) if self.config.codyra_rank > 0 else 0
+        self.adapted = True
+        return n
+
+    def codyra(self) -> list[nn.Module]:
+        return list(codyra_modules(self))
+
+    # ------------------------------------------------------------------ forward
+    def encode(self, left: torch.Tensor, right: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        b = left.shape[0]
+        feats, log_depth = self.encoder(normalize_images(torch.cat([left, right], dim=0)))
+        feats_l = [f[:b] for f in feats]
+        fmap = self.fnet(feats[0])
+        return feats_l, fmap, log_depth[:b]
+
+    def forward(self, left: torch.Tensor, right: torch.Tensor, focal_baseline: torch.Tensor,
+                iters: int | None = None, disp_init: torch.Tensor | None = None,
+                depth_init: torch.Tensor | None = None) -> dict[str, Any]:
+        """``left, right [B, 3, H, W]`` in [0, 255]; ``focal_baseline [B]`` = f·b (px·m).
+
+        Returns ``disp_preds`` (one ``[B, 1, H, W]`` disparity per iteration, positive = left
+        pixel x matches right x − d), ``disp_init`` (the MDE initialisation at full size),
+        ``mono_depth`` (``[B, 1, H/4, W/4]`` metres), ``flows`` (1/4-res (x, y) flow per iteration)
+        and ``net`` (final hidden states at 1/4, 1/8, 1/16). ``disp_init`` / ``depth_init``
+        override the mono prior (full-size disparity / metric depth).
+        """
+        c = self.config
+        if left.shape != right.shape or left.dim() != 4 or left.shape[1] != 3:
+            raise ValueError(f"left/right must both be [B, 3, H, W]; got {tuple(left.shape)}, {tuple(right.shape)}")
+        b, _, h, w = left.shape
+        if h % 16 or w % 16:
+            raise ValueError(f"image size must be a multiple of 16, got {h}×{w}")
+        iters = c.valid_iters if iters is None and not self.training else (iters or c.train_iters)
+        f = 2 ** c.n_downsample
+        feats, fmap, log_depth = self.encode(left.float(), right.float())
+        fmap_l, fmap_r = fmap[:b], fmap[b:]
+        net = [torch.tanh(cn(ft)) for cn, ft in zip(self.cnet, feats)]
+        context = None
+        if self.context is not None:
+            context = [tuple(cx(ft).chunk(3, dim=1)) for cx, ft in zip(self.context, feats)]
+        corr_cls = CorrBlock1D if c.corr_impl == "reg" else AltCorrBlock1D
+        corr_fn = corr_cls(fmap_l.float(), fmap_r.float(), c.corr_levels, c.corr_radius)
+        hq, wq = fmap_l.shape[2:]
+        ys, xs = torch.meshgrid(torch.arange(hq, device=left.device, dtype=torch.float32),
+                                torch.arange(wq, device=left.device, dtype=torch.float32), indexing="ij")
+        coords0 = torch.stack([xs, ys]).unsqueeze(0).expand(b, 2, hq, wq)  # (x, y) at 1/4 resolution
+        mono_depth = torch.exp(log_depth)
+        fb = focal_baseline.to(left.device, torch.float32).view(b, 1, 1, 1)
+        if disp_init is not None:
+            d0 = F.interpolate(disp_init.float(), (hq, wq), mode="bilinear", align_corners=True) / f
+        elif depth_init is not None:  # an external metric depth prior (e.g. a perfect one in tests)
+            d0 = fb / F.interpolate(depth_init.float(), (hq, wq), mode="bilinear", align_corners=True).clamp(min=1e-3) / f
+        elif c.mono_init:
+            d0 = (fb / mono_depth.clamp(min=1e-3)).detach() / f  # disparity in 1/4-resolution pixels
+        else:
+            d0 = torch.zeros(b, 1, hq, wq, device=left.device)
+        coords1 = coords0 - torch.cat([d0, torch.zeros_like(d0)], dim=1)  # RAFT-Stereo: flow = −disparity
+        preds, flows = [], []
+        for _ in range(iters):
+            coords1 = coords1.detach()  # RAFT: no gradient through the coordinates across iterations
+            corr = corr_fn(coords1[:, :1])
+            flow = coords1 - coords0
+            net, mask, delta = self.update(net, context, corr, flow)
+            delta = torch.cat([delta[:, :1], torch.zeros_like(delta[:, 1:])], dim=1)  # Δflow_y := 0 (epipolar)
+            coords1 = coords1 + delta
+            flows.append(coords1 - coords0)
+            up = convex_upsample(coords1 - coords0, mask, f)
+            preds.append(-up[:, :1])
+        disp0_up = F.interpolate(d0 * f, (h, w), mode="bilinear", align_corners=True)
+        return {"disp_preds": preds, "disp_init": disp0_up, "mono_depth": mono_depth, "net": net, "flows": flows}
+
+
+def save_stereo_model(model: SA2Tiny, out_dir: Path | str, extra: dict[str, Any] | None = None) -> Path:
+    """safetensors weights + config JSON (+ optional training metadata JSON). No pickle."""
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(sd, str(out / WEIGHTS), metadata={"adapted": str(model.adapted), "name": model.config.name})
+    model.config.save(out / CONFIG)
+    if extra is not None:
+        (out / "training.json").write_text(json.dumps(extra, indent=2) + "\n")
+    return out
+
+
+def load_stereo_model(path: Path | str) -> SA2Tiny:
+    """Loads a directory written by :func:`save_stereo_model`; refuses mismatched checkpoints."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    d = Path(path)
+    if not (d / WEIGHTS).is_file() or not (d / CONFIG).is_file():
+        raise FileNotFoundError(f"{d} is not a stereo checkpoint (needs {WEIGHTS} and {CONFIG})")
+    config = StereoConfig.load(d / CONFIG)
+    with safe_open(str(d / WEIGHTS), "pt") as fh:
+        meta = fh.metadata() or {}
+    model = SA2Tiny(config)
+    if meta.get("adapted") == "True":
+        model.add_adapters()
+    sd = load_file(str(d / WEIGHTS))
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
+    bad_shape = [k for k in set(own) & set(sd) if own[k].shape != sd[k].shape]
+    if missing or unexpected or bad_shape:
+        raise ValueError(f"checkpoint {d} does not match its config {config.name!r}: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}, shape mismatch {bad_shape[:5]}")
+    model.load_state_dict(sd)
+    model.eval()
+    return model
