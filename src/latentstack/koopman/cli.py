@@ -1,0 +1,149 @@
+"""``lstack korr train | eval | compare``. Wire with ``add_korr_parser(subparsers)`` in ``latentstack.cli``.
+
+Heavy modules load inside the command functions.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_korr_parser", "cmd_compare", "cmd_eval", "cmd_train"]
+
+
+def _load_yaml(path: str) -> dict[str, Any]:
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise SystemExit(f"config {path} not found")
+    return yaml.safe_load(p.read_text()) or {}
+
+
+def add_korr_parser(subparsers: Any) -> argparse.ArgumentParser:
+    k = subparsers.add_parser("korr", help="KORR: Koopman-guided residual RL on a frozen chunked base")
+    ks = k.add_subparsers(dest="korr_cmd", required=True)
+
+    t = ks.add_parser("train", help="train one residual with residual PPO → artifact (safetensors + config)")
+    t.add_argument("--env", default="toy_insertion", choices=["toy_insertion", "robosuite"])
+    t.add_argument("--kind", default="korr", choices=["korr", "korr_goal", "resip", "dyn"])
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--iterations", type=int, default=40)
+    t.add_argument("--num-envs", type=int, default=128)
+    t.add_argument("--num-steps", type=int, default=None, help="steps per iteration (default: episode length)")
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--hidden", type=int, default=256)
+    t.add_argument("--lift", type=int, default=256)
+    t.add_argument("--base", default=None, help="robosuite: frozen base policy directory")
+    t.add_argument("--out", required=True, help="artifact directory")
+    t.set_defaults(func=cmd_train)
+
+    e = ks.add_parser("eval", help="evaluate base and residual artifacts on held-out test seeds")
+    e.add_argument("--env", default="toy_insertion", choices=["toy_insertion"])
+    e.add_argument("--residual", nargs="*", default=[], help="artifact directories (name=dir or dir)")
+    e.add_argument("--perturb", default="both", choices=["on", "off", "both"])
+    e.add_argument("--test-batches", type=int, default=8)
+    e.add_argument("--episodes-per-batch", type=int, default=512)
+    e.add_argument("--out", default=None, help="write eval.json here")
+    e.set_defaults(func=cmd_eval)
+
+    c = ks.add_parser("compare", help="base vs trained residuals over several training seeds (config YAML)")
+    c.add_argument("--config", default="configs/korr_toy.yaml")
+    c.add_argument("--out", default="reports/korr")
+    c.add_argument("--artifacts", default=None, help="also save every trained residual here")
+    c.set_defaults(func=cmd_compare)
+    return k
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import torch
+
+    from .configuration_korr import ppo_config
+    from .experiment import run_toy_comparison
+    from .toy_env import ToyInsertionConfig
+
+    torch.set_num_threads(1)
+    cfg = _load_yaml(args.config)
+    if cfg.get("env") != "toy_insertion":
+        raise SystemExit(f"compare supports env toy_insertion, got {cfg.get('env')!r}")
+    ppo_kw = dict(cfg.get("ppo", {}))
+    ppo = ppo_config(ppo_kw.pop("preset", "cpu"), **ppo_kw)
+    res = run_toy_comparison(cfg["kinds"], cfg["train_seeds"], ppo, ToyInsertionConfig(**cfg.get("env_config", {})),
+                             cfg["test_batches"], args.out, base_kwargs=cfg.get("base", {}),
+                             preregistered_margin=cfg.get("preregistered_margin", 0.1),
+                             artifacts_dir=args.artifacts, **cfg.get("residual", {}))
+    res_path = Path(args.out) / "toy.json"
+    full = json.loads(res_path.read_text())
+    full["command"] = f"lstack korr compare --config {args.config} --out {args.out}"
+    res_path.write_text(json.dumps(full, indent=1))
+    for name, c in res["conditions"].items():
+        p = c["perturbed"]
+        print(f"{name:6s} nominal {c['success']:.3f} [{c['ci_low']:.3f}, {c['ci_high']:.3f}]  "
+              f"perturbed {p['success']:.3f} [{p['ci_low']:.3f}, {p['ci_high']:.3f}]  n={c['trials']}")
+    print("acceptance:", json.dumps(res["acceptance"]))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    torch.set_num_threads(1)
+    if args.env == "robosuite":
+        from .robosuite_task import cmd_train_robosuite
+
+        return cmd_train_robosuite(args)
+    from .artifact import save_residual
+    from .configuration_korr import ppo_config, residual_config
+    from .modeling_korr import make_residual
+    from .toy_env import ChunkedToyBase, ToyInsertionConfig, ToyInsertionEnv
+    from .trainer import train_residual
+
+    env_cfg = ToyInsertionConfig(num_envs=args.num_envs)
+    ppo = ppo_config("cpu", num_envs=args.num_envs, num_steps=args.num_steps or env_cfg.max_steps,
+                     num_iterations=args.iterations, update_epochs=args.epochs, seed=args.seed)
+    torch.manual_seed(args.seed)
+    model = make_residual(residual_config(ToyInsertionEnv.obs_dim, ToyInsertionEnv.action_dim, args.kind,
+                                          hidden_dim=args.hidden, lift_dim=args.lift))
+    res = train_residual(ToyInsertionEnv(env_cfg), ChunkedToyBase(), model, ppo)
+    path = save_residual(model, args.out, state_dict=res.best_state,
+                         meta={"env": "toy_insertion", "env_config": env_cfg.to_dict(), "base": {"kind": "ChunkedToyBase"},
+                               "ppo": ppo.to_dict(), "train_seed": args.seed, "best_iteration": res.best_iteration,
+                               "selection_rule": res.selection_rule, "history": res.history})
+    print(f"wrote {path}: best train-eval success {res.best_success:.3f} at iteration {res.best_iteration}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    import torch
+
+    from .artifact import load_residual
+    from .experiment import evaluate_toy, rate_block, test_seeds
+    from .toy_env import ChunkedToyBase, ToyInsertionConfig
+
+    torch.set_num_threads(1)
+    seeds = test_seeds(args.test_batches)
+    env_cfg = ToyInsertionConfig(num_envs=args.episodes_per_batch)
+    modes = {"on": [True], "off": [False], "both": [False, True]}[args.perturb]
+    models: dict[str, Any] = {"base": None}
+    for spec in args.residual:
+        name, _, d = spec.rpartition("=")
+        models[name or Path(d).name] = load_residual(d)[0]
+    out: dict[str, Any] = {"env": args.env, "test_seeds": seeds, "conditions": {}}
+    for name, model in models.items():
+        entry: dict[str, Any] = {}
+        for pert in modes:
+            s = evaluate_toy(model, seeds, replace(env_cfg, perturb=pert), ChunkedToyBase())
+            blk = rate_block(int(s.sum()), s.numel())
+            if pert:
+                entry["perturbed"] = blk
+            else:
+                entry.update(blk)
+        out["conditions"][name] = entry
+        print(name, json.dumps(entry))
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "eval.json").write_text(json.dumps(out, indent=1))
+    return 0
