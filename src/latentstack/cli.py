@@ -194,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     from latentstack.koopman.cli import add_korr_parser
 
     add_korr_parser(sub)
+    from latentstack.perception.stereo.cli import add_stereo_parser
+
+    add_stereo_parser(sub)
     return p
 
 

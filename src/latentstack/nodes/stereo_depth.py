@@ -1,0 +1,183 @@
+"""Stereo depth node core: rectified left/right images + camera info in → depth and disparity out.
+
+Inputs (SensorDataQoS): ``left/image_rect``, ``right/image_rect`` (rgb8/bgr8, same size),
+``left/camera_info`` (focal length), ``right/camera_info`` (baseline from ``P[0,3] = −f·B``, the
+ROS stereo convention; or the ``baseline_m`` parameter). Left and right are paired by header
+stamp within ``sync_tolerance_s`` (approximate-time sync). Outputs: ``depth``
+(sensor_msgs/Image 32FC1, metres, NaN where the disparity is not positive) and ``disparity``
+(stereo_msgs/DisparityImage). Images whose size is not a multiple of 16 are edge-padded and the
+result cropped back. A malformed message is logged, counted and dropped; the node keeps running.
+"""
+from __future__ import annotations
+
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from latentstack import msgs
+
+from .base import NodeCore, check, check_finite
+from .interfaces import CAMERA_INFO_TYPE, IMAGE_TYPE
+
+__all__ = ["DISPARITY_TYPE", "StereoDepthNodeCore", "StereoDepthParams"]
+
+DISPARITY_TYPE = "stereo_msgs/msg/DisparityImage"
+MDE_INIT = ("mono", "zero")
+
+
+@dataclass(frozen=True)
+class StereoDepthParams:
+    model: str = "policies/stereo_sa2_tiny"
+    left_topic: str = "left/image_rect"
+    right_topic: str = "right/image_rect"
+    left_info_topic: str = "left/camera_info"
+    right_info_topic: str = "right/camera_info"
+    depth_topic: str = "depth"
+    disparity_topic: str = "disparity"
+    iters: int = 8
+    mde_init: str = "mono"  # mono (the model's monocular prior) | zero (RAFT-Stereo start)
+    baseline_m: float = 0.0  # 0: read it from the right camera_info
+    sync_tolerance_s: float = 0.005
+    min_depth_m: float = 0.1
+    max_depth_m: float = 50.0
+    torch_threads: int = 1
+
+    def __post_init__(self) -> None:
+        check(bool(self.model), "parameter 'model' must name a stereo checkpoint directory")
+        check(self.iters >= 1, f"iters must be >= 1, got {self.iters}")
+        check(self.mde_init in MDE_INIT, f"mde_init must be one of {MDE_INIT}, got {self.mde_init!r}")
+        for name in ("baseline_m", "sync_tolerance_s", "min_depth_m", "max_depth_m"):
+            check_finite(name, getattr(self, name))
+        check(self.baseline_m >= 0, f"baseline_m must be >= 0, got {self.baseline_m}")
+        check(0 < self.min_depth_m < self.max_depth_m, "need 0 < min_depth_m < max_depth_m")
+        check(self.torch_threads >= 1, f"torch_threads must be >= 1, got {self.torch_threads}")
+
+
+class StereoDepthNodeCore(NodeCore):
+    default_name: ClassVar[str] = "stereo_depth"
+    Params: ClassVar[type] = StereoDepthParams
+
+    def __init__(self, transport: Any, params: StereoDepthParams | None = None, *, model: Any = None,
+                 name: str | None = None, namespace: str = "/") -> None:
+        super().__init__(transport, params, name=name, namespace=namespace)
+        p: StereoDepthParams = self.params
+        import torch
+
+        torch.set_num_threads(p.torch_threads)
+        try:
+            if model is None:
+                from latentstack.nodes.policy_node import resolve_policy_path
+                from latentstack.perception.stereo.model import load_stereo_model
+
+                model = load_stereo_model(resolve_policy_path(p.model))
+            self.model = model.eval()
+        except BaseException:
+            self.close()
+            raise
+        self._torch = torch
+        self._left: tuple[int, np.ndarray] | None = None
+        self._right: tuple[int, np.ndarray] | None = None
+        self._focal: float | None = None
+        self._baseline: float | None = p.baseline_m or None
+        self._done_stamp: int | None = None
+        self.frames = 0
+        self.depth_pub = self.create_publisher(p.depth_topic, IMAGE_TYPE, "sensor_data")
+        self.disp_pub = self.create_publisher(p.disparity_topic, DISPARITY_TYPE, "sensor_data")
+        self.create_subscription(p.left_topic, IMAGE_TYPE, self._on_left, "sensor_data")
+        self.create_subscription(p.right_topic, IMAGE_TYPE, self._on_right, "sensor_data")
+        self.create_subscription(p.left_info_topic, CAMERA_INFO_TYPE, self._on_left_info, "sensor_data")
+        self.create_subscription(p.right_info_topic, CAMERA_INFO_TYPE, self._on_right_info, "sensor_data")
+
+    # -- inputs
+    @staticmethod
+    def _rgb(msg: Any) -> np.ndarray:
+        img = msgs.msg_to_image(msg, want="rgb8")
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise msgs.MessageValueError(f"stereo needs rgb8/bgr8 images, got {msg.encoding} {img.shape}")
+        if img.shape[0] < 16 or img.shape[1] < 16:
+            raise msgs.MessageValueError(f"image {img.shape[:2]} is too small (min 16×16)")
+        return img
+
+    def _on_left(self, msg: Any) -> None:
+        self._left = (msgs.stamp_ns(msg), self._rgb(msg))
+        self._maybe_run()
+
+    def _on_right(self, msg: Any) -> None:
+        self._right = (msgs.stamp_ns(msg), self._rgb(msg))
+        self._maybe_run()
+
+    def _on_left_info(self, msg: Any) -> None:
+        f = float(np.asarray(msg.k)[0])
+        if not np.isfinite(f) or f <= 0:
+            raise msgs.MessageValueError(f"left camera_info has a non-positive focal length K[0] = {f}")
+        self._focal = f
+        self._maybe_run()
+
+    def _on_right_info(self, msg: Any) -> None:
+        if self.params.baseline_m > 0:
+            return
+        p = np.asarray(msg.p, dtype=np.float64)
+        if p.size != 12 or p[0] <= 0:
+            raise msgs.MessageValueError("right camera_info has no valid projection matrix P")
+        b = -p[3] / p[0]
+        if not np.isfinite(b) or b <= 0:
+            raise msgs.MessageValueError(f"right camera_info P[0,3] = {p[3]} gives no positive baseline")
+        self._baseline = float(b)
+        self._maybe_run()
+
+    # -- inference
+    def _maybe_run(self) -> None:
+        if self._left is None or self._right is None or self._focal is None or self._baseline is None:
+            return
+        (ts_l, left), (ts_r, right) = self._left, self._right
+        if abs(ts_l - ts_r) > int(self.params.sync_tolerance_s * 1e9):
+            return
+        if ts_l == self._done_stamp:
+            return
+        if left.shape != right.shape:
+            self._done_stamp = ts_l
+            raise msgs.MessageValueError(f"left {left.shape} and right {right.shape} images differ in size")
+        self._done_stamp = ts_l
+        disp = self.infer(left, right, self._focal * self._baseline)
+        self._publish(ts_l, disp)
+
+    def infer(self, left: np.ndarray, right: np.ndarray, focal_baseline: float) -> np.ndarray:
+        """(H, W) float32 disparity for one uint8 RGB pair."""
+        torch = self._torch
+        h, w = left.shape[:2]
+        ph, pw = -h % 16, -w % 16
+
+        def tensor(a: np.ndarray) -> Any:
+            a = np.pad(a, ((0, ph), (0, pw), (0, 0)), mode="edge") if (ph or pw) else a
+            return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].float()
+
+        lt, rt = tensor(left), tensor(right)
+        kw = {}
+        if self.params.mde_init == "zero":
+            kw["disp_init"] = torch.zeros(1, 1, *lt.shape[2:])
+        with torch.inference_mode():
+            out = self.model(lt, rt, torch.tensor([focal_baseline]), iters=self.params.iters, **kw)
+        return out["disp_preds"][-1][0, 0, :h, :w].numpy().astype(np.float32)
+
+    def _publish(self, stamp: int, disp: np.ndarray) -> None:
+        p: StereoDepthParams = self.params
+        assert self._focal is not None and self._baseline is not None
+        fb = self._focal * self._baseline
+        with np.errstate(divide="ignore", invalid="ignore"):
+            depth = np.where(disp > 0, fb / disp, np.nan).astype(np.float32)
+        depth = np.where((depth >= p.min_depth_m) & (depth <= p.max_depth_m), depth, np.nan).astype(np.float32)
+        distro = self.transport.distro
+        self.depth_pub.publish(msgs.image_to_msg(depth, "32FC1", stamp=stamp, distro=distro))
+        h, w = disp.shape
+        roi = msgs.new("sensor_msgs/msg/RegionOfInterest", distro, x_offset=0, y_offset=0, height=h, width=w,
+                       do_rectify=False)
+        dmsg = msgs.new(DISPARITY_TYPE, distro, header=msgs.header(stamp, "", distro),
+                        image=msgs.image_to_msg(disp, "32FC1", stamp=stamp, distro=distro), f=float(self._focal),
+                        t=float(self._baseline), valid_window=roi, min_disparity=float(fb / p.max_depth_m),
+                        max_disparity=float(fb / p.min_depth_m), delta_d=0.0)
+        self.disp_pub.publish(dmsg)
+        self.frames += 1
+
+
