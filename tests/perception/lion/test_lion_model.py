@@ -1,0 +1,110 @@
+"""Detector assembly (spec tests 14, 16), checkpoints, targets/decoding."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from latentstack.perception.lion import LionDetector, get_preset, load_detector, save_detector
+from latentstack.perception.lion.backbone import HeightCompression, LION3DBackbone
+from latentstack.perception.lion.heads import build_targets, center_loss, decode
+from latentstack.perception.lion.modeling_lion import batch_points
+from latentstack.perception.lion.vfe import DynamicVoxelVFE
+
+
+def _cloud(n: int, seed: int, pr: tuple[float, ...]) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    lo, hi = np.array(pr[:3]), np.array(pr[3:])
+    return np.c_[rng.uniform(lo, hi, (n, 3)), rng.uniform(0, 1, n)].astype(np.float32)
+
+
+def test_kitti_shapes_and_z_sequence() -> None:
+    cfg = get_preset("lion_kitti_mamba")
+    assert cfg.grid_size == (352, 400, 32)
+    torch.manual_seed(0)
+    vfe = DynamicVoxelVFE(4, cfg.vfe_filters, cfg.point_range, cfg.voxel_size)
+    bb = LION3DBackbone(cfg).eval()
+    pts = batch_points([_cloud(300, 0, cfg.point_range)])
+    x = vfe(pts, 1)
+    assert x.spatial_shape == (32, 400, 352) and x.features.shape[1] == 64
+    rec: dict = {}
+    with torch.no_grad():
+        y = bb(x, record=rec)
+    assert [rec[f"block{i}"].spatial_shape[0] for i in range(4)] == [32, 16, 8, 4]
+    assert y.spatial_shape == (2, 400, 352)
+    assert HeightCompression()(y).shape == (1, 128, 400, 352)
+
+
+def test_forward_is_deterministic() -> None:
+    cfg = get_preset("lion_tiny")
+    clouds = [_cloud(600, s, cfg.point_range) for s in (1, 2)]
+    torch.manual_seed(0)
+    a = LionDetector(cfg).eval()
+    torch.manual_seed(0)
+    b = LionDetector(cfg).eval()
+    pts = batch_points(clouds)
+    with torch.no_grad():
+        oa, ob = a(pts, 2), b(pts, 2)
+    for k in oa:
+        assert torch.equal(oa[k], ob[k])
+    assert oa["hm"].shape == (2, 3, *cfg.bev_size)
+
+
+def test_targets_and_decode_recover_a_box() -> None:
+    cfg = get_preset("lion_tiny", score_threshold=0.5)
+    box = np.array([[12.3, -3.1, -0.95, 3.9, 1.6, 1.56, 0.4]], np.float32)
+    tgt = build_targets(cfg, [box], [np.array([0])])
+    assert tgt["mask"].sum() == 1 and tgt["hm"].max() == 1.0
+    # an oracle head output built from the targets decodes back to the box
+    ny, nx = cfg.bev_size
+    out = {"hm": torch.where(tgt["hm"] == 1, 10.0, -10.0)}
+    reg = tgt["reg"][0, 0]
+    ind = int(tgt["ind"][0, 0])
+    for name, sl in (("center", slice(0, 2)), ("center_z", slice(2, 3)), ("dim", slice(3, 6)), ("rot", slice(6, 8))):
+        m = torch.zeros(1, sl.stop - sl.start, ny * nx)
+        m[0, :, ind] = reg[sl]
+        out[name] = m.view(1, -1, ny, nx)
+    det = decode(cfg, out)[0]
+    assert det["labels"].tolist() == [0]
+    np.testing.assert_allclose(det["boxes"][0], box[0], atol=1e-4)
+    _loss, parts = center_loss(cfg, out, tgt)
+    assert parts["loc"] < 1e-5
+
+
+def test_checkpoint_round_trip_and_refusals(tmp_path) -> None:
+    cfg = get_preset("lion_tiny_identity")
+    torch.manual_seed(0)
+    m = LionDetector(cfg).eval()
+    save_detector(m, tmp_path / "ck")
+    back = load_detector(tmp_path / "ck")
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, back.state_dict()[k])
+    # runtime fields may change; architecture fields may not
+    meta = json.loads((tmp_path / "ck" / "config.json").read_text())
+    meta["config"]["score_threshold"] = 0.3
+    (tmp_path / "ck" / "config.json").write_text(json.dumps(meta))
+    assert load_detector(tmp_path / "ck").config.score_threshold == 0.3
+    meta["config"]["d_state"] = 4
+    (tmp_path / "ck" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="d_state"):
+        load_detector(tmp_path / "ck")
+    meta["format"] = "other"
+    (tmp_path / "ck" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="not a latentstack.lion"):
+        load_detector(tmp_path / "ck")
+    with pytest.raises(FileNotFoundError):
+        load_detector(tmp_path / "missing")
+
+
+def test_bad_inputs_are_refused() -> None:
+    with pytest.raises(ValueError, match="operator"):
+        get_preset("lion_tiny", operator="gru")
+    with pytest.raises(ValueError, match="unknown LION preset"):
+        get_preset("nope")
+    m = LionDetector(get_preset("lion_tiny_identity"))
+    with pytest.raises(ValueError, match="batch column"):
+        m(torch.zeros(10, 4), 1)
+    with pytest.raises(ValueError, match="expected"):
+        batch_points([np.zeros((5, 3))])
