@@ -116,3 +116,14 @@ def test_shipped_model_beats_sgbm_on_fresh_turbid_renders():
     finally:
         r.close()
     assert np.mean(errs["model"]) < np.mean(errs["sgbm"])
+
+
+def test_latent_sites_record_every_iteration():
+    from latentstack.latent import Tap
+
+    model = SA2Tiny().eval()
+    with torch.no_grad(), Tap(model, ["hidden_1_4", "corr", "encoder_1_4"]) as tap:
+        model(*_pair(), torch.tensor([20.0]), iters=3)
+    assert len(tap.records["hidden_1_4"]) == 3 and tap.records["hidden_1_4"][0].value.shape == (1, 64, 8, 16)
+    assert tap.records["corr"][0].value.shape == (1, 36, 8, 16)
+    assert len(tap.records["encoder_1_4"]) == 1

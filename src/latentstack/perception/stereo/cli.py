@@ -54,34 +54,37 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from latentstack.stats import wilson_interval
-
     from .data import StereoSplit
-    from .evaluate import evaluate_methods, plot_report, write_json
+    from .evaluate import evaluate_methods, paired_wins, plot_report, write_json
     from .model import load_stereo_model
 
     _threads(args.threads)
-    models = {}
+    models, paths = {}, {}
     for spec in args.model:
         name, _, path = spec.partition("=")
         if not path:
             raise SystemExit(f"--model wants name=checkpoint_dir, got {spec!r}")
         models[name] = load_stereo_model(path)
+        paths[name] = path
     data = StereoSplit.load(Path(args.data) / f"{args.split}.npz", limit=args.limit)
-    ks = tuple(args.turbidity)
-    res = evaluate_methods(models, data, ks, iters=args.iters, init_control=args.init_control)
-    res["split"] = args.split
-    res["iters"] = args.iters
-    res["checkpoints"] = {n: s.partition("=")[2] for n, s in ((s.partition("=")[0], s) for s in args.model)}
-    res["d1_definition"] = "d1_kitti: error > 3 px and > 5 % of true disparity; bad1 = ETH3D/FlyingThings D1 (> 1 px)"
-    res["masks"] = {"noc": "non-occluded (in right view, L/R-consistent)", "large": "noc & gt > 12 px",
-                    "textureless": "noc & clean-image local std (7×7) < 0.012"}
-    # per-image win rate of the first model over SGBM at each k, with Wilson intervals (paired pairs)
+    res = evaluate_methods(models, data, tuple(args.turbidity), iters=args.iters, init_control=args.init_control,
+                           batch_size=args.batch_size)
+    res.update(split=args.split, iters=args.iters, checkpoints=paths, command=args.command_line or None,
+               d1_definition="d1_kitti: error > 3 px and > 5 % of the true disparity; bad1 (> 1 px) is the "
+                             "ETH3D/FlyingThings D1",
+               masks={"noc": "non-occluded (in the right view, L/R-consistent)",
+                      "large": "noc & true disparity > 12 px",
+                      "textureless": "noc & clean-image local std (7x7) < 0.012"})
+    first = next(iter(models), None)
+    res["paired"] = {}
+    for key, per in res["per_image_epe"].items():
+        if first is None:
+            continue
+        res["paired"][key] = {f"{first}_vs_{other}": paired_wins(per, first, other) for other in res["methods"]
+                              if other != first}
     if "x3" in res["tables"]:
         x3 = res["tables"]["x3"]
         res["epe_turbidity_x3"] = {m: x3[m]["disparity"]["noc"]["epe"] for m in res["methods"]}
-    if args.command_line:
-        res["command"] = args.command_line
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(res, out / "stereo.json")
@@ -91,7 +94,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
                         for m in res["methods"])
         print(f"k={k}  {row}")
     print(f"report -> {out / 'stereo.json'}")
-    _ = wilson_interval  # intervals are computed in the report script over per-image wins
     return 0
 
 
@@ -138,6 +140,7 @@ def add_stereo_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--iters", type=int, default=8)
     e.add_argument("--init-control", default=None, help="also score this model's mono initialisation alone")
     e.add_argument("--threads", type=int, default=1)
+    e.add_argument("--batch-size", type=int, default=8)
     e.add_argument("--out", default="reports/stereo")
     e.add_argument("--command-line", default="", help=argparse.SUPPRESS)
     e.set_defaults(func=cmd_eval)

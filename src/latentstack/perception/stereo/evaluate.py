@@ -23,7 +23,7 @@ from .metrics import DisparityAccumulator, depth_metrics, summarize_depth
 from .model import SA2Tiny
 from .sgbm import SGBMConfig, sgbm_disparity
 
-__all__ = ["LARGE_DISP_PX", "evaluate_methods", "plot_report"]
+__all__ = ["LARGE_DISP_PX", "evaluate_methods", "paired_wins", "plot_report", "write_json"]
 
 LARGE_DISP_PX = 12.0
 MASKS = ("noc", "large", "textureless")
@@ -31,7 +31,12 @@ MASKS = ("noc", "large", "textureless")
 
 def evaluate_methods(models: dict[str, SA2Tiny], data: StereoSplit, turbidities: tuple[float, ...],
                      sgbm: SGBMConfig | None = SGBMConfig(), iters: int | None = None, limit: int | None = None,
-                     init_control: str | None = None, progress: bool = True) -> dict[str, Any]:
+                     init_control: str | None = None, batch_size: int = 8, progress: bool = True) -> dict[str, Any]:
+    """Scores every method on the first ``limit`` pairs of ``data`` at each turbidity.
+
+    Returns pooled disparity tables per mask, per-image depth tables, per-image EPE lists (for
+    paired comparisons) and latency percentiles (model latency is per batch / batch size).
+    """
     from tqdm import tqdm
 
     n = len(data) if limit is None else min(limit, len(data))
@@ -39,43 +44,65 @@ def evaluate_methods(models: dict[str, SA2Tiny], data: StereoSplit, turbidities:
     if init_control is not None:
         names.append(f"{init_control}_mono_init")
     tables: dict[str, dict[str, Any]] = {}
+    per_image: dict[str, dict[str, list[float]]] = {}
     timing: dict[str, list[float]] = {m: [] for m in names}
     texless = [textureless_mask(data.left[i]) for i in range(n)]
     for k in turbidities:
         acc = {m: {mk: DisparityAccumulator() for mk in MASKS} for m in names}
         dep: dict[str, list] = {m: [] for m in names}
+        img_epe: dict[str, list[float]] = {m: [] for m in names}
         density = []
-        for i in tqdm(range(n), desc=f"eval k={k:g}", disable=not progress):
-            left, right = data.eval_pair(i, k)
-            gt, noc = data.disp[i], data.noc[i]
-            masks = {"noc": noc, "large": noc & (gt > LARGE_DISP_PX), "textureless": noc & texless[i]}
+        for start in tqdm(range(0, n, batch_size), desc=f"eval k={k:g}", disable=not progress):
+            idx = np.arange(start, min(start + batch_size, n))
+            pairs = [data.eval_pair(int(i), k) for i in idx]
+            lefts, rights = np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+            b = data.batch(idx, lefts, rights)
             preds: dict[str, np.ndarray] = {}
-            b = data.batch(np.array([i]), left[None], right[None])
             with torch.inference_mode():
                 for name, model in models.items():
                     t = time.perf_counter()
                     out = model(b["left"], b["right"], b["fb"], iters=iters)
-                    timing[name].append(time.perf_counter() - t)
-                    preds[name] = out["disp_preds"][-1][0, 0].numpy()
+                    timing[name].append((time.perf_counter() - t) / len(idx))
+                    preds[name] = out["disp_preds"][-1][:, 0].numpy()
                     if name == init_control:
-                        preds[f"{name}_mono_init"] = out["disp_init"][0, 0].numpy()
+                        preds[f"{name}_mono_init"] = out["disp_init"][:, 0].numpy()
             if sgbm is not None:
-                t = time.perf_counter()
-                preds["sgbm"], dens = sgbm_disparity(left, right, sgbm)
-                timing["sgbm"].append(time.perf_counter() - t)
-                density.append(dens)
-            for m in names:
-                for mk in MASKS:
-                    acc[m][mk].add(preds[m], gt, masks[mk])
-                dep[m].append(depth_metrics(preds[m], data.depth_left[i], float(data.focal_baseline[i])))
+                sg = []
+                for j in range(len(idx)):
+                    t = time.perf_counter()
+                    d, dens = sgbm_disparity(lefts[j], rights[j], sgbm)
+                    timing["sgbm"].append(time.perf_counter() - t)
+                    sg.append(d)
+                    density.append(dens)
+                preds["sgbm"] = np.stack(sg)
+            for j, i in enumerate(idx):
+                gt, noc = data.disp[i], data.noc[i]
+                masks = {"noc": noc, "large": noc & (gt > LARGE_DISP_PX), "textureless": noc & texless[i]}
+                for m in names:
+                    for mk in MASKS:
+                        acc[m][mk].add(preds[m][j], gt, masks[mk])
+                    img_epe[m].append(float(np.abs(preds[m][j] - gt)[noc].mean()))
+                    dep[m].append(depth_metrics(preds[m][j], data.depth_left[i], float(data.focal_baseline[i])))
         key = f"x{k:g}"
         tables[key] = {m: {"disparity": {mk: acc[m][mk].summary() for mk in MASKS}, "depth": summarize_depth(dep[m])}
                        for m in names}
         if density:
             tables[key]["sgbm"]["density"] = float(np.mean(density))
+        per_image[key] = img_epe
     lat = {m: {"p50_ms": percentile_ms(v, 50), "p90_ms": percentile_ms(v, 90)} for m, v in timing.items() if v}
-    return {"tables": tables, "latency_1thread": lat, "n_pairs": n,
+    return {"tables": tables, "per_image_epe": per_image, "latency_1thread_loaded_box": lat, "n_pairs": n,
             "seeds": [int(data.seeds[0]), int(data.seeds[n - 1])], "methods": names}
+
+
+def paired_wins(per_image: dict[str, list[float]], a: str, b: str) -> dict[str, Any]:
+    """How often method ``a`` has the lower per-image EPE than ``b`` (paired), with a Wilson 95 % interval."""
+    from latentstack.stats import wilson_interval
+
+    ea, eb = np.asarray(per_image[a]), np.asarray(per_image[b])
+    wins = int((ea < eb).sum())
+    lo, hi = wilson_interval(wins, len(ea))
+    return {"wins": wins, "n": int(len(ea)), "rate": wins / max(len(ea), 1), "wilson95": [lo, hi],
+            "mean_epe_ratio": float(ea.mean() / max(eb.mean(), 1e-12))}
 
 
 def plot_report(result: dict[str, Any], path: Path | str) -> None:

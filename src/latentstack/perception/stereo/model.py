@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from latentstack.latent import Site
+
 from .codyra import add_codyra, codyra_modules
 from .configuration_stereo import StereoConfig
 from .corr import AltCorrBlock1D, CorrBlock1D
@@ -51,6 +53,18 @@ class SA2Tiny(nn.Module):
         self.update = MultiLevelUpdate(c.hidden, corr_ch, updater=c.updater, scan_mode=c.scan_mode,
                                        d_state=c.d_state, ssm_ratio=c.ssm_ratio, factor=2 ** c.n_downsample)
         self.adapted = False
+
+    def latent_sites(self) -> dict[str, Site]:
+        """Tap-only sites (spec §12); the updater sites fire once per refinement iteration."""
+        kind = "ConvSS2D" if self.config.updater == "ss2d" else "ConvGRU"
+        return {
+            "hidden_1_4": Site("update.cell04", description=f"{kind} hidden state net[0] (B, hidden, H/4, W/4)"),
+            "hidden_1_8": Site("update.cell08", description=f"{kind} hidden state net[1] (B, hidden, H/8, W/8)"),
+            "hidden_1_16": Site("update.cell16", description=f"{kind} hidden state net[2] (B, hidden, H/16, W/16)"),
+            "corr": Site("update.encoder", kind="input", index=1,
+                         description="correlation lookup (B, levels·(2r+1), H/4, W/4)"),
+            "encoder_1_4": Site("encoder.fuse.0", description="fused encoder map at 1/4 (left and right stacked)"),
+        }
 
     # ------------------------------------------------------------------ adapters / freezing
     def add_adapters(self) -> int:
