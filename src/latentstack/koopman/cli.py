@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_korr_parser", "cmd_compare", "cmd_eval", "cmd_train"]
+__all__ = ["add_korr_parser", "cmd_compare", "cmd_eval", "cmd_robosuite", "cmd_train"]
 
 
 def _load_yaml(path: str) -> dict[str, Any]:
@@ -53,7 +53,45 @@ def add_korr_parser(subparsers: Any) -> argparse.ArgumentParser:
     c.add_argument("--out", default="reports/korr")
     c.add_argument("--artifacts", default=None, help="also save every trained residual here")
     c.set_defaults(func=cmd_compare)
+
+    r = ks.add_parser("robosuite", help="robosuite Lift study: demos → chunked BC base → ResiP/KORR → nominal+perturbed")
+    r.add_argument("--out", default="reports/korr")
+    r.add_argument("--policies", default="policies")
+    r.add_argument("--kinds", default="resip,korr")
+    r.add_argument("--demo-batches", type=int, default=1, help="8 scripted demos per batch")
+    r.add_argument("--demo-noise", type=float, default=0.3)
+    r.add_argument("--bc-steps", type=int, default=600)
+    r.add_argument("--num-envs", type=int, default=8)
+    r.add_argument("--horizon", type=int, default=60)
+    r.add_argument("--iterations", type=int, default=26)
+    r.add_argument("--epochs", type=int, default=10)
+    r.add_argument("--train-seeds", default="0")
+    r.add_argument("--test-batches", type=int, default=6)
+    r.add_argument("--base", default=None, help="reuse this chunk base instead of training one")
+    r.set_defaults(func=cmd_robosuite)
     return k
+
+
+def cmd_robosuite(args: argparse.Namespace) -> int:
+    import torch
+
+    from .robosuite_task import run_robosuite_study
+
+    torch.set_num_threads(1)
+    res = run_robosuite_study(args.out, args.policies, tuple(args.kinds.split(",")), args.demo_batches,
+                              args.demo_noise, args.bc_steps, args.num_envs, args.horizon, args.iterations,
+                              args.epochs, tuple(int(s) for s in args.train_seeds.split(",")), args.test_batches,
+                              base_dir=args.base)
+    path = Path(args.out) / "korr.json"
+    full = json.loads(path.read_text())
+    full["command"] = "lstack korr robosuite " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+                                                           if k not in ("func", "korr_cmd", "command") and v is not None)
+    path.write_text(json.dumps(full, indent=1))
+    for name, c in res["conditions"].items():
+        p = c["perturbed"]
+        print(f"{name:6s} nominal {c['success']:.3f} [{c['ci_low']:.3f}, {c['ci_high']:.3f}]  "
+              f"perturbed {p['success']:.3f} [{p['ci_low']:.3f}, {p['ci_high']:.3f}]  n={c['trials']}")
+    return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
