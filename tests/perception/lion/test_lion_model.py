@@ -108,3 +108,15 @@ def test_bad_inputs_are_refused() -> None:
         m(torch.zeros(10, 4), 1)
     with pytest.raises(ValueError, match="expected"):
         batch_points([np.zeros((5, 3))])
+
+
+def test_latent_sites_are_tappable() -> None:
+    from latentstack.latent import Tap
+
+    cfg = get_preset("lion_tiny_identity")
+    torch.manual_seed(0)
+    m = LionDetector(cfg).eval()
+    with Tap(m) as tap, torch.no_grad():
+        m(batch_points([_cloud(300, 0, cfg.point_range)]), 1)
+    assert tap.records["bev"][0].value.shape == (1, m.bev_in_channels, cfg.grid_size[1], cfg.grid_size[0])
+    assert tap.records["head_in"][0].value.shape == (1, cfg.bev_channels, *cfg.bev_size)
