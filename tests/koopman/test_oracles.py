@@ -114,3 +114,26 @@ def test_koopa_per_window_operator() -> None:
     assert torch.equal(koopa_operator(bad), torch.eye(3).expand(1, 3, 3))
     with pytest.raises(ValueError):
         koopa_operator(torch.zeros(3, 5))
+
+
+def test_one_step_latent_loss_does_not_identify_spectrum_and_conditioning_flags_it() -> None:
+    """Spec §12 B.13: a learned encoder with only the one-step latent loss fits well but the spectrum of K
+    is wrong; the encoder's condition number (diagnostics.encoder_condition) flags it."""
+    from latentstack.koopman.diagnostics import encoder_condition
+
+    rng = np.random.default_rng(0)
+    a, b = _linear_system(rng)
+    x, u = rng.normal(size=(1000, 4)), rng.normal(size=(1000, 2))
+    xt, ut, yt = (torch.from_numpy(v) for v in (x, u, x @ a.T + u @ b.T))
+    torch.manual_seed(0)
+    p, k, bh = (torch.nn.Parameter(torch.randn(*s, dtype=torch.float64)) for s in ((4, 4), (4, 4), (4, 2)))
+    opt = torch.optim.Adam([p, k, bh], lr=1e-2)
+    for _ in range(3000):
+        zx, zy = xt @ p.T, yt @ p.T
+        loss = ((zx @ k.T + ut @ bh.T - zy) ** 2).mean() / zy.var(0).mean()  # variance-normalized
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss.detach()) < 1e-4
+    assert spectrum_error(k.detach().numpy(), a) > 0.1
+    assert encoder_condition(p) > 100
