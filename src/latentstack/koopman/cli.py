@@ -40,11 +40,12 @@ def add_korr_parser(subparsers: Any) -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     e = ks.add_parser("eval", help="evaluate base and residual artifacts on held-out test seeds")
-    e.add_argument("--env", default="toy_insertion", choices=["toy_insertion"])
+    e.add_argument("--env", default="toy_insertion", choices=["toy_insertion", "robosuite"])
+    e.add_argument("--base", default=None, help="robosuite: frozen chunk base directory")
     e.add_argument("--residual", nargs="*", default=[], help="artifact directories (name=dir or dir)")
     e.add_argument("--perturb", default="both", choices=["on", "off", "both"])
     e.add_argument("--test-batches", type=int, default=8)
-    e.add_argument("--episodes-per-batch", type=int, default=512)
+    e.add_argument("--episodes-per-batch", type=int, default=None, help="default: 512 toy, 8 robosuite")
     e.add_argument("--out", default=None, help="write eval.json here")
     e.set_defaults(func=cmd_eval)
 
@@ -163,8 +164,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(1)
     seeds = test_seeds(args.test_batches)
-    env_cfg = ToyInsertionConfig(num_envs=args.episodes_per_batch)
     modes = {"on": [True], "off": [False], "both": [False, True]}[args.perturb]
+    if args.env == "robosuite":
+        from latentstack.sim.robosuite_env import RobosuiteTaskConfig, RobosuiteVecEnv
+
+        from .base_policy import load_chunk_base
+        from .robosuite_task import evaluate_robosuite
+
+        if not args.base:
+            raise SystemExit("--env robosuite needs --base <chunk base directory>")
+        base_model, _ = load_chunk_base(args.base)
+        rs_cfg = RobosuiteTaskConfig(num_envs=args.episodes_per_batch or 8, horizon=60)
+        envs = {p: RobosuiteVecEnv(replace(rs_cfg, perturb=p)) for p in modes}
+
+        def run(model: Any, pert: bool) -> Any:
+            return evaluate_robosuite(envs[pert], base_model, model, seeds)
+    else:
+        env_cfg = ToyInsertionConfig(num_envs=args.episodes_per_batch or 512)
+
+        def run(model: Any, pert: bool) -> Any:
+            return evaluate_toy(model, seeds, replace(env_cfg, perturb=pert), ChunkedToyBase())
     models: dict[str, Any] = {"base": None}
     for spec in args.residual:
         name, _, d = spec.rpartition("=")
@@ -173,7 +192,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for name, model in models.items():
         entry: dict[str, Any] = {}
         for pert in modes:
-            s = evaluate_toy(model, seeds, replace(env_cfg, perturb=pert), ChunkedToyBase())
+            s = run(model, pert)
             blk = rate_block(int(s.sum()), s.numel())
             if pert:
                 entry["perturbed"] = blk

@@ -1,0 +1,22 @@
+"""``lstack korr train | eval`` end to end on the toy env (tiny sizes)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from latentstack.cli import main
+
+
+def test_korr_train_then_eval(tmp_path: Path) -> None:
+    art = tmp_path / "korr"
+    assert main(["korr", "train", "--env", "toy_insertion", "--kind", "korr", "--iterations", "2", "--num-envs", "8",
+                 "--epochs", "1", "--hidden", "16", "--lift", "8", "--out", str(art)]) == 0
+    cfg = json.loads((art / "config.json").read_text())
+    assert cfg["residual"]["lift_dim"] == 8 and cfg["meta"]["best_iteration"] == 1
+    assert main(["korr", "eval", "--residual", f"k={art}", "--test-batches", "1", "--episodes-per-batch", "16",
+                 "--out", str(tmp_path / "ev")]) == 0
+    ev = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    base, k = ev["conditions"]["base"], ev["conditions"]["k"]
+    assert base["trials"] == 16 and {"success", "ci_low", "ci_high", "perturbed"} <= set(k)
+    # best checkpoint is the iteration-1 evaluation (zero residual) ⇒ identical to the base
+    assert k["successes"] == base["successes"] and k["perturbed"]["successes"] == base["perturbed"]["successes"]
