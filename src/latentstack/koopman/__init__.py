@@ -40,4 +40,23 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = sorted(_LAZY)
+__all__ = [  # noqa: RUF022
+    "ResidualConfig",
+    "PPOConfig",
+    "residual_config",
+    "ppo_config",
+    "KORRResidual",
+    "ResiPResidual",
+    "DynamicsResidual",
+    "KoopmanOperator",
+    "make_residual",
+    "train_residual",
+    "koopman_diagnostics",
+    "edmdc",
+    "resdmd",
+    "koopa_operator",
+    "save_residual",
+    "load_residual",
+    "ResidualPolicy",
+    "residual_adapter",
+]
