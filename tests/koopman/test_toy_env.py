@@ -80,3 +80,16 @@ def test_korr_training_logs_diagnostics_and_learns_koopman_model() -> None:
     assert upd[-1]["var_phi"] > 1e-3
     assert upd[-1]["rel_kpm_error"] < 0.1 * upd[0]["rel_kpm_error"]
     assert res.best_state is not None and res.best_iteration >= 1
+
+
+def test_goal_variant_takes_goal_from_first_successful_rollout() -> None:
+    cfg = ToyInsertionConfig(num_envs=32)
+    torch.manual_seed(0)
+    model = make_residual(residual_config(5, 2, "korr_goal", hidden_dim=16, lift_dim=8))
+    assert torch.equal(model.goal_obs, torch.zeros(5))
+    res = train_residual(ToyInsertionEnv(cfg), ChunkedToyBase(), model,
+                         ppo_config("cpu", num_envs=32, num_steps=60, num_iterations=2, update_epochs=1),
+                         progress=False)
+    assert res.history[0].get("goal_set")
+    # the goal is a state at the slot bottom (where the reward fired)
+    assert model.goal_obs[1] == pytest.approx(-cfg.slot_depth)

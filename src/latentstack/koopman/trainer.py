@@ -102,6 +102,14 @@ def collect(env: BatchedEnv, base: BatchedBase, model: ResidualActorCritic | Non
     return ro
 
 
+def set_goal_from_rollout(model: ResidualActorCritic, ro: Rollout) -> None:
+    """Goal-KORR: ``o_goal`` = the observation right after the last reward of a successful rollout
+    (``misc/kpm_goal_gen.py``); takes the first successful env."""
+    env = int(torch.nonzero(ro.success).flatten()[0])
+    t_last = int(torch.nonzero(ro.reward[:, env] > 0).flatten()[-1])
+    model.set_goal(ro.next_obs[t_last, env])  # type: ignore[operator]
+
+
 def _warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
     def f(step: int) -> float:
         if warmup > 0 and step < warmup:
@@ -144,6 +152,7 @@ def train_residual(env: BatchedEnv, base: BatchedBase, model: ResidualActorCriti
     rew_norm = RunningStdRewardNormalizer(clip=cfg.reward_clip)
     all_params = [p for p in model.parameters() if p.requires_grad]
     result = TrainResult()
+    goal_set = False
     iters: Any = range(1, cfg.num_iterations + 1)
     if progress:
         from tqdm import tqdm
@@ -155,6 +164,10 @@ def train_residual(env: BatchedEnv, base: BatchedBase, model: ResidualActorCriti
                      normalize_obs, denormalize_action)
         success = float(ro.success.float().mean())
         rec: dict[str, Any] = {"iteration": it, "eval": eval_mode, "success": success}
+        if model.config.kind == "korr_goal" and not goal_set and bool(ro.success.any()):
+            set_goal_from_rollout(model, ro)
+            goal_set = True
+            rec["goal_set"] = True
         flat = lambda x: x.reshape(-1, *x.shape[2:])
         if eval_mode:
             if success > result.best_success:
@@ -209,4 +222,5 @@ def train_residual(env: BatchedEnv, base: BatchedBase, model: ResidualActorCriti
     return result
 
 
-__all__ = ["BatchedBase", "BatchedEnv", "Rollout", "TrainResult", "collect", "iteration_seed", "train_residual"]
+__all__ = ["BatchedBase", "BatchedEnv", "Rollout", "TrainResult", "collect", "iteration_seed", "set_goal_from_rollout",
+           "train_residual"]
