@@ -139,6 +139,8 @@ def train_residual(env: BatchedEnv, base: BatchedBase, model: ResidualActorCriti
                    progress: bool = True, log: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
     """Train ``model`` in place with residual PPO (+ its auxiliary model loss). Returns the per-iteration
     history (success, losses, var(φ), relative Koopman error, ρ(K)) and the best-eval checkpoint."""
+    if cfg.clip_vloss:
+        raise ValueError("clip_vloss=True is not implemented (KORR/ResiP use clip_vloss: false)")
     if env.num_envs != cfg.num_envs:
         raise ValueError(f"env has {env.num_envs} envs but PPOConfig.num_envs={cfg.num_envs}")
     gen = torch.Generator().manual_seed(cfg.seed)
