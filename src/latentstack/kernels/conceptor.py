@@ -23,14 +23,14 @@ from torch import nn
 
 __all__ = [
     "ConceptorGate",
+    "LowRankGate",
     "apply_gate",
     "conceptor_gate",
-    "LowRankGate",
     "conceptor_gate_lowrank",
     "conceptor_gate_reference",
-    "lowrank_factors",
     "fold_gate_into_linear",
     "gate_matrix",
+    "lowrank_factors",
 ]
 
 

@@ -95,10 +95,13 @@ def evaluate(
     conditions: Mapping[str, Policy | PolicyFactory],
     episodes_per_task: int,
     split: str = "test",
-    progress: bool = True,
+    progress: bool | Callable[[str, str], None] = True,
     env_factory: Callable[..., object] | None = None,
 ) -> dict[str, ConditionResult]:
-    """Runs every condition on the first ``episodes_per_task`` seeds of ``split`` for each task."""
+    """Runs every condition on the first ``episodes_per_task`` seeds of ``split`` for each task.
+
+    ``progress``: True for a tqdm bar, or a callable ``(condition, task)`` called after each episode.
+    """
     import torch
 
     from .metaworld_env import MetaWorldLangEnv
@@ -113,7 +116,8 @@ def evaluate(
     results = {name: ConditionResult(name) for name in policies}
     total = len(suite.tasks) * len(seeds) * len(policies)
     bar = None
-    if progress:
+    on_episode = progress if callable(progress) else None
+    if progress is True:
         from tqdm import tqdm
 
         bar = tqdm(total=total, desc="eval", unit="ep", dynamic_ncols=True)
@@ -133,10 +137,85 @@ def evaluate(
                     if bar is not None:
                         bar.update(1)
                         bar.set_postfix_str(f"{name}/{spec.name}")
+                    if on_episode is not None:
+                        on_episode(name, spec.name)
         finally:
             env.close()
     if bar is not None:
         bar.close()
+    return results
+
+
+def _evaluate_shard(make_conditions: Callable[[], Mapping[str, Policy | PolicyFactory]], suite: Suite,
+                    tasks: Sequence[str], episodes_per_task: int, split: str,
+                    env_factory: Callable[..., object] | None, ticks: object | None = None) -> str:
+    """One worker of :func:`evaluate_sharded`: its tasks, every condition; returns JSON (no pickled objects back)."""
+    import dataclasses
+
+    sub = dataclasses.replace(suite, tasks=tuple(suite.task(t) for t in tasks))
+    report = (lambda name, task: ticks.put(1)) if ticks is not None else False  # type: ignore[attr-defined]
+    res = evaluate(sub, make_conditions(), episodes_per_task, split=split, progress=report, env_factory=env_factory)
+    return json.dumps({n: {"episodes": [asdict(e) for e in r.episodes], "latencies_s": r.latencies_s}
+                       for n, r in res.items()})
+
+
+def evaluate_sharded(
+    suite: Suite,
+    make_conditions: Callable[[], Mapping[str, Policy | PolicyFactory]],
+    episodes_per_task: int,
+    split: str = "test",
+    workers: int = 2,
+    progress: bool = True,
+    env_factory: Callable[..., object] | None = None,
+    n_conditions: int | None = None,
+) -> dict[str, ConditionResult]:
+    """:func:`evaluate` with the suite's tasks spread over ``workers`` spawned processes.
+
+    ``make_conditions`` must be picklable by reference (a module-level function or a
+    ``functools.partial`` of one with plain arguments): each worker builds its own policies.
+    Outcomes equal the single-process run's (same seeds, same per-episode reseeding); results come
+    back in suite task order. ``workers <= 1`` runs in-process. ``n_conditions`` sizes the progress bar.
+    """
+    if workers <= 1:
+        return evaluate(suite, make_conditions(), episodes_per_task, split=split, progress=progress,
+                        env_factory=env_factory)
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    names = list(suite.task_names)
+    shards = [names[i::workers] for i in range(workers) if names[i::workers]]
+    outs: dict[int, dict] = {}
+    with mp.get_context("spawn").Manager() as manager, \
+            ProcessPoolExecutor(len(shards), mp_context=mp.get_context("spawn")) as pool:
+        ticks = manager.Queue() if progress else None
+        futs = {pool.submit(_evaluate_shard, make_conditions, suite, shard, episodes_per_task, split, env_factory,
+                            ticks): i for i, shard in enumerate(shards)}
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=episodes_per_task * len(names) * n_conditions if n_conditions else None,
+                       desc=f"eval ({workers} workers, {split})", unit="ep", dynamic_ncols=True)
+        pending = set(futs)
+        while pending:
+            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            for f in done:
+                outs[futs[f]] = json.loads(f.result())
+            if bar is not None:
+                while not ticks.empty():  # type: ignore[union-attr]
+                    ticks.get()  # type: ignore[union-attr]
+                    bar.update(1)
+        if bar is not None:
+            bar.close()
+    cond_names = list(outs[0])
+    rank = {t: i for i, t in enumerate(names)}
+    results = {n: ConditionResult(n) for n in cond_names}
+    for n in cond_names:
+        eps = [EpisodeResult(**e) for i in sorted(outs) for e in outs[i][n]["episodes"]]
+        eps.sort(key=lambda e: rank.get(e.task, rank.get(f"{e.task}-v3", len(rank))))  # stable: seed order kept
+        results[n].episodes.extend(eps)
+        for i in sorted(outs):
+            results[n].latencies_s.extend(outs[i][n]["latencies_s"])
     return results
 
 

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_steer_parser", "cmd_collect", "cmd_eval", "cmd_fit"]
+__all__ = ["add_steer_parser", "cmd_collect", "cmd_eval", "cmd_fit", "cmd_study"]
 
 DEFAULT_SUITE = "metaworld_mt6"
 DEFAULT_POLICY = "policies/vla_metaworld_mt6"
@@ -179,6 +180,85 @@ def _diagnostics(args: argparse.Namespace, art: Any, beta: float, controls: list
     return out
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    """Select on select seeds (heuristic + grid), then base/COAST/controls on test seeds; one report."""
+    import functools
+
+    import torch
+
+    from latentstack.sim.evaluation import evaluate_sharded, outcome_table, write_report
+    from latentstack.sim.suites import load_suite
+
+    from . import study as S
+    from .collect import load_rollouts
+    from .report import coast_payload
+
+    cfg = S.StudyConfig(policy=args.policy, rollouts=args.rollouts, conceptors=args.conceptors, suite=args.suite,
+                        preset=args.preset, sites=tuple(_csv(args.sites)), betas=tuple(_floats(args.betas)),
+                        caa_scales=tuple(_floats(args.caa_scales)), select_episodes=args.select_episodes,
+                        test_episodes=args.test_episodes, control_seed=args.control_seed,
+                        overhead_reps=args.overhead_reps)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    suite = load_suite(cfg.suite)
+    arts = S.load_fitted(cfg.conceptors, cfg.preset, cfg.sites)
+    cfg_json = json.dumps(dataclasses_asdict(cfg))
+
+    def run_cells(cells: dict, split: str, episodes: int) -> dict:
+        make = functools.partial(S.build_conditions, cfg_json, S.cells_json(cells))
+        return evaluate_sharded(suite, make, episodes, split=split, workers=args.workers, progress=not args.quiet,
+                                n_conditions=len(cells))
+
+    rollouts, _ = load_rollouts(cfg.rollouts)
+    sel_path = out / "selection.json"
+    if args.stage in ("all", "select"):
+        norms = {site: S.mean_state_norm(rollouts, site) for site in cfg.sites}
+        sel = S.run_select(cfg, arts, norms, run_cells, suite)
+        sel_results = sel.pop("results")
+        sel["mean_state_norm"] = norms
+        sel_path.write_text(json.dumps(sel, indent=2, default=str) + "\n")
+        print(outcome_table({k: sel_results[k] for k in ["base"] + [g["label"] for g in sel["grid"]]}))
+        S.plot_selection(sel, out / "selection.png")
+        print(f"wrote {sel_path}; chosen: " + json.dumps(sel["chosen"]))
+        if args.stage == "select":
+            return 0
+    sel = json.loads(sel_path.read_text())
+    cells = S.test_cells(sel)
+    t0 = time.perf_counter()
+    results = run_cells({"base": None, **cells}, "test", cfg.test_episodes)
+    wall = time.perf_counter() - t0
+    print(outcome_table(results))
+    diag = S.diagnostics_for(cells, arts, rollouts, cfg.control_seed)
+    for name, d in diag.items():
+        print(f"gate diagnostic {name:<20} |dh|/|h| {d['rel_change']:.4f}  cos(dh,h) {d['cos']:+.4f}")
+    torch.set_num_threads(1)
+    overhead = S.measure_overhead(cfg, arts, cells, reps=cfg.overhead_reps)
+    print("policy-call overhead (median steered / unsteered, interleaved): "
+          + ", ".join(f"{k} {v:.4f}" for k, v in overhead["ratio"].items()))
+    meta = {"title": f"COAST on {Path(cfg.policy).name} — test seeds, paired", "suite": suite.name, "split": "test",
+            "policy": cfg.policy, "preset": cfg.preset, "rollouts_meta": {"n": len(rollouts),
+            "success": sum(r.success for r in rollouts), "seeds": sorted({r.seed for r in rollouts})},
+            "cells": {k: dataclasses_asdict(v) for k, v in cells.items()}, "selection": str(sel_path),
+            "test_seeds": list(suite.seeds["test"])[: cfg.test_episodes], "wall_s": wall,
+            "gate_diagnostics": diag, "overhead": overhead, "command": "lstack " + " ".join(sys.argv[1:])}
+    write_report(results, out, meta, stem="steer_eval")
+    payload = coast_payload(results, cfg.test_episodes, overhead["ratio"]["coast_global"], **meta)
+    (out / "coast.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    S.plot_report(payload, out / "coast.png")
+    if args.ship:
+        for name in ("coast_global", "coast_per_step"):
+            if name in cells:
+                S.ship_cell(cells[name], arts, Path(args.ship), payload, name)
+    print(f"wrote {out / 'coast.json'}, {out / 'coast.png'}, {out / 'steer_eval.json'}")
+    return 0
+
+
+def dataclasses_asdict(x: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(x)
+
+
 def add_steer_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``steer {collect,fit,eval}`` to an ``argparse`` subparsers object; returns the ``steer`` parser."""
     st = subparsers.add_parser("steer", help="COAST conceptor steering: collect rollouts, fit, evaluate")
@@ -225,4 +305,25 @@ def add_steer_parser(subparsers: Any) -> argparse.ArgumentParser:
     e.add_argument("--out", default=None)
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=cmd_eval)
+
+    y = sub.add_parser("study", help="select (heuristic + grid on select seeds), then base/COAST/controls on test seeds")
+    y.add_argument("--suite", default=DEFAULT_SUITE)
+    y.add_argument("--policy", default="policies/vla_metaworld_mt6_weak")
+    y.add_argument("--rollouts", required=True, help="fit rollouts from `steer collect` (diagnostics, CAA scale)")
+    y.add_argument("--conceptors", required=True, help="directory of `steer fit` artifacts")
+    y.add_argument("--preset", default="paper", choices=["paper", "repo"])
+    y.add_argument("--sites", default=DEFAULT_SITES)
+    y.add_argument("--betas", default="0.1,0.3")
+    y.add_argument("--caa-scales", default="0.1,0.3", help="CAA magnitude = scale x mean |h| at the site")
+    y.add_argument("--select-episodes", type=int, default=10)
+    y.add_argument("--test-episodes", type=int, default=30)
+    y.add_argument("--control-seed", type=int, default=0)
+    y.add_argument("--overhead-reps", type=int, default=300)
+    y.add_argument("--workers", type=int, default=2, help="evaluation processes (tasks are sharded)")
+    y.add_argument("--stage", default="all", choices=["all", "select", "test"],
+                   help="test reuses <out>/selection.json (frozen before any test seed runs)")
+    y.add_argument("--ship", default=None, help="copy the chosen artifacts (+ CARD.md) here, e.g. policies/<name>/conceptors")
+    y.add_argument("--out", default="reports/coast")
+    y.add_argument("--quiet", action="store_true")
+    y.set_defaults(func=cmd_study)
     return st

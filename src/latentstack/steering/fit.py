@@ -141,6 +141,8 @@ def _as_states(H: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
             raise ValueError(f"episode states must be (T, D, S, d), got {tuple(h.shape)}")
     if len({tuple(h.shape[1:]) for h in Hs}) != 1:
         raise ValueError(f"episodes disagree on (D, S, d): {sorted({tuple(h.shape[1:]) for h in Hs})}")
+    if len(Hs) == 1:  # no copy when already float64 on CPU (the fitter calls this per step)
+        return Hs[0].detach().to("cpu", torch.float64)
     return torch.cat([h.detach().to("cpu", torch.float64) for h in Hs])
 
 
@@ -261,6 +263,7 @@ def fit_contrastive(success: torch.Tensor | Sequence[torch.Tensor], failure: tor
     if not alphas:
         raise ValueError("no apertures given")
     out: dict[float, SteeringFit] = {}
+    step_samples: list[tuple[torch.Tensor, torch.Tensor]] | None = None
     for alpha in alphas:
         alpha = float(alpha)
         if not (alpha > 0 and math.isfinite(alpha)):
@@ -272,8 +275,11 @@ def fit_contrastive(success: torch.Tensor | Sequence[torch.Tensor], failure: tor
                     "similarity": cz.similarity(Cs, Cf)}
         elif strategy == "per_step":
             parts, diag_steps = [], []
+            if step_samples is None:  # built once for every aperture
+                step_samples = [(build_samples(Hs, "per_step", p.pool, t), build_samples(Hf, "per_step", p.pool, t))
+                                for t in range(D)]
             for t in range(D):
-                Xs, Xf = build_samples(Hs, "per_step", p.pool, t), build_samples(Hf, "per_step", p.pool, t)
+                Xs, Xf = step_samples[t]
                 parts.append(_fit_one(Xs, Xf, alpha, p, f"{site} step {t} α={alpha}"))
                 diag_steps.append({"quota": cz.quota(parts[-1][2]), "similarity": cz.similarity(parts[-1][0], parts[-1][1])})
                 ns, nf = Xs.shape[0], Xf.shape[0]
