@@ -75,6 +75,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
                masks={"noc": "non-occluded (in the right view, L/R-consistent)",
                       "large": "noc & true disparity > 12 px",
                       "textureless": "noc & clean-image local std (7x7) < 0.012"})
+    import cv2
+    import mujoco
+    import torch
+
+    res["versions"] = {"opencv": cv2.__version__, "torch": torch.__version__, "mujoco": mujoco.__version__}
     first = next(iter(models), None)
     res["paired"] = {}
     for key, per in res["per_image_epe"].items():

@@ -1,0 +1,56 @@
+"""Markdown tables for ``reports/stereo/summary.md`` from ``stereo.json`` (and ``bench_stereo.json``)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["markdown_tables"]
+
+
+def _fmt(x: Any, pct: bool = False) -> str:
+    if not isinstance(x, (int, float)):
+        return "—"
+    return f"{100 * x:.1f} %" if pct else f"{x:.3f}"
+
+
+def markdown_tables(result: dict[str, Any]) -> str:
+    methods = result["methods"]
+    lines = []
+    lines.append("### Disparity (non-occluded pixels, pooled) — EPE px / bad-1px / D1-KITTI\n")
+    lines.append("| k | " + " | ".join(methods) + " |")
+    lines.append("|---|" + "---|" * len(methods))
+    for k, t in result["tables"].items():
+        cells = [f"{_fmt(t[m]['disparity']['noc']['epe'])} / {_fmt(t[m]['disparity']['noc']['bad1'], True)} / "
+                 f"{_fmt(t[m]['disparity']['noc']['d1_kitti'], True)}" for m in methods]
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    for mk, title in (("large", "large disparity (> 12 px)"), ("textureless", "textureless")):
+        lines.append(f"\n### EPE on {title} pixels\n")
+        lines.append("| k | " + " | ".join(methods) + " |")
+        lines.append("|---|" + "---|" * len(methods))
+        for k, t in result["tables"].items():
+            lines.append(f"| {k} | " + " | ".join(_fmt(t[m]["disparity"][mk].get("epe")) for m in methods) + " |")
+    lines.append("\n### Depth (per image, 0.1–50 m) — AbsRel / RMSE m / δ<1.25\n")
+    lines.append("| k | " + " | ".join(methods) + " |")
+    lines.append("|---|" + "---|" * len(methods))
+    for k, t in result["tables"].items():
+        cells = [f"{_fmt(t[m]['depth'].get('abs_rel'))} / {_fmt(t[m]['depth'].get('rmse'))} / "
+                 f"{_fmt(t[m]['depth'].get('delta1'), True)}" for m in methods]
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    if result.get("paired"):
+        lines.append("\n### Paired per-image comparison (lower EPE wins), Wilson 95 %\n")
+        first_k = next(iter(result["paired"]))
+        comps = list(result["paired"][first_k])
+        lines.append("| k | " + " | ".join(comps) + " |")
+        lines.append("|---|" + "---|" * len(comps))
+        for k, row in result["paired"].items():
+            cells = [f"{c['wins']}/{c['n']} [{100 * c['wilson95'][0]:.0f}, {100 * c['wilson95'][1]:.0f}] %, "
+                     f"EPE ratio {c['mean_epe_ratio']:.2f}" for c in row.values()]
+            lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(markdown_tables(json.loads(Path(sys.argv[1]).read_text())))
