@@ -146,7 +146,8 @@ def test_steering_quantization_residual_switches_need_their_adapters(fixed_polic
     t = InProcTransport()
     with pytest.raises(FileNotFoundError):
         PolicyNodeCore(t, PolicyNodeParams(steering=str(tmp_path / "missing")), policy=fixed_policy([0, 0, 0, 0]))
-    with pytest.raises(NotImplementedError, match="later issue"):
+    # steering is built in (COAST): a bare tensor file without its JSON card is refused by the loader
+    with pytest.raises(FileNotFoundError):
         PolicyNodeCore(t, PolicyNodeParams(steering=str(art), steering_beta=0.3), policy=fixed_policy([0, 0, 0, 0]))
     with pytest.raises(NotImplementedError, match="quantization"):
         PolicyNodeCore(t, PolicyNodeParams(quantization="w8a8"), policy=fixed_policy([0, 0, 0, 0]))

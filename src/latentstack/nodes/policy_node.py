@@ -64,6 +64,27 @@ PolicyAdapter = Callable[[Any, "PolicyNodeParams"], Any]
 POLICY_ADAPTERS: dict[str, PolicyAdapter] = {}
 
 
+# Built-in adapters, imported only when a node enables them (the robot-side node without the
+# steering/KORR stacks never imports them). ``register_policy_adapter`` overrides these.
+DEFAULT_ADAPTERS: dict[str, str] = {
+    "steering": "latentstack.steering.node_adapter:steering_adapter",
+    "residual": "latentstack.koopman.node_adapter:residual_adapter",
+}
+
+
+def _default_adapter(kind: str) -> PolicyAdapter | None:
+    import importlib
+
+    target = DEFAULT_ADAPTERS.get(kind)
+    if target is None:
+        return None
+    module, _, attr = target.partition(":")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError):
+        return None
+
+
 def register_policy_adapter(kind: str, adapter: PolicyAdapter, *, overwrite: bool = False) -> None:
     """Hook for the COAST / QuantVLA / KORR issues: ``adapter(policy, params) -> policy``."""
     if kind not in ADAPTER_KINDS:
@@ -159,10 +180,10 @@ def apply_policy_adapters(policy: Any, params: PolicyNodeParams) -> Any:
     """Applies the enabled quantization -> steering -> residual adapters; fails loudly if one is missing."""
     for path_param in ("steering", "residual", "quant_calibration"):
         v = getattr(params, path_param)
-        if v and not Path(v).exists():
+        if v and not Path(v).exists() and not Path(v + ".json").exists():  # artifact stems: <stem>.json + tensors
             raise FileNotFoundError(f"parameter {path_param!r}: no such artifact {v}")
     for kind in params.enabled_adapters():
-        adapter = POLICY_ADAPTERS.get(kind)
+        adapter = POLICY_ADAPTERS.get(kind) or _default_adapter(kind)
         if adapter is None:
             raise NotImplementedError(
                 f"policy node: '{kind}' is enabled but no {kind} adapter is registered; the method "
@@ -224,6 +245,29 @@ class PolicyNodeCore(NodeCore):
         self.create_subscription(p.episode_topic, EPISODE_TYPE, self._on_episode, EPISODE_QOS)
         if p.trigger == "timer":
             self.create_timer(1.0 / p.control_rate_hz, self._on_timer)
+
+    # -- run-time parameters (the rclpy wrapper forwards ROS parameter changes here)
+    RUNTIME_PARAMETERS: ClassVar[tuple[str, ...]] = ("steering", "steering_beta")
+
+    def on_set_parameters(self, changes: dict[str, Any]) -> tuple[bool, str]:
+        """Apply run-time changes; returns ``(accepted, reason)``. A refused change leaves everything as it was."""
+        other = sorted(set(changes) - set(self.RUNTIME_PARAMETERS))
+        if other:
+            return False, f"parameters {other} are fixed at start-up; only {list(self.RUNTIME_PARAMETERS)} change at run time"
+        if not changes:
+            return True, ""
+        set_steering = getattr(self.policy, "set_steering", None)
+        if set_steering is None:
+            return False, "this node was started without a steering artifact (parameter 'steering'); restart it with one"
+        try:
+            set_steering(changes.get("steering"), changes.get("steering_beta"))
+        except (ValueError, FileNotFoundError, KeyError) as exc:
+            self.warn("param", "refused parameter change %s: %s", changes, exc)
+            return False, str(exc)
+        import dataclasses
+
+        self.params = dataclasses.replace(self.params, **{k: v for k, v in changes.items()})
+        return True, ""
 
     # -- inputs
     def _on_image(self, msg: Any) -> None:

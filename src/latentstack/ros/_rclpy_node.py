@@ -81,6 +81,14 @@ def run_core(core_cls: type, node_name: str, argv: list[str] | None = None,
                         **dict(core_kwargs(params) if core_kwargs else {}))
         for t in core.timers:
             node.create_timer(t.period_s, t.callback)
+        if hasattr(core, "on_set_parameters"):  # e.g. steering / steering_beta on the policy node
+            from rcl_interfaces.msg import SetParametersResult
+
+            def _on_set(ps: list[Any], _core: Any = core) -> Any:
+                ok, reason = _core.on_set_parameters({p.name: p.value for p in ps})
+                return SetParametersResult(successful=ok, reason=reason)
+
+            node.add_on_set_parameters_callback(_on_set)
         if hasattr(core, "start"):
             core.start()
         rclpy.spin(node)
