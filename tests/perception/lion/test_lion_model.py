@@ -120,3 +120,16 @@ def test_latent_sites_are_tappable() -> None:
         m(batch_points([_cloud(300, 0, cfg.point_range)]), 1)
     assert tap.records["bev"][0].value.shape == (1, m.bev_in_channels, cfg.grid_size[1], cfg.grid_size[0])
     assert tap.records["head_in"][0].value.shape == (1, cfg.bev_channels, *cfg.bev_size)
+
+
+def test_rot_code_sincos2_is_heading_mod_pi() -> None:
+    box = np.array([[12.3, -3.1, -0.95, 3.9, 1.6, 1.56, 0.4]], np.float32)
+    flipped = box.copy()
+    flipped[0, 6] += np.pi
+    for code, same in (("sincos2", True), ("sincos", False)):
+        cfg = get_preset("lion_tiny", rot_code=code)
+        a = build_targets(cfg, [box], [np.array([0])])["reg"][0, 0, 6:]
+        b = build_targets(cfg, [flipped], [np.array([0])])["reg"][0, 0, 6:]
+        assert torch.allclose(a, b, atol=1e-5) == same
+    with pytest.raises(ValueError, match="rot_code"):
+        get_preset("lion_tiny", rot_code="quat")

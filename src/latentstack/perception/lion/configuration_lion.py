@@ -49,6 +49,9 @@ class LionConfig:
     head_channels: int = 32
     out_stride: int = 2
     # targets / losses (CenterPoint)
+    # "sincos": CenterPoint's (sin yaw, cos yaw); "sincos2": (sin 2yaw, cos 2yaw), heading mod π —
+    # the synthetic objects are boxes with no front/back, so yaw is only observable mod π
+    rot_code: str = "sincos2"
     gaussian_overlap: float = 0.1
     min_radius: int = 2
     loc_weight: float = 2.0
@@ -67,6 +70,8 @@ class LionConfig:
             raise ValueError("point_range has 6 numbers, voxel_size 3")
         if len(self.nms_iou) != len(self.classes):
             raise ValueError("one NMS IoU per class")
+        if self.rot_code not in ("sincos", "sincos2"):
+            raise ValueError(f"rot_code must be sincos|sincos2, got {self.rot_code!r}")
         if not 0.0 <= self.generation_ratio < 1.0:
             raise ValueError("generation_ratio must be in [0, 1)")
 
@@ -114,7 +119,7 @@ PRESETS: dict[str, LionConfig] = {
         name="lion_kitti_mamba", point_range=(0.0, -40.0, -3.0, 70.4, 40.0, 1.0), voxel_size=(0.2, 0.2, 0.125),
         vfe_filters=(64, 64), channels=64, block_windows=((13, 13, 32), (13, 13, 16), (13, 13, 8), (13, 13, 4)),
         block_group_sizes=(4096, 2048, 1024, 512), extra_z_downs=0, out_window=(13, 13, 2), out_group_size=256,
-        d_state=16, drop_path=0.2, backbone_only=True),
+        d_state=16, drop_path=0.2, rot_code="sincos", backbone_only=True),
 }
 
 

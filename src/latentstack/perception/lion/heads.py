@@ -1,7 +1,7 @@
 """CenterPoint-style BEV head: small 2-D BEV backbone, heatmap + box regression, targets, loss, decoding.
 
 Box code per positive cell (CenterPoint / OpenPCDet ``CenterHead``): centre offset (2), z (1),
-log dims (3), sin/cos yaw (2). Heatmap targets are Gaussians with CenterPoint's
+log dims (3), sin/cos yaw (2) — or sin/cos of 2·yaw (``rot_code="sincos2"``, heading mod π). Heatmap targets are Gaussians with CenterPoint's
 ``gaussian_radius(min_overlap)`` (min radius 2); loss = CenterNet focal loss + ``loc_weight``·L1.
 Decoding: 3×3 max-pool peak picking, top-K, score threshold, class-wise rotated BEV NMS.
 """
@@ -105,8 +105,9 @@ def build_targets(cfg: LionConfig, boxes: list[np.ndarray], classes: list[np.nda
                 continue
             r = max(cfg.min_radius, int(gaussian_radius(box[3] / cell, box[4] / cell, cfg.gaussian_overlap)))
             _draw_gaussian(hm[b, int(c)], ix, iy, r)
+            ang = 2 * box[6] if cfg.rot_code == "sincos2" else box[6]
             reg[b, k] = [fx - ix, fy - iy, box[2], math.log(box[3]), math.log(box[4]), math.log(box[5]),
-                         math.sin(box[6]), math.cos(box[6])]
+                         math.sin(ang), math.cos(ang)]
             ind[b, k] = iy * nx + ix
             mask[b, k] = 1.0
             k += 1
@@ -161,6 +162,8 @@ def decode(cfg: LionConfig, out: dict[str, torch.Tensor]) -> list[dict[str, np.n
         x = (ix.float() + ctr[0]) * cell + cfg.point_range[0]
         y = (iy.float() + ctr[1]) * cell + cfg.point_range[1]
         yaw = torch.atan2(rot[0], rot[1])
+        if cfg.rot_code == "sincos2":
+            yaw = yaw / 2
         boxes = torch.stack([x, y, z, dim[0], dim[1], dim[2], yaw], 1).numpy()
         s, c = scores.numpy(), cls.numpy()
         keep_all = []
