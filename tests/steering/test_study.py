@@ -114,3 +114,18 @@ def test_call_overhead_measurement():
     assert not m[0]._forward_hooks  # every hook removed after timing
     with pytest.raises(KeyError):
         measure_call_overhead(lambda: m(x), {"noop": None}, reps=1)
+
+
+def test_compare_presets(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    out = tmp_path / "c"
+    succ = [torch.randn(5, 2, 3, 16, generator=g) + 0.3 for _ in range(3)]
+    fail = [torch.randn(5, 2, 3, 16, generator=g) for _ in range(3)]
+    for preset in ("paper", "repo"):
+        for a, fit in fit_contrastive(succ, fail, [1.0], preset, "global", "s").items():
+            SteeringArtifact.from_fit(fit).save(S.artifact_stem(out, "s", "global", a, preset))
+    res = S.compare_presets(out, ["s"], [1.0])
+    r = res["s α=1"]
+    assert r["rel_frobenius_paper_vs_repo"] > 0.01  # D1/D2: pooling + centring change the operator
+    assert r["repo_rel_asymmetry"] > 0  # D3: A(A+B-AB)^-1 B is not symmetric
+    assert 0 <= r["paper_rank_above_1e-3"] <= 16 and S.compare_presets(out, ["other"], [1.0]) == {}

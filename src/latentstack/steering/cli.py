@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_steer_parser", "cmd_collect", "cmd_eval", "cmd_fit", "cmd_study"]
+__all__ = ["add_steer_parser", "cmd_collect", "cmd_eval", "cmd_fit", "cmd_presets", "cmd_study"]
 
 DEFAULT_SUITE = "metaworld_mt6"
 DEFAULT_POLICY = "policies/vla_metaworld_mt6"
@@ -253,6 +253,21 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_presets(args: argparse.Namespace) -> int:
+    from .study import compare_presets
+
+    res = compare_presets(args.conceptors, _csv(args.sites), _floats(args.alphas))
+    if not res:
+        raise SystemExit(f"no matching paper/repo global artifact pairs under {args.conceptors}")
+    for k, v in res.items():
+        print(f"{k:<26} |C_paper-C_repo|/|C_paper| {v['rel_frobenius_paper_vs_repo']:.3f}  repo asym "
+              f"{v['repo_rel_asymmetry']:.3f}  quota {v['quota_paper']:.4f}/{v['quota_repo']:.4f}  "
+              f"rank>1e-3 {v['paper_rank_above_1e-3']}/{v['d']}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"command": "lstack " + " ".join(sys.argv[1:]), "pairs": res}, indent=2) + "\n")
+    return 0
+
+
 def dataclasses_asdict(x: Any) -> dict[str, Any]:
     from dataclasses import asdict
 
@@ -326,4 +341,11 @@ def add_steer_parser(subparsers: Any) -> argparse.ArgumentParser:
     y.add_argument("--out", default="reports/coast")
     y.add_argument("--quiet", action="store_true")
     y.set_defaults(func=cmd_study)
+
+    q = sub.add_parser("presets", help="offline paper-vs-repo comparison of fitted global conceptors (D1-D3)")
+    q.add_argument("--conceptors", required=True)
+    q.add_argument("--sites", default=DEFAULT_SITES)
+    q.add_argument("--alphas", default="0.5,1,10")
+    q.add_argument("--out", required=True, help="JSON file")
+    q.set_defaults(func=cmd_presets)
     return st

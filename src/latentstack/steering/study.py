@@ -366,3 +366,27 @@ def ship_cell(cell: Cell, arts: Mapping[tuple[str, str, float], SteeringArtifact
     stem = dest / f"{name}__{cell.site}__a{cell.alpha:g}__b{cell.beta:g}__{cell.preset}"
     out.save(stem)
     return stem
+
+
+def compare_presets(conceptors: str | Path, sites: Sequence[str], alphas: Sequence[float] = (0.5, 1.0, 10.0)
+                    ) -> dict[str, Any]:
+    """Offline paper-vs-repo comparison (coast.md §5, D1-D3) on the same rollouts' global fits.
+
+    Per (site, α): relative Frobenius ‖C_paper − C_repo‖/‖C_paper‖, the repo operator's relative
+    asymmetry ‖C − Cᵀ‖/‖C‖, both quotas, and the number of eigenvalues of C_paper above 1e-3
+    (its effective rank — what a low-rank gate would need).
+    """
+    out: dict[str, Any] = {}
+    for site in sites:
+        for a in alphas:
+            sp, sr = artifact_stem(conceptors, site, "global", a, "paper"), artifact_stem(conceptors, site, "global", a, "repo")
+            if not (sp.with_name(sp.name + ".json").exists() and sr.with_name(sr.name + ".json").exists()):
+                continue
+            P, R = SteeringArtifact.load(sp).C.double(), SteeringArtifact.load(sr).C.double()
+            w = torch.linalg.eigvalsh(0.5 * (P + P.T))
+            out[f"{site} α={a:g}"] = {
+                "rel_frobenius_paper_vs_repo": float((P - R).norm() / P.norm().clamp_min(1e-300)),
+                "repo_rel_asymmetry": float((R - R.T).norm() / R.norm().clamp_min(1e-300)),
+                "quota_paper": float(torch.trace(P) / P.shape[0]), "quota_repo": float(torch.trace(R) / R.shape[0]),
+                "paper_rank_above_1e-3": int((w > 1e-3).sum()), "d": int(P.shape[0])}
+    return out
