@@ -111,3 +111,39 @@ def test_sites_from_prefix(toy):
     assert list(sites_from_prefix(toy, "blocks.*")) == ["blocks.0", "blocks.1", "blocks.2"]
     assert list(sites_from_prefix(toy, "blocks.*.fc2")) == ["blocks.0.fc2", "blocks.1.fc2", "blocks.2.fc2"]
     assert sites_from_prefix(toy, "head", kind="input") == {"head": Site("head", kind="input")}
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_wrap_mode_equals_hook_mode(toy, x, name):
+    """Same edits, same outputs, same meta; the module is restored exactly after a wrap-mode block."""
+    snap = module_snapshot(toy)
+    seen = {"hook": [], "wrap": []}
+    outs = {}
+    for mode in ("hook", "wrap"):
+        def edit(v, m, _mode=mode):
+            seen[_mode].append((m.get("step"), m["call_index"], tuple(v.shape)))
+            return v * 0.5 + 1.0
+        with Intervention(toy, {name: edit}, mode=mode):
+            outs[mode] = _run(toy, x)
+    assert torch.equal(outs["hook"], outs["wrap"]) and seen["hook"] == seen["wrap"] and seen["wrap"]
+    assert_model_unchanged(toy, snap)
+    assert all("forward" not in m.__dict__ for m in toy.modules())
+    with Intervention(toy, {name: lambda v, m: v}, mode="wrap"):
+        assert torch.equal(_run(toy, x), _run_plain(toy, x))
+    with pytest.raises(ValueError, match="mode"):
+        Intervention(toy, {name: lambda v, m: v}, mode="patch")
+
+
+def _run_plain(model, x):
+    # what the unedited model computes (wrap-mode identity must equal it bit for bit)
+    with Intervention(model, {}):
+        return _run(model, x)
+
+
+def test_wrap_mode_refuses_double_wrap_and_cleans_up_on_error(toy, x):
+    a = Intervention(toy, {"block0": lambda v, m: v}, mode="wrap")
+    b = Intervention(toy, {"block0": lambda v, m: v}, mode="wrap")
+    with a:
+        with pytest.raises(RuntimeError, match="instance-level forward"), b:
+            pass
+    assert all("forward" not in m.__dict__ for m in toy.modules())

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from latentstack.kernels import conceptor_gate
 from latentstack.latent import Intervention, Tap, annotate, assert_model_unchanged, module_snapshot
 from latentstack.steering import conceptors as cz
 from latentstack.steering.fit import fit_contrastive
@@ -94,11 +95,17 @@ def test_only_chosen_layer_changes_in_toy():
     m, x = ToyExpert(n_steps=1), torch.randn(2, 5, D)
     with Tap(m, ["layers.0", "layers.1"]) as base:
         m(x)
-    with Tap(m, ["layers.0", "layers.1"]) as tap, steer(m, "layers.1", rand_conceptor(D, 3), 0.5):
+    C = rand_conceptor(D, 3)
+    with Tap(m, ["layers.0", "layers.1"]) as tap, steer(m, "layers.1", C, 0.5, mode="hook"):
         m(x)
-    # outer Tap records the pre-edit values: layer 0 and layer 1's own computation are unchanged
+    # hook mode: the outer Tap records the pre-edit values (layer 0 and layer 1's own computation unchanged)
     assert torch.equal(tap.stack("layers.0"), base.stack("layers.0"))
     assert torch.equal(tap.stack("layers.1"), base.stack("layers.1"))
+    with Tap(m, ["layers.0", "layers.1"]) as tap_w, steer(m, "layers.1", C, 0.5):  # default: wrap mode
+        m(x)
+    # wrap mode: the edit happens inside forward, so the Tap on layer 1 records the steered value
+    assert torch.equal(tap_w.stack("layers.0"), base.stack("layers.0"))
+    assert torch.allclose(tap_w.stack("layers.1"), conceptor_gate(base.stack("layers.1"), C, 0.5), atol=1e-6)
 
 
 def test_per_step_selects_M_t_and_checks_range():
@@ -228,8 +235,10 @@ def test_vla_identity_conceptor_and_scope(vla, vla_batch):
     assert [r.meta["denoise_step"] for r in tap.records[SITE]] == list(range(10))
     # prefix (backbone) untouched; at denoise step 0 the layers before the site are untouched
     assert torch.equal(tap.stack("backbone.out"), base.stack("backbone.out"))
-    for name in ("expert.layer0", "expert.layer1", SITE):
+    for name in ("expert.layer0", "expert.layer1"):
         assert torch.equal(tap.records[name][0].value, base.records[name][0].value)
+    # wrap mode (default): the Tap on the steered site records the gated value, here (1 − β) h
+    assert torch.allclose(tap.records[SITE][0].value, 0.5 * base.records[SITE][0].value, atol=1e-6)
     assert not torch.equal(tap.records["expert.layer3"][0].value, base.records["expert.layer3"][0].value)
 
 

@@ -20,9 +20,23 @@ _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_back
 
 
 class Intervention:
-    """``edits[site](value, meta) -> replacement`` at every call; meta = annotations + call_index."""
+    """``edits[site](value, meta) -> replacement`` at every call; meta = annotations + call_index.
 
-    def __init__(self, model: nn.Module, edits: Mapping[str | Site, Edit], sites: LatentSites | None = None) -> None:
+    ``mode="hook"`` (default) installs forward (pre-)hooks, ordered with any Tap on the same site.
+    ``mode="wrap"`` instead shadows the module's ``forward`` with a wrapper for the duration of the
+    block: the same edit and outputs, without torch's hooked-call slow path (measured ≈ 1 % of a
+    VLA chunk call per hooked layer — what a deployed steering gate should not pay). In wrap mode
+    the edit runs *before* the module's forward hooks, so a Tap on the same site records the
+    edited value. Exit deletes the shadowing attribute: the module is exactly as before.
+    """
+
+    MODES = ("hook", "wrap")
+
+    def __init__(self, model: nn.Module, edits: Mapping[str | Site, Edit], sites: LatentSites | None = None,
+                 mode: str = "hook") -> None:
+        if mode not in self.MODES:
+            raise ValueError(f"mode must be one of {self.MODES}, got {mode!r}")
+        self.mode = mode
         self.model = model
         self.edits: list[tuple[str, Site, Edit]] = []
         for key, fn in edits.items():
@@ -38,7 +52,9 @@ class Intervention:
         try:
             for i, (_, site, _) in enumerate(self.edits):
                 module = site.resolve(self.model)
-                if site.kind == "input":
+                if self.mode == "wrap":
+                    h = self._wrap(module, i, site)
+                elif site.kind == "input":
                     h = module.register_forward_pre_hook(lambda m, a, _i=i: self._apply(_i, a, a))
                 else:
                     h = module.register_forward_hook(lambda m, a, o, _i=i: self._apply(_i, a, o))
@@ -52,6 +68,29 @@ class Intervention:
         for h in self._handles:
             h.remove()
         self._handles.clear()
+
+    def _wrap(self, module: nn.Module, i: int, site: Site) -> Any:
+        if "forward" in module.__dict__:
+            raise RuntimeError(f"module {site.module_path!r} already has an instance-level forward "
+                               "(another wrap-mode Intervention is active on it)")
+        orig = module.forward
+        apply = self._apply
+        if site.kind == "input":
+            def forward(*args: Any, **kwargs: Any) -> Any:
+                new = apply(i, args, args)
+                return orig(*(args if new is None else new), **kwargs)
+        else:
+            def forward(*args: Any, **kwargs: Any) -> Any:
+                out = orig(*args, **kwargs)
+                new = apply(i, args, out)
+                return out if new is None else new
+        module.forward = forward  # instance attribute shadows the class method; deleted on exit
+
+        class _Unwrap:
+            def remove(self) -> None:
+                module.__dict__.pop("forward", None)
+
+        return _Unwrap()
 
     def _apply(self, i: int, args: tuple, container: Any) -> Any:
         name, site, fn = self.edits[i]

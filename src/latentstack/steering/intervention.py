@@ -113,14 +113,22 @@ def linear_edit(direction: torch.Tensor, magnitude: float) -> Edit:
     return edit
 
 
+STEER_MODE = "wrap"  # latent.Intervention mode: same outputs as "hook", without torch's hooked-call cost
+
+
 def steer(model: nn.Module, site: str | Site, C: torch.Tensor, beta: float,
-          step_key: str = "denoise_step") -> Intervention:
-    """An ``Intervention`` gating ``site`` with ``M = (1 − β) I + β C`` (use as a ``with`` block)."""
-    return Intervention(model, {site: conceptor_edit(C, beta, step_key)})
+          step_key: str = "denoise_step", mode: str = STEER_MODE) -> Intervention:
+    """An ``Intervention`` gating ``site`` with ``M = (1 − β) I + β C`` (use as a ``with`` block).
+
+    ``mode="wrap"`` (default) edits inside a forward wrapper, so a Tap on the *same* site sees the
+    steered value; pass ``mode="hook"`` to order it after such a Tap instead.
+    """
+    return Intervention(model, {site: conceptor_edit(C, beta, step_key)}, mode=mode)
 
 
-def steer_linear(model: nn.Module, site: str | Site, direction: torch.Tensor, magnitude: float) -> Intervention:
-    return Intervention(model, {site: linear_edit(direction, magnitude)})
+def steer_linear(model: nn.Module, site: str | Site, direction: torch.Tensor, magnitude: float,
+                 mode: str = STEER_MODE) -> Intervention:
+    return Intervention(model, {site: linear_edit(direction, magnitude)}, mode=mode)
 
 
 def make_operator(condition: Condition, fit: SteeringFit | SteeringArtifact, seed: int = 0) -> torch.Tensor:
@@ -244,7 +252,8 @@ class SteeringArtifact:
         return cls(C, card, t.pop("C_success", None), t.pop("C_failure", None), t.pop("direction", None), t)
 
     def intervention(self, model: nn.Module, beta: float | None = None, condition: Condition = "conceptor",
-                     site: str | Site | None = None, seed: int = 0, magnitude: float | None = None) -> Intervention:
+                     site: str | Site | None = None, seed: int = 0, magnitude: float | None = None,
+                     mode: str = STEER_MODE) -> Intervention:
         """The steering ``Intervention`` for ``condition`` (β defaults to the card's; linear uses ``magnitude``)."""
         site = site or self.card.get("site")
         if not site:
@@ -254,11 +263,11 @@ class SteeringArtifact:
                 raise ValueError("artifact has no linear direction")
             if magnitude is None:
                 raise ValueError("linear steering needs a magnitude")
-            return steer_linear(model, site, self.direction, magnitude)
+            return steer_linear(model, site, self.direction, magnitude, mode=mode)
         b = self.card.get("beta") if beta is None else beta
         if b is None:
             raise ValueError("no beta given and the card names none")
-        return steer(model, site, make_operator(condition, self, seed), float(b))
+        return steer(model, site, make_operator(condition, self, seed), float(b), mode=mode)
 
 
 class SteeredPolicy:

@@ -258,8 +258,10 @@ def measure_overhead(cfg: StudyConfig, arts: Mapping[tuple[str, str, float], Ste
                      cells: Mapping[str, Cell], reps: int = 300) -> dict[str, Any]:
     """Per-policy-call time of every test condition vs unsteered, interleaved in one run (§11.21).
 
-    Also times an identity hook (``noop_hook``: the hook machinery alone) and the exact low-rank
-    form of coast_global (``coast_global_lowrank``, all eigenvalues > 1e-6 kept).
+    Conditions run as evaluated (wrap-mode gates). Also timed: coast_global installed as a torch
+    forward hook (``coast_global_hook_mode``), identity edits in both modes (``noop_hook`` /
+    ``noop_wrap``: the installation cost alone) and the exact low-rank form of coast_global
+    (``coast_global_lowrank``, every eigenvalue > 1e-6 kept).
     """
     from latentstack.kernels import LowRankGate
     from latentstack.latent import Intervention
@@ -280,13 +282,16 @@ def measure_overhead(cfg: StudyConfig, arts: Mapping[tuple[str, str, float], Ste
     policy = make_policy(cfg.policy)
     policy.eval()
     batch = {"image": obs["image"][None], "state": obs["state"][None], "instruction": [obs["instruction"]]}
-    ivs: dict[str, Any] = {"base": None}
+    ivs: dict[str, Any] = {"base": None, "base_repeat": None}  # base_repeat: the measurement's noise floor
     for name, c in cells.items():
         ivs[name] = condition_policy(policy, arts, c, cfg.control_seed).intervention
     g = cells["coast_global"]
-    ivs["noop_hook"] = Intervention(policy, {g.site: lambda v, meta: v})
+    ivs["coast_global_hook_mode"] = condition_policy(policy, arts, g, cfg.control_seed).intervention
+    ivs["coast_global_hook_mode"].mode = "hook"
+    ivs["noop_hook"] = Intervention(policy, {g.site: lambda v, meta: v}, mode="hook")
+    ivs["noop_wrap"] = Intervention(policy, {g.site: lambda v, meta: v}, mode="wrap")
     lr = LowRankGate(arts[(g.site, g.strategy, float(g.alpha))].C, float(g.beta), cutoff=1e-6)
-    ivs["coast_global_lowrank"] = Intervention(policy, {g.site: lambda v, meta: lr(v)})
+    ivs["coast_global_lowrank"] = Intervention(policy, {g.site: lambda v, meta: lr(v)}, mode="wrap")
     res = measure_call_overhead(lambda: policy.predict_action_chunk(batch), ivs, reps=reps)
     res["lowrank_rank"] = lr.rank
     return res
