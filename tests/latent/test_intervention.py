@@ -143,7 +143,6 @@ def _run_plain(model, x):
 def test_wrap_mode_refuses_double_wrap_and_cleans_up_on_error(toy, x):
     a = Intervention(toy, {"block0": lambda v, m: v}, mode="wrap")
     b = Intervention(toy, {"block0": lambda v, m: v}, mode="wrap")
-    with a:
-        with pytest.raises(RuntimeError, match="instance-level forward"), b:
-            pass
+    with a, pytest.raises(RuntimeError, match="instance-level forward"), b:
+        pass
     assert all("forward" not in m.__dict__ for m in toy.modules())
