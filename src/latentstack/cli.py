@@ -190,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     from latentstack.quant.cli import add_quantize_parser
 
     add_quantize_parser(sub)
+    from latentstack.policies.lerobot_act.cli import add_act_parser
+    add_act_parser(sub)
     from latentstack.perception.lion.cli import add_lion_parser
     add_lion_parser(sub)
 

@@ -2,7 +2,9 @@
 
 ``make_policy(name_or_path, **overrides)``:
 
-- a checkpoint directory -> :func:`load_policy` (overrides: runtime fields only);
+- a checkpoint directory -> :func:`load_policy` (overrides: runtime fields only); a LeRobot ACT
+  checkpoint (``config.json`` with ``"type": "act"``) -> :class:`latentstack.policies.lerobot_act.ACTAdapter`
+  (``"random:<ACT dir>"``: its untrained twin, ``seed=``);
 - a quantized-policy artifact directory (``card.json`` written by
   :func:`latentstack.quant.save_quantized`), or ``"quant:<artifact dir>"`` -> the integer policy from
   :func:`latentstack.quant.load_quantized` (source checkpoint from the card, fingerprint checked,
@@ -101,6 +103,13 @@ def make_random_like(checkpoint: str | os.PathLike, seed: int | None = None, **r
 QUANT_PREFIX = "quant:"
 
 
+def _is_act_checkpoint(path: str | os.PathLike) -> bool:
+    """A LeRobot ACT checkpoint directory (``config.json`` with ``"type": "act"``, as LeRobot writes it)."""
+    from latentstack.policies.lerobot_act.modeling_act import is_act_checkpoint
+
+    return is_act_checkpoint(path)
+
+
 def is_quantized_artifact(path: str | os.PathLike) -> bool:
     """True for a directory holding a ``latentstack.quant`` ``card.json`` (see ``save_quantized``)."""
     import json
@@ -134,7 +143,17 @@ def make_policy(name_or_path: str | os.PathLike, **overrides: Any) -> torch.nn.M
     if Path(spec).is_dir() and is_quantized_artifact(spec):
         return _load_quantized(spec, **overrides)
     if spec.startswith("random:"):
+        if _is_act_checkpoint(spec.removeprefix("random:")):  # LeRobot ACT: untrained twin, same stats
+            from latentstack.policies.lerobot_act.modeling_act import make_act_random_like
+
+            return make_act_random_like(spec.removeprefix("random:"), **overrides)
         return make_random_like(spec.removeprefix("random:"), **overrides)
+    if Path(spec).is_dir() and _is_act_checkpoint(spec):  # LeRobot checkpoint: config.json "type": "act"
+        from latentstack.policies.lerobot_act.modeling_act import load_act_policy
+
+        if overrides:
+            raise TypeError(f"LeRobot ACT checkpoints take no overrides, got {sorted(overrides)}")
+        return load_act_policy(spec)
     if Path(spec).is_dir():
         from latentstack.policies.checkpoint import load_policy
 
