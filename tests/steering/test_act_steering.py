@@ -23,7 +23,10 @@ def act():
 
     if not SHIPPED.exists():
         pytest.skip("shipped ACT checkpoint not present")
-    return make_policy(str(SHIPPED))
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # batch-1 ResNet18: 2 threads on the shared 2-core box oversubscribe (~30x slower)
+    yield make_policy(str(SHIPPED))
+    torch.set_num_threads(n)
 
 
 def _obs(seed: int) -> dict:
@@ -53,12 +56,11 @@ def test_beta0_exact_identity_any_beta(act):
     d = act.config.dim_model
     snap = module_snapshot(act)
     ref = _chunk(act)
-    for site in ("decoder.layer0", _last(act), "decoder.out"):
+    for site, beta in (("decoder.layer0", 0.3), (_last(act), 1.0)):
         with steer(act, site, torch.rand(d, d), beta=0.0):
             assert np.array_equal(_chunk(act), ref)  # short-circuit: bit-identical
-        for beta in (0.3, 1.0):
-            with steer(act, site, torch.eye(d), beta=beta):
-                np.testing.assert_allclose(_chunk(act), ref, rtol=1e-6, atol=1e-6)
+        with steer(act, site, torch.eye(d), beta=beta):
+            np.testing.assert_allclose(_chunk(act), ref, rtol=1e-6, atol=1e-6)
     assert_model_unchanged(act, snap)
     assert np.array_equal(_chunk(act), ref)
 
@@ -124,14 +126,14 @@ class FakeEnv:
 def test_fit_conceptor_from_act_taps_and_steer(act):
     site = _last(act)
     suite = SimpleNamespace(name="fake", image_size=64, camera="x",
-                            tasks=[SimpleNamespace(name="t0", instruction="", max_episode_steps=16)],
+                            tasks=[SimpleNamespace(name="t0", instruction="", max_episode_steps=8)],
                             seeds={"fit": range(100), "select": range(100, 200), "test": range(200, 300)})
-    rollouts = collect_rollouts(suite, act, [site, "decoder.layer0"], split="fit", n=8, env_factory=FakeEnv)
+    rollouts = collect_rollouts(suite, act, [site, "decoder.layer0"], split="fit", n=6, env_factory=FakeEnv)
     d, S = act.config.dim_model, act.config.chunk_size
     for r in rollouts:
-        assert r.states[site].shape == (2, 1, S, d)  # 16 steps / 8-action chunks = 2 calls; D = 1
+        assert r.states[site].shape == (1, 1, S, d)  # 8 steps = one 8-action chunk = 1 call; D = 1
     s, f = split_by_label(rollouts, site)
-    assert len(s) == 4 and len(f) == 4
+    assert len(s) == 3 and len(f) == 3  # the paper preset's minimum per class
     for layer in (site, "decoder.layer0"):
         s, f = split_by_label(rollouts, layer)
         fit = fit_contrastive(s, f, [1.0], "paper", "global", site=layer)[1.0]

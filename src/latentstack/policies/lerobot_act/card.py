@@ -36,7 +36,7 @@ def render_act_card(name: str, config: dict[str, Any], train_log: dict[str, Any]
         f"dim_model {config['dim_model']}, {config['n_heads']} heads, ffn {config['dim_feedforward']}, "
         f"{config['n_encoder_layers']} encoder + {config['n_decoder_layers']} decoder layers, "
         f"VAE {'on' if config['use_vae'] else 'off'}, chunk {config['chunk_size']} (executes {config['n_action_steps']}); "
-        f"{train_log['parameters'] / 1e6:.2f} M parameters, weights {size_mb:.1f} MB (fp32; the ResNet18 is 11.2 M of them)"),
+        f"{train_log['parameters'] / 1e6:.2f} M parameters, weights {size_mb:.1f} MiB (fp32; the ResNet18 is 11.2 M of them)"),
         "- **language**: none — ACT has no language input; the task is implied by the image (one object per task)",
         ("- **normalisation**: LeRobot processors saved next to the weights (state/action mean-std from the demos; "
         "images ImageNet mean-std, as LeRobot's `use_imagenet_stats` default)"),
