@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["markdown_tables"]
+__all__ = ["combine", "markdown_tables"]
 
 
 def _fmt(x: Any, pct: bool = False) -> str:
@@ -50,7 +50,32 @@ def markdown_tables(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def combine(headline: Path | str, sweep: Path | str, out_dir: Path | str) -> Path:
+    """``stereo.json`` = the large held-out run at one turbidity (headline, ``epe_turbidity_x3``) plus a
+    smaller all-turbidity sweep under ``turbidity_sweep`` (its own pairs, tables, plot and command)."""
+    from .evaluate import plot_report, write_json
+
+    h = json.loads(Path(headline).read_text())
+    s = json.loads(Path(sweep).read_text())
+    res = dict(h)
+    res["turbidity_sweep"] = {k: s[k] for k in ("n_pairs", "seeds", "methods", "tables", "paired", "command",
+                                                 "latency_1thread_loaded_box") if k in s}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(res, out / "stereo.json")
+    plot_report(s, out / "stereo_turbidity.png")
+    (out / "tables.md").write_text(
+        f"## Headline: held-out turbidity x3, {h['n_pairs']} pairs (seeds {h['seeds'][0]}..{h['seeds'][1]})\n\n"
+        + markdown_tables(h)
+        + f"\n## Turbidity sweep, first {s['n_pairs']} test pairs (seeds {s['seeds'][0]}..{s['seeds'][1]})\n\n"
+        + markdown_tables(s))
+    return out / "stereo.json"
+
+
 if __name__ == "__main__":
     import sys
 
-    print(markdown_tables(json.loads(Path(sys.argv[1]).read_text())))
+    if sys.argv[1] == "combine":
+        print(combine(sys.argv[2], sys.argv[3], sys.argv[4]))
+    else:
+        print(markdown_tables(json.loads(Path(sys.argv[1]).read_text())))
