@@ -129,3 +129,10 @@ def test_compare_presets(tmp_path):
     assert r["rel_frobenius_paper_vs_repo"] > 0.01  # D1/D2: pooling + centring change the operator
     assert r["repo_rel_asymmetry"] > 0  # D3: A(A+B-AB)^-1 B is not symmetric
     assert 0 <= r["paper_rank_above_1e-3"] <= 16 and S.compare_presets(out, ["other"], [1.0]) == {}
+
+
+def test_overhead_reports_min_and_median_ratios():
+    m = nn.Linear(8, 8)
+    r = measure_call_overhead(lambda: m(torch.randn(2, 8)), {"base": None, "b2": None}, reps=3, warmup=0)
+    assert r["ratio_min"]["base"] == 1.0 and set(r["min_ms"]) == {"base", "b2"}
+    assert all(r["min_ms"][k] <= r["median_ms"][k] for k in r["min_ms"])

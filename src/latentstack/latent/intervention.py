@@ -94,7 +94,8 @@ class Intervention:
 
     def _apply(self, i: int, args: tuple, container: Any) -> Any:
         name, site, fn = self.edits[i]
-        meta = {**current_annotations(), "call_index": self._calls[i]}
+        meta = current_annotations()  # a fresh dict per call
+        meta["call_index"] = self._calls[i]
         self._calls[i] += 1
         value = get_value(site, args, container)
         new = fn(value, meta)
