@@ -53,6 +53,8 @@ def add_korr_parser(subparsers: Any) -> argparse.ArgumentParser:
     c.add_argument("--config", default="configs/korr_toy.yaml")
     c.add_argument("--out", default="reports/korr")
     c.add_argument("--artifacts", default=None, help="also save every trained residual here")
+    c.add_argument("--from-artifacts", default=None,
+                   help="skip training: evaluate <dir>/<kind>_seed<s> residuals saved by an earlier --artifacts run")
     c.set_defaults(func=cmd_compare)
 
     r = ks.add_parser("robosuite", help="robosuite Lift study: demos → chunked BC base → ResiP/KORR → nominal+perturbed")
@@ -111,10 +113,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     res = run_toy_comparison(cfg["kinds"], cfg["train_seeds"], ppo, ToyInsertionConfig(**cfg.get("env_config", {})),
                              cfg["test_batches"], args.out, base_kwargs=cfg.get("base", {}),
                              preregistered_margin=cfg.get("preregistered_margin", 0.1),
-                             artifacts_dir=args.artifacts, **cfg.get("residual", {}))
+                             artifacts_dir=args.artifacts, from_artifacts=args.from_artifacts,
+                             **cfg.get("residual", {}))
     res_path = Path(args.out) / "toy.json"
     full = json.loads(res_path.read_text())
-    full["command"] = f"lstack korr compare --config {args.config} --out {args.out}"
+    full["command"] = f"lstack korr compare --config {args.config} --out {args.out}" + (
+        f" --from-artifacts {args.from_artifacts}" if args.from_artifacts else "")
     res_path.write_text(json.dumps(full, indent=1))
     for name, c in res["conditions"].items():
         p = c["perturbed"]

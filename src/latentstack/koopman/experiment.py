@@ -16,7 +16,7 @@ import torch
 
 from latentstack.stats import wilson_interval
 
-from .artifact import save_residual
+from .artifact import load_residual, save_residual
 from .configuration_korr import PPOConfig, residual_config
 from .modeling_korr import ResidualActorCritic, make_residual
 from .toy_env import ChunkedToyBase, ToyInsertionConfig, ToyInsertionEnv
@@ -50,8 +50,8 @@ def run_toy_comparison(kinds: Sequence[str], train_seeds: Sequence[int], ppo: PP
                        env_config: ToyInsertionConfig, test_batches: int, out_dir: str | Path,
                        hidden_dim: int = 256, lift_dim: int = 256, base_kwargs: dict[str, Any] | None = None,
                        preregistered_margin: float = 0.10, artifacts_dir: str | Path | None = None,
-                       progress: bool = True) -> dict[str, Any]:
-    """Train every (kind, seed), evaluate base and each on the same held-out test episodes, nominal and
+                       progress: bool = True, from_artifacts: str | Path | None = None) -> dict[str, Any]:
+    """Train every (kind, seed) (or, with ``from_artifacts``, load ``<dir>/<kind>_seed<s>`` where present), evaluate base and each on the same held-out test episodes, nominal and
     perturbed. Writes ``toy.json`` and ``toy.png`` to ``out_dir`` and returns the result dict."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -70,6 +70,19 @@ def run_toy_comparison(kinds: Sequence[str], train_seeds: Sequence[int], ppo: PP
         noms, perts, per_seed = [], [], []
         histories[kind], selection[kind] = {}, {}
         for s in train_seeds:
+            if from_artifacts is not None:  # evaluate already-trained residuals (no retraining, no histories)
+                art = Path(from_artifacts) / f"{kind}_seed{s}"
+                if not (art / "config.json").is_file():
+                    continue
+                model, meta = load_residual(art)
+                nom, pert = evaluate_toy(model, seeds, eval_cfg, base), evaluate_toy(model, seeds, pert_cfg, base)
+                noms.append(nom)
+                perts.append(pert)
+                per_seed.append({"train_seed": s, **rate_block(int(nom.sum()), nom.numel()),
+                                 "perturbed": rate_block(int(pert.sum()), pert.numel()),
+                                 "best_iteration": meta.get("best_iteration"), "artifact": str(art)})
+                selection[kind][s] = {"best_iteration": meta.get("best_iteration"), "rule": meta.get("selection_rule")}
+                continue
             torch.manual_seed(s)
             cfg = residual_config(ToyInsertionEnv.obs_dim, ToyInsertionEnv.action_dim, kind,
                                   hidden_dim=hidden_dim, lift_dim=lift_dim)
@@ -93,7 +106,8 @@ def run_toy_comparison(kinds: Sequence[str], train_seeds: Sequence[int], ppo: PP
                                     "base": {"kind": "ChunkedToyBase", **base_kwargs}, "ppo": ppo.to_dict(),
                                     "train_seed": s, "best_iteration": res.best_iteration,
                                     "selection_rule": res.selection_rule, "test_nominal": per_seed[-1]["success"]})
-        per_cond[kind] = {"nominal": torch.cat(noms), "perturbed": torch.cat(perts), "per_seed": per_seed}
+        if noms:
+            per_cond[kind] = {"nominal": torch.cat(noms), "perturbed": torch.cat(perts), "per_seed": per_seed}
     conditions: dict[str, Any] = {}
     # base: each test episode once; residuals: the same episodes once per training seed (pooled).
     for name, d in per_cond.items():
@@ -103,7 +117,8 @@ def run_toy_comparison(kinds: Sequence[str], train_seeds: Sequence[int], ppo: PP
     base_hi = conditions["base"]["ci_high"]
     acceptance = {k: {"beats_base": conditions[k]["ci_low"] > base_hi and
                       conditions[k]["success"] - conditions["base"]["success"] >= preregistered_margin,
-                      "delta": conditions[k]["success"] - conditions["base"]["success"]} for k in kinds}
+                      "delta": conditions[k]["success"] - conditions["base"]["success"]}
+                  for k in kinds if k in conditions}
     result = {
         "env": "toy_insertion", "env_config": env_config.to_dict(), "base": {"kind": "ChunkedToyBase", **base_kwargs},
         "ppo": ppo.to_dict(), "residual": {"hidden_dim": hidden_dim, "lift_dim": lift_dim, "preset": "per kind default"},
