@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -115,7 +116,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     doc = {"voxel_counts": args.counts, "channels": c, "grid_zyx": shape, "window": win, "threads": args.threads,
            "repeats": args.repeats, "torch": torch.__version__, "results": summary,
-           "command": "nice -n 10 .venv/bin/python benchmarks/lion.py"}
+           "command": " ".join(["nice -n 10 .venv/bin/python benchmarks/lion.py", *sys.argv[1:]])}
     (out / "bench_lion.json").write_text(json.dumps(doc, indent=1) + "\n")
 
     import matplotlib
