@@ -229,6 +229,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         overhead = S.measure_overhead(cfg, arts, cells, reps=cfg.overhead_reps)
         payload = json.loads((out / "coast.json").read_text())
         payload["overhead"], payload["gate_overhead_ratio"] = overhead, overhead["ratio"]["coast_global"]
+        payload["gate_overhead_ratio_min"] = overhead["ratio_min"]["coast_global"]
         payload["overhead_command"] = "lstack " + " ".join(sys.argv[1:])
         (out / "coast.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
         S.plot_report(payload, out / "coast.png")
@@ -256,6 +257,7 @@ def cmd_study(args: argparse.Namespace) -> int:
             "gate_diagnostics": diag, "overhead": overhead, "command": "lstack " + " ".join(sys.argv[1:])}
     write_report(results, out, meta, stem="steer_eval")
     payload = coast_payload(results, cfg.test_episodes, overhead["ratio"]["coast_global"], **meta)
+    payload["gate_overhead_ratio_min"] = overhead["ratio_min"]["coast_global"]  # interference-free estimate
     (out / "coast.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
     S.plot_report(payload, out / "coast.png")
     if args.ship:
