@@ -51,11 +51,64 @@ TAP_CELLS = [
 ]
 
 
+STEER_CELLS = [
+    new_markdown_cell(
+        "# Fit a COAST conceptor and steer a policy with it\n\n"
+        "Roll out the deliberately weak VLA on a few *fit* seeds of one task, tap `expert.layer2` at every "
+        "denoising step, fit `C_success ∧ ¬C_failure` (paper preset), read the geometry diagnostics, then steer "
+        "and check the gate diagnostic (is it more than shrinkage?). The full study — selection on select "
+        "seeds, controls, held-out test — is `lstack steer study` (`reports/coast/summary.md`). "
+        "Executed headless by `tests/test_notebooks.py`."
+    ),
+    new_code_cell(
+        "import os, tempfile\nos.environ.setdefault('MUJOCO_GL', 'egl')\nimport numpy as np, torch\n"
+        "from latentstack.cli import repo_root\n"
+        "from latentstack.policies.factory import make_policy\n"
+        "from latentstack.sim.suites import load_suite\n"
+        "from latentstack.steering.collect import collect_rollouts, split_by_label\n"
+        "from latentstack.steering.fit import fit_contrastive\n"
+        "from latentstack.steering.intervention import SteeringArtifact, gate_diagnostics, make_operator\n"
+        "torch.set_num_threads(1)\n"
+        "policy = make_policy(str(repo_root() / 'policies/vla_metaworld_mt6_weak')); policy.eval()\n"
+        "suite = load_suite('metaworld_mt6')\nSITE = 'expert.layer2'\n"
+        "with torch.inference_mode():\n"
+        "    rollouts = collect_rollouts(suite, policy, [SITE], split='fit', n=8, tasks=['button-press-topdown-v3'], keep='mean')\n"
+        "print([(r.seed, r.success) for r in rollouts])"
+    ),
+    new_code_cell(
+        "succ, fail = split_by_label(rollouts, SITE)\n"
+        "fits = fit_contrastive(succ, fail, [0.5, 10.0], 'paper', 'global', SITE)\n"
+        "for a, f in fits.items():\n"
+        "    print(f'alpha {a:>4}: quota {f.diagnostics[\"quota\"]:.4f}  sim(C_s, C_f) {f.diagnostics[\"similarity\"]:.3f}  '\n"
+        "          f'samples {f.n_samples}')\n"
+        "art = SteeringArtifact.from_fit(fits[0.5], beta=0.1, layer=2, seeds={'fit': [r.seed for r in rollouts]})\n"
+        "stem = art.save(os.path.join(tempfile.mkdtemp(), 'demo__expert.layer2__a0.5__paper'))[0]\n"
+        "art = SteeringArtifact.load(stem, expected_d=policy.config.d_model)\nsorted(art.card)"
+    ),
+    new_code_cell(
+        "H = torch.cat([r.states[SITE] for r in rollouts])  # (calls, denoise steps, 1, d)\n"
+        "print('coast    ', gate_diagnostics(H, art.C, 0.1))\n"
+        "print('shrinkage', gate_diagnostics(H, make_operator('shrinkage', art), 0.1))\n"
+        "obs_policy = {'image': np.zeros((64, 64, 3), np.uint8), 'state': np.zeros(4, np.float32),\n"
+        "              'instruction': 'press the button from the top'}\n"
+        "with torch.inference_mode():\n"
+        "    policy.reset(seed=0); a_base = policy.select_action(obs_policy)\n"
+        "    with art.intervention(policy, beta=0.0):\n"
+        "        policy.reset(seed=0); a_zero = policy.select_action(obs_policy)\n"
+        "    with art.intervention(policy, beta=0.1):\n"
+        "        policy.reset(seed=0); a_steer = policy.select_action(obs_policy)\n"
+        "assert np.array_equal(a_base, a_zero), 'beta = 0 must be bit-identical'\n"
+        "print('base', a_base, '\\nsteered', a_steer)"
+    ),
+]
+
+
 def main() -> None:
-    nb = new_notebook(cells=TAP_CELLS, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
-    out = ROOT / "notebooks" / "01_latent_tap_and_intervene.ipynb"
-    nbformat.write(nb, out)
-    print(out)
+    meta = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+    for name, cells in (("01_latent_tap_and_intervene", TAP_CELLS), ("02_fit_conceptor_and_steer", STEER_CELLS)):
+        out = ROOT / "notebooks" / f"{name}.ipynb"
+        nbformat.write(new_notebook(cells=cells, metadata=meta), out)
+        print(out)
 
 
 if __name__ == "__main__":
