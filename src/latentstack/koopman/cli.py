@@ -55,6 +55,8 @@ def add_korr_parser(subparsers: Any) -> argparse.ArgumentParser:
     c.add_argument("--artifacts", default=None, help="also save every trained residual here")
     c.add_argument("--from-artifacts", default=None,
                    help="skip training: evaluate <dir>/<kind>_seed<s> residuals saved by an earlier --artifacts run")
+    c.add_argument("--histories-from", nargs="*", default=[],
+                   help="kind=artifact dirs written by `lstack korr train` (meta.history) to plot the diagnostic curves")
     c.set_defaults(func=cmd_compare)
 
     r = ks.add_parser("robosuite", help="robosuite Lift study: demos → chunked BC base → ResiP/KORR → nominal+perturbed")
@@ -119,6 +121,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     full = json.loads(res_path.read_text())
     full["command"] = f"lstack korr compare --config {args.config} --out {args.out}" + (
         f" --from-artifacts {args.from_artifacts}" if args.from_artifacts else "")
+    for spec in args.histories_from:  # per-iteration diagnostics of separately trained residuals
+        kind, _, d = spec.partition("=")
+        meta = json.loads((Path(d) / "config.json").read_text())["meta"]
+        full.setdefault("histories", {}).setdefault(kind, {})[str(meta["train_seed"])] = meta["history"]
+        full["command"] += f" --histories-from {spec}"
+    if args.histories_from:
+        from .experiment import plot_comparison
+
+        plot_comparison(full, Path(args.out) / "toy.png")
     res_path.write_text(json.dumps(full, indent=1))
     for name, c in res["conditions"].items():
         p = c["perturbed"]
