@@ -47,7 +47,7 @@ BACKSCATTER = (0.05, 0.25, 0.35)  # veiling light B∞ (R, G, B)
 # Disjoint scene-seed ranges: textures and layouts are functions of the seed, so disjoint seeds
 # also mean disjoint texture sets. Test seeds are never used for fitting or model selection.
 SPLIT_SEEDS: dict[str, range] = {
-    "train": range(0, 100_000),
+    "train": range(100_000),
     "val": range(200_000, 210_000),
     "test": range(300_000, 310_000),
 }
@@ -99,7 +99,7 @@ def occlusion_mask(disp_left: np.ndarray, disp_right: np.ndarray, tol_px: float 
     The left pixel (y, x) lands at x − d in the right image; it is occluded there when the right
     view sees something with a different disparity (a nearer surface) or x − d leaves the image.
     """
-    h, w = disp_left.shape
+    _, w = disp_left.shape
     xs = np.arange(w, dtype=np.float32)[None, :] - disp_left
     in_view = xs >= 0.0
     xi = np.clip(np.round(xs).astype(np.int64), 0, w - 1)

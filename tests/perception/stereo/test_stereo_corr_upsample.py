@@ -28,7 +28,7 @@ def test_corr_has_36_channels_and_centre_tap_is_the_scaled_dot_product():
 
 def test_out_of_range_taps_are_exactly_zero():
     f1, f2 = _fmaps()
-    b, d, h, w = f1.shape
+    b, _, h, w = f1.shape
     corr = CorrBlock1D(f1, f2)
     out = corr(torch.full((b, 1, h, w), -100.0, dtype=torch.float64))
     assert torch.count_nonzero(out) == 0
@@ -38,7 +38,7 @@ def test_out_of_range_taps_are_exactly_zero():
 
 def test_alt_corr_equals_materialised_corr():
     f1, f2 = _fmaps(seed=3)
-    b, d, h, w = f1.shape
+    b, _, h, w = f1.shape
     g = torch.Generator().manual_seed(1)
     coords = torch.arange(w, dtype=torch.float64).view(1, 1, 1, w) - 20 * torch.rand(b, 1, h, w, generator=g, dtype=torch.float64)
     reg = CorrBlock1D(f1, f2)(coords)

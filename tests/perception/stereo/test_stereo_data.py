@@ -6,7 +6,7 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
-from latentstack.sim.stereo_scenes import (  # noqa: E402
+from latentstack.sim.stereo_scenes import (
     SPLIT_SEEDS,
     StereoRenderer,
     StereoSceneConfig,

@@ -108,7 +108,7 @@ def test_shipped_model_beats_sgbm_on_fresh_turbid_renders():
             right = underwater(s.right, s.depth_right, s.focal_px, 3.0, rng)
             gt = s.disparity
             noc = occlusion_mask(gt, disparity_from_depth(s.depth_right, s.focal_px, s.baseline_m))
-            t = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None].float()  # noqa: E731
+            t = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None].float()
             with torch.no_grad():
                 d = model(t(left), t(right), torch.tensor([s.focal_px * s.baseline_m]))["disp_preds"][-1][0, 0].numpy()
             errs["model"].append(np.abs(d - gt)[noc].mean())

@@ -13,7 +13,14 @@ import cv2
 import numpy as np
 import torch
 
-from latentstack.sim.stereo_scenes import BACKSCATTER, BETA, disparity_from_depth, load_split, occlusion_mask, underwater
+from latentstack.sim.stereo_scenes import (
+    BACKSCATTER,
+    BETA,
+    disparity_from_depth,
+    load_split,
+    occlusion_mask,
+    underwater,
+)
 
 __all__ = ["StereoSplit", "textureless_mask"]
 
@@ -72,7 +79,7 @@ class StereoSplit:
         return left, right
 
     def eval_pair(self, i: int, turbidity: float) -> tuple[np.ndarray, np.ndarray]:
-        rng = np.random.default_rng([int(self.seeds[i]), int(round(turbidity * 1000)), 0xE7A1])
+        rng = np.random.default_rng([int(self.seeds[i]), round(turbidity * 1000), 0xE7A1])
         return self.pair(i, turbidity, rng)
 
     def train_batch(self, idx: np.ndarray, rng: np.random.Generator, k_max: float = 3.0) -> dict[str, torch.Tensor]:

@@ -26,11 +26,12 @@ from .sgbm import SGBMConfig, sgbm_disparity
 __all__ = ["LARGE_DISP_PX", "evaluate_methods", "paired_wins", "plot_report", "write_json"]
 
 LARGE_DISP_PX = 12.0
+DEFAULT_SGBM = SGBMConfig()
 MASKS = ("noc", "large", "textureless")
 
 
 def evaluate_methods(models: dict[str, SA2Tiny], data: StereoSplit, turbidities: tuple[float, ...],
-                     sgbm: SGBMConfig | None = SGBMConfig(), iters: int | None = None, limit: int | None = None,
+                     sgbm: SGBMConfig | None = DEFAULT_SGBM, iters: int | None = None, limit: int | None = None,
                      init_control: str | None = None, batch_size: int = 8, progress: bool = True) -> dict[str, Any]:
     """Scores every method on the first ``limit`` pairs of ``data`` at each turbidity.
 
@@ -101,7 +102,7 @@ def paired_wins(per_image: dict[str, list[float]], a: str, b: str) -> dict[str, 
     ea, eb = np.asarray(per_image[a]), np.asarray(per_image[b])
     wins = int((ea < eb).sum())
     lo, hi = wilson_interval(wins, len(ea))
-    return {"wins": wins, "n": int(len(ea)), "rate": wins / max(len(ea), 1), "wilson95": [lo, hi],
+    return {"wins": wins, "n": len(ea), "rate": wins / max(len(ea), 1), "wilson95": [lo, hi],
             "mean_epe_ratio": float(ea.mean() / max(eb.mean(), 1e-12))}
 
 

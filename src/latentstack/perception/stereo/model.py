@@ -37,9 +37,9 @@ WEIGHTS, CONFIG = "model.safetensors", "config.json"
 
 
 class SA2Tiny(nn.Module):
-    def __init__(self, config: StereoConfig = StereoConfig()) -> None:
+    def __init__(self, config: StereoConfig | None = None) -> None:
         super().__init__()
-        self.config = c = config
+        self.config = c = config if config is not None else StereoConfig()
         self.encoder = TinyEncoder(c.enc_channels, c.feat_dim)
         self.fnet = nn.Sequential(ResidualBlock(c.feat_dim, c.feat_dim, norm="instance"),
                                   nn.Conv2d(c.feat_dim, c.fmap_dim, 3, padding=1))

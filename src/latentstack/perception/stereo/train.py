@@ -61,11 +61,12 @@ def _plot(history: dict[str, list[float]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def pretrain_mono(data: StereoSplit, out_dir: Path | str, recipe: TrainRecipe, config: StereoConfig = StereoConfig(),
+def pretrain_mono(data: StereoSplit, out_dir: Path | str, recipe: TrainRecipe, config: StereoConfig | None = None,
                   progress: bool = True) -> Path:
     """Trains the encoder + mono head on left images (random turbidity); saves ``encoder.safetensors``."""
     from tqdm import tqdm
 
+    config = config if config is not None else StereoConfig()
     torch.manual_seed(recipe.seed)
     torch.set_num_threads(recipe.threads)
     rng = np.random.default_rng([recipe.seed, 1])

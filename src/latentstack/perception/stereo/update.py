@@ -54,7 +54,6 @@ def cross_scan(x: torch.Tensor, mode: str = "cross2d") -> torch.Tensor:
     """``[B, C, H, W]`` → ``[B, K, C, H·W]`` sequences (index permutations only)."""
     if mode not in SCAN_MODES:
         raise ValueError(f"unknown scan mode {mode!r}; choose one of {sorted(SCAN_MODES)}")
-    b, c, h, w = x.shape
     row = x.flatten(2)
     if mode == "unidi":
         return row.unsqueeze(1)
