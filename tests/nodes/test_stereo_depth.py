@@ -23,7 +23,7 @@ class Rig:
         model = SA2Tiny(StereoConfig(hidden=16, feat_dim=16, fmap_dim=16, enc_channels=(8, 16, 16, 16)))
         self.t = InProcTransport()
         self.node = StereoDepthNodeCore(self.t, StereoDepthParams(**{"iters": 2, **params}), model=model)
-        pub = lambda topic, typ: self.t.create_publisher(topic, typ, SENSOR_DATA)  # noqa: E731
+        pub = lambda topic, typ: self.t.create_publisher(topic, typ, SENSOR_DATA)
         self.left = pub("/left/image_rect", "sensor_msgs/msg/Image")
         self.right = pub("/right/image_rect", "sensor_msgs/msg/Image")
         self.linfo = pub("/left/camera_info", "sensor_msgs/msg/CameraInfo")

@@ -10,7 +10,6 @@ result cropped back. A malformed message is logged, counted and dropped; the nod
 """
 from __future__ import annotations
 
-
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
