@@ -1,4 +1,4 @@
-"""ROS-agnostic node cores (sim bridge, policy, recorder) with typed parameters and watchdogs.
+"""ROS-agnostic node cores (sim bridge, policy, recorder, LiDAR detection, stereo depth) with typed parameters and watchdogs.
 
 A node is a core + a transport: ``PolicyNodeCore(make_transport("inproc"), PolicyNodeParams(...))``.
 The thin rclpy wrappers live in :mod:`latentstack.ros`; graphs of nodes are run by
@@ -30,6 +30,8 @@ NODE_KINDS: dict[str, str] = {
     "sim_bridge": "latentstack.nodes.sim_bridge:SimBridgeCore",
     "policy": "latentstack.nodes.policy_node:PolicyNodeCore",
     "recorder": "latentstack.nodes.recorder:RecorderCore",
+    "lidar_detection": "latentstack.nodes.lidar_detection:LidarDetectionNodeCore",
+    "stereo_depth": "latentstack.nodes.stereo_depth:StereoDepthNodeCore",
 }
 
 
