@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[3]
 def test_shipped_checkpoint_loads_with_its_recipe(name: str, operator: str) -> None:
     path = ROOT / "policies" / name
     model = load_detector(path)
-    assert model.config.operator == operator and model.config.rot_code == "sincos"
+    assert model.config.operator == operator and model.config.rot_code == "sincos2"
     meta = json.loads((path / "config.json").read_text())
     assert meta["extra"]["train"]["train"]["iterations"] == 250
     assert (path / "CARD.md").is_file()
@@ -36,8 +36,6 @@ def test_shipped_lion_finds_well_seen_cars_on_test_scans() -> None:
         pred = det["boxes"][(det["labels"] == 0) & (det["scores"] >= 0.3)]
         total += len(cars)
         if len(cars) and len(pred):
-            # centre within 1 m (heading is the weak part of this checkpoint, see its card)
-            d = np.hypot(cars[:, None, 0] - pred[None, :, 0], cars[:, None, 1] - pred[None, :, 1])
-            hits += int((d.min(1) < 1.0).sum())
-            assert bev_iou(pred, cars).max() > 0.3
+            # a well-seen car is matched at the main metric's BEV IoU 0.5 (heading mod π included)
+            hits += int((bev_iou(cars, pred).max(1) >= 0.5).sum())
     assert total >= 3 and hits / total >= 0.6
