@@ -150,3 +150,20 @@ def test_loader_refuses_mismatched_checkpoints(tiny_dir, tmp_path):
     (bad / "policy_preprocessor.json").unlink()
     with pytest.raises(FileNotFoundError, match="policy_preprocessor.json"):
         ACTAdapter.from_pretrained(bad)
+
+
+def test_compact_weights_stores_fp16_and_loads_the_rounded_weights(tiny_dir, tmp_path):
+    import shutil
+
+    import torch
+
+    src = ACTAdapter.from_pretrained(tiny_dir)
+    dst = tmp_path / "compact"
+    shutil.copytree(tiny_dir, dst)
+    size_before = (dst / "model.safetensors").stat().st_size
+    assert ACTAdapter.compact_weights(dst) < 0.6 * size_before
+    got = ACTAdapter.from_pretrained(dst)  # strict load, fp32 model
+    want = {k: v.detach().to(torch.float16).float() for k, v in src.state_dict().items() if v.is_floating_point()}
+    for k, v in got.state_dict().items():
+        if k in want:
+            assert v.dtype == torch.float32 and torch.equal(v, want[k]), k

@@ -21,6 +21,13 @@ def render_act_card(name: str, config: dict[str, Any], train_log: dict[str, Any]
     seeds = meta["seeds"]
     size_mb = sum(p.stat().st_size for p in Path(tc["out_dir"]).glob("*.safetensors")) / 2**20 \
         if Path(tc["out_dir"]).is_dir() else float("nan")
+    stored = "fp32"
+    weights = Path(tc["out_dir"]) / "model.safetensors"
+    if weights.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(weights), "pt") as f:
+            stored = (f.metadata() or {}).get("stored_dtype", "fp32")
     lines = [
         f"# {name}",
         "",
@@ -36,7 +43,7 @@ def render_act_card(name: str, config: dict[str, Any], train_log: dict[str, Any]
         f"dim_model {config['dim_model']}, {config['n_heads']} heads, ffn {config['dim_feedforward']}, "
         f"{config['n_encoder_layers']} encoder + {config['n_decoder_layers']} decoder layers, "
         f"VAE {'on' if config['use_vae'] else 'off'}, chunk {config['chunk_size']} (executes {config['n_action_steps']}); "
-        f"{train_log['parameters'] / 1e6:.2f} M parameters, weights {size_mb:.1f} MiB (fp32; the ResNet18 is 11.2 M of them)"),
+        f"{train_log['parameters'] / 1e6:.2f} M parameters, weights {size_mb:.1f} MiB (stored {stored}; the ResNet18 is 11.2 M of them)"),
         "- **language**: none — ACT has no language input; the task is implied by the image (one object per task)",
         ("- **normalisation**: LeRobot processors saved next to the weights (state/action mean-std from the demos; "
         "images ImageNet mean-std, as LeRobot's `use_imagenet_stats` default)"),

@@ -147,6 +147,19 @@ class ACTAdapter(nn.Module):
         self.preprocessor.save_pretrained(path)
         self.postprocessor.save_pretrained(path)
 
+    @staticmethod
+    def compact_weights(path: str | os.PathLike, dtype: torch.dtype = torch.float16) -> int:
+        """Re-store ``model.safetensors`` with floating tensors in ``dtype`` (the ResNet18 backbone makes the
+        fp32 file ~47 MB); loading casts back into the fp32 model, so the policy *is* the rounded weights.
+        Returns the new file size in bytes. Evaluate after compacting, never before."""
+        from safetensors.torch import load_file, save_file
+
+        f = Path(path) / "model.safetensors"
+        tensors = load_file(str(f))
+        out = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in tensors.items()}
+        save_file(out, str(f), metadata={"format": "pt", "stored_dtype": str(dtype).removeprefix("torch.")})
+        return f.stat().st_size
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
