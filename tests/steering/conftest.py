@@ -32,3 +32,12 @@ def vla_batch():
 
 def run_vla(policy, batch, seed: int = 0) -> torch.Tensor:
     return policy.predict_action_chunk(batch, generator=torch.Generator().manual_seed(seed))
+
+
+def tiny_suite_yaml(name: str, tasks: list[tuple[str, str]], max_episode_steps: int) -> str:
+    """A MetaWorld suite file with the project's split layout on small seed ranges (tests only)."""
+    rows = "".join(f"  - {{name: {t}, instruction: {i}, max_episode_steps: {max_episode_steps}}}\n" for t, i in tasks)
+    return (f"name: {name}\nenv: metaworld\nimage_size: 64\ncamera: corner4\nseeds:\n"
+            "  train:  {start: 0, stop: 50}\n  fit:    {start: 60, stop: 90}\n"
+            "  select: {start: 100, stop: 150}\n  test:   {start: 200, stop: 250}\n"
+            f"tasks:\n{rows}")

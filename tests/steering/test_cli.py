@@ -10,21 +10,10 @@ from latentstack.steering.cli import add_steer_parser, cmd_collect, cmd_eval
 from latentstack.steering.collect import load_rollouts
 from latentstack.steering.intervention import SteeringArtifact
 
-from .conftest import SHIPPED
+from .conftest import SHIPPED, tiny_suite_yaml
 from .test_collect_vla import FakeEnv
 
-SUITE = """name: tiny
-env: metaworld
-image_size: 64
-camera: corner4
-seeds:
-  train:  {start: 0, stop: 50}
-  fit:    {start: 60, stop: 90}
-  select: {start: 100, stop: 150}
-  test:   {start: 200, stop: 250}
-tasks:
-  - {name: button-press-topdown-v3, instruction: press the button from the top, max_episode_steps: 12}
-"""
+SUITE = tiny_suite_yaml("tiny", [("button-press-topdown-v3", "press the button from the top")], 12)
 
 
 def parser() -> argparse.ArgumentParser:

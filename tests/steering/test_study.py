@@ -14,21 +14,10 @@ from latentstack.steering.fit import fit_contrastive
 from latentstack.steering.intervention import SteeringArtifact
 from latentstack.steering.overhead import measure_call_overhead
 
-from .conftest import SHIPPED
+from .conftest import SHIPPED, tiny_suite_yaml
 
-TWO_TASKS = """name: tiny2
-env: metaworld
-image_size: 64
-camera: corner4
-seeds:
-  train:  {start: 0, stop: 50}
-  fit:    {start: 60, stop: 90}
-  select: {start: 100, stop: 150}
-  test:   {start: 200, stop: 250}
-tasks:
-  - {name: button-press-topdown-v3, instruction: press the button from the top, max_episode_steps: 10}
-  - {name: drawer-close-v3, instruction: close the drawer, max_episode_steps: 10}
-"""
+TWO_TASKS = tiny_suite_yaml("tiny2", [("button-press-topdown-v3", "press the button from the top"),
+                                      ("drawer-close-v3", "close the drawer")], 10)
 
 
 def _fake_arts(tmp_path, d=128, D=10):
