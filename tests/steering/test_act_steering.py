@@ -14,6 +14,8 @@ from latentstack.steering.collect import collect_rollouts, split_by_label
 from latentstack.steering.fit import fit_contrastive
 from latentstack.steering.intervention import steer
 
+from .test_collect_vla import FakeEnv as VlaFakeEnv
+
 SHIPPED = Path(__file__).resolve().parents[2] / "policies" / "act_metaworld_mt6"
 
 
@@ -98,15 +100,9 @@ def test_shrinkage_at_last_decoder_layer_is_absorbed_by_final_layernorm(act):
     assert moved > 100 * np.abs(out - ref).max()
 
 
-class FakeEnv:
-    """Random images; success iff the seed is even (a labelling stand-in for closed-loop outcomes)."""
-
-    def __init__(self, task, image_size, camera, max_episode_steps, instruction):
-        self.task, self.size, self.length, self.instruction = task, image_size, max_episode_steps, instruction
-
-    def reset(self, seed):
-        self.g, self.t, self.seed = np.random.default_rng(seed), 0, seed
-        return self._obs(), {}
+class FakeEnv(VlaFakeEnv):
+    """The VLA tests' fake env (success iff the seed is even), with states near the demos' range (ACT
+    normalises state by the demo mean/std) and a check of every action ACT emits."""
 
     def _obs(self):
         return {"image": self.g.integers(0, 256, (self.size, self.size, 3), dtype=np.uint8),
@@ -115,12 +111,7 @@ class FakeEnv:
 
     def step(self, action):
         assert action.shape == (4,) and np.isfinite(action).all()
-        self.t += 1
-        done = self.t >= self.length
-        return self._obs(), 0.0, False, done, {"success": done and self.seed % 2 == 0}
-
-    def close(self):
-        pass
+        return super().step(action)
 
 
 def test_fit_conceptor_from_act_taps_and_steer(act):

@@ -8,8 +8,39 @@ from pathlib import Path
 from typing import Any
 
 
-def _fmt_block(b: dict[str, Any]) -> str:
+def fmt_success(b: dict[str, Any]) -> str:
+    """``k/n = p% [lo, hi]`` from an evaluation success block (Wilson 95 %)."""
     return f"{b['successes']}/{b['episodes']} = {b['success']:.1%} [{b['ci_low']:.2f}, {b['ci_high']:.2f}]"
+
+
+def evaluation_lines(evaluation: dict[str, Any], what_untrained: str) -> list[str]:
+    """The card's ``## Evaluation`` section from an ``lstack eval`` JSON: per-task Wilson table, mean task
+    success, latency and wall time (every policy card renders its evaluation with this)."""
+    conds, meta = evaluation["conditions"], evaluation["meta"]
+    seeds = meta["seeds"]
+    tasks = list(next(iter(conds.values()))["per_task"])
+    lines = [
+        (f"## Evaluation ({meta['split']} seeds {seeds[0]}–{seeds[-1]}, {len(seeds)} per task, "
+         "same seeds for every condition)"),
+        "",
+        f"Success with Wilson 95% intervals. {what_untrained}",
+        "",
+        "| task | " + " | ".join(conds) + " |",
+        "|---|" + "---|" * len(conds),
+    ]
+    for t in tasks:
+        lines.append(f"| {t} | " + " | ".join(fmt_success(c["per_task"][t]) for c in conds.values()) + " |")
+    lines.append("| **overall** | " + " | ".join(fmt_success(c["overall"]) for c in conds.values()) + " |")
+    lines.append(
+        "| mean task success | " + " | ".join(f"{c['overall']['mean_task_success']:.1%}" for c in conds.values()) + " |"
+    )
+    lines.append(
+        "| policy latency p50 / p99 (ms) | "
+        + " | ".join(f"{c['latency_ms_p50']:.2f} / {c['latency_ms_p99']:.2f}" for c in conds.values())
+        + " |"
+    )
+    lines += ["", f"Evaluation wall time {meta['wall_s'] / 60:.1f} min, torch threads {meta['torch_threads']}."]
+    return lines
 
 
 def render_card(
@@ -23,9 +54,8 @@ def render_card(
     tc, pc, ds = train_log["train_config"], train_log["policy_config"], train_log["dataset"]
     hist = train_log.get("history", [])
     wall = hist[-1].get("elapsed_s") if hist else None
-    conds = evaluation["conditions"]
     meta = evaluation["meta"]
-    tasks = list(next(iter(conds.values()))["per_task"])
+    tasks = list(next(iter(evaluation["conditions"].values()))["per_task"])
     lines = [
         f"# {name}",
         "",
@@ -58,31 +88,9 @@ def render_card(
         *commands,
         "```",
         "",
-        (
-            f"## Evaluation ({meta['split']} seeds {meta['seeds'][0]}–{meta['seeds'][-1]}, "
-            f"{len(meta['seeds'])} per task, same seeds for every condition)"
-        ),
-        "",
-        (
-            "Success with Wilson 95% intervals. `untrained` is the same architecture and normalisation "
-            "with random weights, evaluated in the same run."
-        ),
-        "",
-        "| task | " + " | ".join(conds) + " |",
-        "|---|" + "---|" * len(conds),
+        *evaluation_lines(evaluation, "`untrained` is the same architecture and normalisation with random "
+                          "weights, evaluated in the same run."),
     ]
-    for t in tasks:
-        lines.append(f"| {t} | " + " | ".join(_fmt_block(c["per_task"][t]) for c in conds.values()) + " |")
-    lines.append("| **overall** | " + " | ".join(_fmt_block(c["overall"]) for c in conds.values()) + " |")
-    lines.append(
-        "| mean task success | " + " | ".join(f"{c['overall']['mean_task_success']:.1%}" for c in conds.values()) + " |"
-    )
-    lines.append(
-        "| policy latency p50 / p99 (ms) | "
-        + " | ".join(f"{c['latency_ms_p50']:.2f} / {c['latency_ms_p99']:.2f}" for c in conds.values())
-        + " |"
-    )
-    lines += ["", f"Evaluation wall time {meta['wall_s'] / 60:.1f} min, torch threads {meta['torch_threads']}."]
     if recording:
         lines += ["", "## Demonstrations", "", "| task | expert successes | mean steps to success |", "|---|---|---|"]
         for task, r in recording.get("tasks", {}).items():

@@ -183,6 +183,7 @@ def _diagnostics(args: argparse.Namespace, art: Any, beta: float, controls: list
 def cmd_study(args: argparse.Namespace) -> int:
     """Select on select seeds (heuristic + grid), then base/COAST/controls on test seeds; one report."""
     import functools
+    from dataclasses import asdict
 
     import torch
 
@@ -202,7 +203,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     suite = load_suite(cfg.suite)
     arts = S.load_fitted(cfg.conceptors, cfg.preset, cfg.sites)
-    cfg_json = json.dumps(dataclasses_asdict(cfg))
+    cfg_json = json.dumps(asdict(cfg))
 
     def run_cells(cells: dict, split: str, episodes: int) -> dict:
         make = functools.partial(S.build_conditions, cfg_json, S.cells_json(cells))
@@ -252,7 +253,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     meta = {"title": f"COAST on {Path(cfg.policy).name} — test seeds, paired", "suite": suite.name, "split": "test",
             "policy": cfg.policy, "preset": cfg.preset, "rollouts_meta": {"n": len(rollouts),
             "success": sum(r.success for r in rollouts), "seeds": sorted({r.seed for r in rollouts})},
-            "cells": {k: dataclasses_asdict(v) for k, v in cells.items()}, "selection": str(sel_path),
+            "cells": {k: asdict(v) for k, v in cells.items()}, "selection": str(sel_path),
             "test_seeds": list(suite.seeds["test"])[: cfg.test_episodes], "wall_s": wall,
             "gate_diagnostics": diag, "overhead": overhead, "command": "lstack " + " ".join(sys.argv[1:])}
     write_report(results, out, meta, stem="steer_eval")
@@ -281,12 +282,6 @@ def cmd_presets(args: argparse.Namespace) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"command": "lstack " + " ".join(sys.argv[1:]), "pairs": res}, indent=2) + "\n")
     return 0
-
-
-def dataclasses_asdict(x: Any) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return asdict(x)
 
 
 def add_steer_parser(subparsers: Any) -> argparse.ArgumentParser:

@@ -124,7 +124,7 @@ def condition_policy(policy: Any, arts: Mapping[tuple[str, str, float], Steering
     if cell is None:
         return SteeredPolicy(policy, None)
     if cell.kind == "linear":
-        art = next(a for k, a in arts.items() if k[0] == cell.site and k[1] == "global")
+        art = _global_artifact(arts, cell.site)
         return SteeredPolicy(policy, art.intervention(policy, condition="linear", magnitude=cell.magnitude))
     art = arts[(cell.site, cell.strategy, float(cell.alpha))]
     return SteeredPolicy(policy, art.intervention(policy, beta=cell.beta, condition=cell.kind, seed=control_seed))
@@ -249,9 +249,13 @@ def diagnostics_for(cells: Mapping[str, Cell], arts: Mapping[tuple[str, str, flo
     return out
 
 
+def _global_artifact(arts: Mapping[tuple[str, str, float], SteeringArtifact], site: str) -> SteeringArtifact:
+    """Any global fit at ``site``: its CAA direction comes from the global samples, independent of α."""
+    return next(a for k, a in arts.items() if k[0] == site and k[1] == "global")
+
+
 def _direction(arts: Mapping[tuple[str, str, float], SteeringArtifact], c: Cell) -> torch.Tensor:
-    art = next(a for k, a in arts.items() if k[0] == c.site and k[1] == "global")
-    return art.direction.double()
+    return _global_artifact(arts, c.site).direction.double()
 
 
 def measure_overhead(cfg: StudyConfig, arts: Mapping[tuple[str, str, float], SteeringArtifact],
@@ -286,8 +290,8 @@ def measure_overhead(cfg: StudyConfig, arts: Mapping[tuple[str, str, float], Ste
     for name, c in cells.items():
         ivs[name] = condition_policy(policy, arts, c, cfg.control_seed).intervention
     g = cells["coast_global"]
-    ivs["coast_global_hook_mode"] = condition_policy(policy, arts, g, cfg.control_seed).intervention
-    ivs["coast_global_hook_mode"].mode = "hook"
+    ivs["coast_global_hook_mode"] = arts[(g.site, g.strategy, float(g.alpha))].intervention(
+        policy, beta=g.beta, seed=cfg.control_seed, mode="hook")
     ivs["noop_hook"] = Intervention(policy, {g.site: lambda v, meta: v}, mode="hook")
     ivs["noop_wrap"] = Intervention(policy, {g.site: lambda v, meta: v}, mode="wrap")
     lr = LowRankGate(arts[(g.site, g.strategy, float(g.alpha))].C, float(g.beta), cutoff=1e-6)

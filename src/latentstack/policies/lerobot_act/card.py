@@ -7,18 +7,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-
-def _fmt(b: dict[str, Any]) -> str:
-    return f"{b['successes']}/{b['episodes']} = {b['success']:.1%} [{b['ci_low']:.2f}, {b['ci_high']:.2f}]"
+from latentstack.policies.card import evaluation_lines
 
 
 def render_act_card(name: str, config: dict[str, Any], train_log: dict[str, Any], evaluation: dict[str, Any],
                     commands: list[str], notes: list[str]) -> str:
     tc = train_log["train_config"]
-    conds = evaluation["conditions"]
-    meta = evaluation["meta"]
-    tasks = list(next(iter(conds.values()))["per_task"])
-    seeds = meta["seeds"]
     size_mb = sum(p.stat().st_size for p in Path(tc["out_dir"]).glob("*.safetensors")) / 2**20 \
         if Path(tc["out_dir"]).is_dir() else float("nan")
     stored = "fp32"
@@ -60,21 +54,12 @@ def render_act_card(name: str, config: dict[str, Any], train_log: dict[str, Any]
         *commands,
         "```",
         "",
-        (f"## Evaluation (suite `{meta['suite']}`, {meta['split']} seeds {seeds[0]}–{seeds[-1]}, {len(seeds)} per task, "
-        "same seeds for every condition)"),
+        *evaluation_lines(evaluation, "`untrained` = same config and normalisation, random weights, same run."),
+        "Files: `eval/eval.json`, `eval/eval.png`.",
         "",
-        "Success with Wilson 95% intervals. `untrained` = same config and normalisation, random weights, same run.",
+        "## Notes",
         "",
-        "| task | " + " | ".join(conds) + " |",
-        "|---|" + "---|" * len(conds),
     ]
-    for t in tasks:
-        lines.append(f"| {t} | " + " | ".join(_fmt(c["per_task"][t]) for c in conds.values()) + " |")
-    lines.append("| **overall** | " + " | ".join(_fmt(c["overall"]) for c in conds.values()) + " |")
-    lines.append("| policy latency p50 / p99 (ms) | " + " | ".join(
-        f"{c['latency_ms_p50']:.2f} / {c['latency_ms_p99']:.2f}" for c in conds.values()) + " |")
-    lines += ["", (f"Evaluation wall time {meta['wall_s'] / 60:.1f} min, torch threads {meta['torch_threads']}. "
-              "Files: `eval/eval.json`, `eval/eval.png`."), "", "## Notes", ""]
     lines += [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
 
