@@ -1,0 +1,315 @@
+"""The one artifact format for everything under ``policies/`` (DESIGN.md, "the model contract").
+
+An artifact is a folder::
+
+    config.json          {"type", "format_version", "config", "files": {name: sha256}, "source", "provenance", "extra"}
+    *.safetensors        tensors; each header repeats type, format_version and the config the weights were saved with
+    other files          (JSON side files, LeRobot processor files, ...) listed in "files" with their sha256
+    CARD.md              rendered by latentstack.core.card (not hashed: a card may be re-rendered)
+
+:func:`save_artifact` writes one, :func:`load_artifact` reads and verifies one. A loader refuses, with an
+:class:`ArtifactError` naming what differs, a wrong or missing ``type`` / ``format_version``, a file whose sha256
+differs from ``config.json``, a config that differs from the one the weights were saved with (outside the fields a
+model declares free to edit, such as inference steps or device), and tensors whose names, shapes or dtypes do not
+fit the model. Derived artifacts (quantized variants, conceptors, residual heads) name their ``source`` artifact
+by repo-relative path and :func:`artifact_fingerprint`; :meth:`Artifact.check_source` refuses a different source.
+Provenance names data and code by repo-relative path and content hash (:func:`describe_file`), never by an
+absolute path of the machine that wrote it. No pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from latentstack.core.paths import portable_path, resolve_path
+
+FORMAT_VERSION = 2  # v1: the per-component formats before the one artifact format (converted by scripts/)
+CONFIG_NAME = "config.json"
+CARD_NAME = "CARD.md"
+_MAX_LISTED = 12
+
+
+class ArtifactError(ValueError):
+    """An artifact that cannot be used as asked: malformed, tampered, or not the one expected."""
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def describe_file(path: str | os.PathLike) -> dict[str, str]:
+    """``{"path": repo-relative path, "sha256": ...}`` of a file, or of a folder (hash over its sorted files)."""
+    p = Path(path)
+    if p.is_dir():
+        h = hashlib.sha256()
+        for f in sorted(x for x in p.rglob("*") if x.is_file()):
+            h.update(f.relative_to(p).as_posix().encode())
+            h.update(sha256_file(f).encode())
+        digest = h.hexdigest()
+    else:
+        digest = sha256_file(p)
+    return {"path": portable_path(p), "sha256": digest}
+
+
+def artifact_fingerprint(path: str | os.PathLike) -> str:
+    """sha256 of an artifact's ``config.json``: it lists the sha256 of every weight/side file, so this one hash
+    names the artifact's whole content (what a derived artifact records about its source)."""
+    return sha256_file(Path(path) / CONFIG_NAME)
+
+
+def listing(items: list[str]) -> str:
+    shown = items[:_MAX_LISTED]
+    more = f" ... and {len(items) - len(shown)} more" if len(items) > len(shown) else ""
+    return "[" + ", ".join(shown) + "]" + more
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _canonical(config: Mapping[str, Any]) -> str:
+    return json.dumps(config, sort_keys=True)
+
+
+def save_artifact(
+    out_dir: str | os.PathLike,
+    *,
+    type: str,  # noqa: A002 (the artifact's field name)
+    config: Mapping[str, Any],
+    tensors: Mapping[str, Mapping[str, Any]] | None = None,
+    files: Mapping[str, bytes | str] | None = None,
+    existing_files: Iterable[str] = (),
+    source: str | os.PathLike | None = None,
+    provenance: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write an artifact folder; returns it.
+
+    ``tensors``: file name -> {tensor name: tensor} (each written as safetensors, moved to CPU, contiguous);
+    ``files``: file name -> bytes/text of side files; ``existing_files``: files already written into ``out_dir``
+    by a library (e.g. LeRobot) that must be hashed too; ``source``: the artifact this one derives from (its
+    repo-relative path and fingerprint are recorded).
+    """
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config = dict(config)
+    if config.get("type", type) != type:
+        raise ArtifactError(f"config type {config.get('type')!r} != artifact type {type!r}")
+    header = {"type": type, "format_version": str(FORMAT_VERSION), "config": _canonical(config)}
+    hashes: dict[str, str] = {}
+    for name, group in (tensors or {}).items():
+        state = {k: v.detach().to("cpu").contiguous() for k, v in group.items()}
+        tmp = out / (name + ".tmp")
+        save_file(state, str(tmp), metadata=header)
+        os.replace(tmp, out / name)
+        hashes[name] = sha256_file(out / name)
+    for name, data in (files or {}).items():
+        _atomic_write_bytes(out / name, data.encode() if isinstance(data, str) else data)
+        hashes[name] = sha256_file(out / name)
+    for name in existing_files:
+        if not (out / name).is_file():
+            raise FileNotFoundError(f"save_artifact: {name} is not in {out}")
+        hashes[name] = sha256_file(out / name)
+    src = None
+    if source is not None:
+        sp = resolve_path(source)
+        src = {"path": portable_path(sp), "sha256": artifact_fingerprint(sp)}
+    doc = {
+        "type": type,
+        "format_version": FORMAT_VERSION,
+        "config": config,
+        "files": dict(sorted(hashes.items())),
+        "source": src,
+        "provenance": dict(provenance or {}),
+        "extra": dict(extra or {}),
+    }
+    _atomic_write_bytes(out / CONFIG_NAME, (json.dumps(doc, indent=2) + "\n").encode())
+    return out
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A verified artifact folder (see the module docstring). ``config`` is the stored config dict."""
+
+    path: Path
+    type: str
+    config: dict[str, Any]
+    files: dict[str, str]
+    source: dict[str, str] | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fingerprint(self) -> str:
+        return artifact_fingerprint(self.path)
+
+    def file(self, name: str) -> Path:
+        if name not in self.files:
+            raise ArtifactError(f"artifact {self.path} lists no file {name!r} (files: {sorted(self.files)})")
+        return self.path / name
+
+    def read_json(self, name: str) -> Any:
+        return json.loads(self.file(name).read_text())
+
+    def tensors(self, name: str = "model.safetensors", *, device: str = "cpu", free_fields: Iterable[str] = ()
+                ) -> dict[str, Any]:
+        """The tensors of one weight file, after checking its header against ``config.json``: same type and
+        version, and the same config outside ``free_fields`` (runtime fields a user may edit)."""
+        from safetensors import safe_open
+
+        problems: list[str] = []
+        out: dict[str, Any] = {}
+        with safe_open(str(self.file(name)), framework="pt", device=str(device)) as f:
+            meta = f.metadata() or {}
+            if meta.get("type") != self.type or meta.get("format_version") != str(FORMAT_VERSION):
+                problems.append(
+                    f"{name} header says type {meta.get('type')!r} v{meta.get('format_version')!r}, "
+                    f"config.json {self.type!r} v{FORMAT_VERSION}"
+                )
+            if "config" in meta:
+                saved = json.loads(meta["config"])
+                free = set(free_fields)
+                diff = sorted(
+                    k for k in set(saved) | set(self.config) if k not in free and saved.get(k) != self.config.get(k)
+                )
+                if diff:
+                    problems.append(
+                        "config.json differs from the config the weights were saved with in fields "
+                        + listing([f"{k}: saved {saved.get(k)!r} vs config.json {self.config.get(k)!r}" for k in diff])
+                    )
+            else:
+                problems.append(f"{name} header has no config (not written by save_artifact)")
+            for k in f.keys():  # noqa: SIM118 (safe_open is not a dict)
+                out[k] = f.get_tensor(k)
+        if problems:
+            raise ArtifactError(f"artifact {self.path} is inconsistent: " + "; ".join(problems))
+        return out
+
+    def check_source(self, source: str | os.PathLike) -> None:
+        """Refuse a source artifact other than the one this derived artifact was made from."""
+        if self.source is None:
+            raise ArtifactError(f"artifact {self.path} names no source artifact")
+        fp = artifact_fingerprint(source)
+        if fp != self.source["sha256"]:
+            raise ArtifactError(
+                f"artifact {self.path} was derived from {self.source['path']} (sha256 {self.source['sha256'][:12]}…); "
+                f"{source} has sha256 {fp[:12]}…"
+            )
+
+    def source_path(self) -> Path:
+        """The recorded source, resolved like a user-given path (cwd, then the checkout / installed data)."""
+        if self.source is None:
+            raise ArtifactError(f"artifact {self.path} names no source artifact")
+        return resolve_path(self.source["path"])
+
+
+def read_artifact_doc(path: str | os.PathLike) -> dict[str, Any]:
+    """``config.json`` of an artifact, checked for type and format version only (no hashing)."""
+    p = Path(path)
+    cfg = p / CONFIG_NAME
+    if not cfg.is_file():
+        raise FileNotFoundError(f"no {CONFIG_NAME} in artifact folder {p}")
+    try:
+        doc = json.loads(cfg.read_text())
+    except ValueError as exc:
+        raise ArtifactError(f"{cfg}: not JSON ({exc})") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("type"), str):
+        raise ArtifactError(f"{cfg}: no artifact 'type'")
+    if doc.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{cfg}: format_version {doc.get('format_version')!r} unsupported (this code reads {FORMAT_VERSION}; "
+            "convert old artifacts with `python scripts/convert_artifacts.py`)"
+        )
+    if not isinstance(doc.get("config"), dict) or not isinstance(doc.get("files"), dict):
+        raise ArtifactError(f"{cfg}: missing 'config' or 'files' object")
+    return doc
+
+
+def is_artifact(path: str | os.PathLike, type: str | None = None) -> bool:  # noqa: A002
+    """True for a folder holding a current-format artifact (of ``type`` when given); never raises."""
+    try:
+        doc = read_artifact_doc(path)
+    except (OSError, ArtifactError):
+        return False
+    return type is None or doc["type"] == type
+
+
+def load_artifact(path: str | os.PathLike, *, expect_type: str | Iterable[str] | None = None,
+                  verify: bool = True) -> Artifact:
+    """Read and verify an artifact folder: type (``expect_type``), version, and the sha256 of every file."""
+    p = resolve_path(path)
+    doc = read_artifact_doc(p)
+    if expect_type is not None:
+        allowed = {expect_type} if isinstance(expect_type, str) else set(expect_type)
+        if doc["type"] not in allowed:
+            raise ArtifactError(f"artifact {p} is type {doc['type']!r}, expected {sorted(allowed)}")
+    if verify:
+        bad: list[str] = []
+        for name, digest in doc["files"].items():
+            f = p / name
+            if not f.is_file():
+                bad.append(f"{name} missing")
+            elif sha256_file(f) != digest:
+                bad.append(f"{name} sha256 differs from config.json")
+        if bad:
+            raise ArtifactError(f"artifact {p} refused: " + "; ".join(bad))
+    return Artifact(
+        path=p,
+        type=doc["type"],
+        config=doc["config"],
+        files=doc["files"],
+        source=doc.get("source"),
+        provenance=doc.get("provenance") or {},
+        extra=doc.get("extra") or {},
+    )
+
+
+def check_state_dict(expected: Mapping[str, Any], tensors: Mapping[str, Any]) -> list[str]:
+    """Problems loading ``tensors`` into a module whose ``state_dict()`` is ``expected``: missing / unexpected
+    names, shape or dtype mismatches (empty list = loads strictly)."""
+    problems: list[str] = []
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing:
+        problems.append(f"missing keys {listing(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys {listing(unexpected)}")
+    mismatched = []
+    for k in sorted(set(tensors) & set(expected)):
+        t, want = tensors[k], expected[k]
+        if tuple(t.shape) != tuple(want.shape) or t.dtype != want.dtype:
+            mismatched.append(f"{k}: file {tuple(t.shape)} {t.dtype} vs model {tuple(want.shape)} {want.dtype}")
+    if mismatched:
+        problems.append(f"shape/dtype mismatch {listing(mismatched)}")
+    return problems
+
+
+__all__ = [
+    "CARD_NAME",
+    "CONFIG_NAME",
+    "FORMAT_VERSION",
+    "Artifact",
+    "ArtifactError",
+    "artifact_fingerprint",
+    "check_state_dict",
+    "describe_file",
+    "is_artifact",
+    "load_artifact",
+    "read_artifact_doc",
+    "save_artifact",
+    "sha256_file",
+]

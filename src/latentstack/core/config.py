@@ -1,0 +1,142 @@
+"""The config base of every model and its ``type`` registry (DESIGN.md, "the model contract").
+
+A model config is a frozen dataclass deriving from :class:`ModelConfig`, registered under a ``type`` name with
+:func:`register_config`. It carries ``device`` and ``dtype`` (how the model is *run*, never what its weights
+are) and refuses unknown keys. ``config_from_dict({"type": ..., ...})`` builds the right class; types whose
+module has not been imported yet are found through :data:`LAZY_CONFIG_TYPES`, so a loader never needs to import
+every model stack to read one artifact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+C = TypeVar("C", bound="ModelConfig")
+
+DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
+# Fields describing how a model runs, not what it is: never part of an architecture check.
+PLACEMENT_FIELDS: frozenset[str] = frozenset({"device", "dtype"})
+
+CONFIG_REGISTRY: dict[str, type[ModelConfig]] = {}
+# type -> "module:Class" for configs registered on import (kept here so a loader imports only what it needs)
+LAZY_CONFIG_TYPES: dict[str, str] = {}
+
+
+def register_config(type_name: str, *, overwrite: bool = False):
+    """Class decorator: register a :class:`ModelConfig` subclass under ``type_name`` (sets ``cls.type``)."""
+
+    def deco(cls: type[C]) -> type[C]:
+        if not (isinstance(cls, type) and issubclass(cls, ModelConfig)):
+            raise TypeError(f"register_config({type_name!r}): {cls!r} is not a ModelConfig subclass")
+        prev = CONFIG_REGISTRY.get(type_name)
+        if prev is not None and prev is not cls and not overwrite:
+            raise ValueError(f"config type {type_name!r} already registered by {prev.__module__}.{prev.__qualname__}")
+        cls.type = type_name
+        CONFIG_REGISTRY[type_name] = cls
+        return cls
+
+    return deco
+
+
+def register_lazy_config(type_name: str, target: str) -> None:
+    """Make ``type_name`` resolvable before its module is imported (``target`` = ``"pkg.module:Class"``)."""
+    LAZY_CONFIG_TYPES[type_name] = target
+
+
+def config_class(type_name: str) -> type[ModelConfig]:
+    """The config class registered under ``type_name`` (importing its module if it is only known lazily)."""
+    if type_name not in CONFIG_REGISTRY and type_name in LAZY_CONFIG_TYPES:
+        module, _, _ = LAZY_CONFIG_TYPES[type_name].partition(":")
+        importlib.import_module(module)
+    try:
+        return CONFIG_REGISTRY[type_name]
+    except KeyError:
+        known = sorted(set(CONFIG_REGISTRY) | set(LAZY_CONFIG_TYPES))
+        raise KeyError(f"unknown config type {type_name!r}; known: {known}") from None
+
+
+def known_config_types() -> list[str]:
+    return sorted(set(CONFIG_REGISTRY) | set(LAZY_CONFIG_TYPES))
+
+
+def config_from_dict(d: Mapping[str, Any], *, expect_type: str | None = None) -> ModelConfig:
+    """Build the registered config from a dict carrying its ``type``; unknown keys are refused."""
+    if "type" not in d:
+        raise ValueError(f"config has no 'type' (keys: {sorted(d)[:8]}); known types: {known_config_types()}")
+    type_name = d["type"]
+    if expect_type is not None and type_name != expect_type:
+        raise ValueError(f"config type {type_name!r} where {expect_type!r} was expected")
+    return config_class(type_name).from_dict(d)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Base of every model config. Subclasses are frozen dataclasses whose fields all have defaults."""
+
+    type: ClassVar[str] = ""
+    # Where and in which precision the model runs. A loader moves the model there; saving stores what the
+    # config says but an artifact loads on any device (``load_artifact(..., device=)`` overrides it).
+    device: str = "cpu"
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if not isinstance(self.device, str) or not self.device:
+            raise ValueError(f"device must be a non-empty string such as 'cpu' or 'cuda:0', got {self.device!r}")
+
+    @property
+    def torch_dtype(self):
+        import torch
+
+        return getattr(torch, self.dtype)
+
+    @classmethod
+    def field_names(cls) -> set[str]:
+        return {f.name for f in dataclasses.fields(cls)}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict with ``type`` first; tuples become lists."""
+
+        def plain(v: Any) -> Any:
+            if isinstance(v, tuple):
+                return [plain(x) for x in v]
+            if isinstance(v, list):
+                return [plain(x) for x in v]
+            if isinstance(v, dict):
+                return {k: plain(x) for k, x in v.items()}
+            return v
+
+        return {"type": self.type, **{f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}}
+
+    @classmethod
+    def from_dict(cls: type[C], d: Mapping[str, Any]) -> C:
+        d = dict(d)
+        t = d.pop("type", cls.type)
+        if t != cls.type:
+            raise ValueError(f"{cls.__name__} is type {cls.type!r}, the dict says {t!r}")
+        unknown = sorted(set(d) - cls.field_names())
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields: {unknown}")
+        return cls(**d)
+
+    def replace(self: C, **changes: Any) -> C:
+        return dataclasses.replace(self, **changes)
+
+
+__all__ = [
+    "CONFIG_REGISTRY",
+    "DTYPES",
+    "LAZY_CONFIG_TYPES",
+    "PLACEMENT_FIELDS",
+    "ModelConfig",
+    "config_class",
+    "config_from_dict",
+    "known_config_types",
+    "register_config",
+    "register_lazy_config",
+]
