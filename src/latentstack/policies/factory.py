@@ -133,7 +133,16 @@ def _load_quantized(path: str, **overrides: Any) -> torch.nn.Module:
     return policy
 
 
-def make_policy(name_or_path: str | os.PathLike, **overrides: Any) -> torch.nn.Module:
+def make_policy(name_or_path: str | os.PathLike, *, device: str | torch.device | None = None,
+                **overrides: Any) -> torch.nn.Module:
+    """Build or load a policy (see the module docstring); ``device``: move it there (``None``: where it loads)."""
+    policy = _make_policy(name_or_path, **overrides)
+    if device is not None:
+        policy = policy.to(device)
+    return policy
+
+
+def _make_policy(name_or_path: str | os.PathLike, **overrides: Any) -> torch.nn.Module:
     spec = os.fspath(name_or_path)
     if spec.startswith(QUANT_PREFIX):
         path = spec.removeprefix(QUANT_PREFIX)
