@@ -73,6 +73,10 @@ def config_from_dict(d: Mapping[str, Any], *, expect_type: str | None = None) ->
     return config_class(type_name).from_dict(d)
 
 
+def _tuples(v: Any) -> Any:
+    return tuple(_tuples(x) for x in v) if isinstance(v, (list, tuple)) else v
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Base of every model config. Subclasses are frozen dataclasses whose fields all have defaults."""
@@ -122,7 +126,10 @@ class ModelConfig:
         unknown = sorted(set(d) - cls.field_names())
         if unknown:
             raise ValueError(f"unknown {cls.__name__} fields: {unknown}")
-        return cls(**d)
+        # JSON has no tuples: lists come back as tuples for tuple-typed fields, so a round trip compares equal
+        # and the frozen config stays hashable
+        tuple_fields = {f.name for f in dataclasses.fields(cls) if str(f.type).startswith(("tuple", "Tuple"))}
+        return cls(**{k: _tuples(v) if k in tuple_fields else v for k, v in d.items()})
 
     def replace(self: C, **changes: Any) -> C:
         return dataclasses.replace(self, **changes)
