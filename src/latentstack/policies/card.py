@@ -1,5 +1,6 @@
-"""Writes a policy artifact's CARD.md from what produced it: the training log, the demo
-recording summary and a paired evaluation report. Numbers are copied, never typed in."""
+"""Writes a VLA artifact's CARD.md from what produced it: the training log, the demo recording summary, a
+paired evaluation report and the artifact's own ``config.json``. Numbers are copied, never typed in.
+The generic pieces (evaluation table, commands, provenance) come from :mod:`latentstack.core.card`."""
 from __future__ import annotations
 
 import argparse
@@ -7,40 +8,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-
-def fmt_success(b: dict[str, Any]) -> str:
-    """``k/n = p% [lo, hi]`` from an evaluation success block (Wilson 95 %)."""
-    return f"{b['successes']}/{b['episodes']} = {b['success']:.1%} [{b['ci_low']:.2f}, {b['ci_high']:.2f}]"
-
-
-def evaluation_lines(evaluation: dict[str, Any], what_untrained: str) -> list[str]:
-    """The card's ``## Evaluation`` section from an ``lstack eval`` JSON: per-task Wilson table, mean task
-    success, latency and wall time (every policy card renders its evaluation with this)."""
-    conds, meta = evaluation["conditions"], evaluation["meta"]
-    seeds = meta["seeds"]
-    tasks = list(next(iter(conds.values()))["per_task"])
-    lines = [
-        (f"## Evaluation ({meta['split']} seeds {seeds[0]}–{seeds[-1]}, {len(seeds)} per task, "
-         "same seeds for every condition)"),
-        "",
-        f"Success with Wilson 95% intervals. {what_untrained}",
-        "",
-        "| task | " + " | ".join(conds) + " |",
-        "|---|" + "---|" * len(conds),
-    ]
-    for t in tasks:
-        lines.append(f"| {t} | " + " | ".join(fmt_success(c["per_task"][t]) for c in conds.values()) + " |")
-    lines.append("| **overall** | " + " | ".join(fmt_success(c["overall"]) for c in conds.values()) + " |")
-    lines.append(
-        "| mean task success | " + " | ".join(f"{c['overall']['mean_task_success']:.1%}" for c in conds.values()) + " |"
-    )
-    lines.append(
-        "| policy latency p50 / p99 (ms) | "
-        + " | ".join(f"{c['latency_ms_p50']:.2f} / {c['latency_ms_p99']:.2f}" for c in conds.values())
-        + " |"
-    )
-    lines += ["", f"Evaluation wall time {meta['wall_s'] / 60:.1f} min, torch threads {meta['torch_threads']}."]
-    return lines
+from latentstack.core.card import (
+    bullet_lines,
+    commands_lines,
+    evaluation_lines,
+    fmt_success,
+    header_lines,
+    provenance_lines,
+    render,
+    write_card,
+)
 
 
 def render_card(
@@ -50,20 +27,19 @@ def render_card(
     recording: dict[str, Any] | None,
     commands: list[str],
     notes: list[str] | None = None,
+    artifact_doc: dict[str, Any] | None = None,
 ) -> str:
+    """The VLA card; ``artifact_doc``: the artifact's ``config.json`` (adds the provenance block)."""
     tc, pc, ds = train_log["train_config"], train_log["policy_config"], train_log["dataset"]
     hist = train_log.get("history", [])
     wall = hist[-1].get("elapsed_s") if hist else None
     meta = evaluation["meta"]
     tasks = list(next(iter(evaluation["conditions"].values()))["per_task"])
     lines = [
-        f"# {name}",
-        "",
-        (
+        *header_lines(name, (
             "Small pi0-like VLA (conv vision encoder, word-level language embeddings trained here, "
             "transformer backbone over image + language + state tokens, flow-matching action expert)."
-        ),
-        "",
+        )),
         "## How it was made",
         "",
         f"- **tasks**: {', '.join(tasks)} (suite `{meta['suite']}`)",
@@ -81,23 +57,21 @@ def render_card(
             f"d_model {pc['d_model']}, backbone {pc['backbone_layers']} layers, expert {pc['expert_layers']} layers, "
             f"chunk H={pc['chunk_size']} (executes {pc['n_action_steps']}), K={pc['num_inference_steps']} Euler steps"
         ),
-        "",
-        "Commands:",
-        "",
-        "```bash",
-        *commands,
-        "```",
-        "",
-        *evaluation_lines(evaluation, "`untrained` is the same architecture and normalisation with random "
-                          "weights, evaluated in the same run."),
     ]
+    demos: list[str] = []
     if recording:
-        lines += ["", "## Demonstrations", "", "| task | expert successes | mean steps to success |", "|---|---|---|"]
+        demos = ["## Demonstrations", "", "| task | expert successes | mean steps to success |", "|---|---|---|"]
         for task, r in recording.get("tasks", {}).items():
-            lines.append(f"| {task} | {r['successes']}/{r['attempts']} | {r['steps_to_success_mean']:.1f} |")
-    if notes:
-        lines += ["", "## Notes", "", *[f"- {n}" for n in notes]]
-    return "\n".join(lines) + "\n"
+            demos.append(f"| {task} | {r['successes']}/{r['attempts']} | {r['steps_to_success_mean']:.1f} |")
+    return render(
+        lines,
+        commands_lines(commands),
+        evaluation_lines(evaluation, "`untrained` is the same architecture and normalisation with random "
+                         "weights, evaluated in the same run."),
+        demos,
+        bullet_lines(notes or [], "Notes"),
+        provenance_lines(artifact_doc) if artifact_doc else [],
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,10 +92,13 @@ def main(argv: list[str] | None = None) -> int:
         recording,
         a.command,
         a.note,
+        json.loads((out / "config.json").read_text()) if (out / "config.json").is_file() else None,
     )
-    (out / "CARD.md").write_text(text)
-    print(out / "CARD.md")
+    print(write_card(out, text))
     return 0
+
+
+__all__ = ["evaluation_lines", "fmt_success", "main", "render_card"]  # the first two re-exported from core.card
 
 
 if __name__ == "__main__":
