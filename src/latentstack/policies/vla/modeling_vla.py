@@ -37,6 +37,7 @@ from latentstack.latent.context import annotate
 from latentstack.latent.site import Site
 from latentstack.policies.protocol import ActionChunkQueue, Observation
 from latentstack.policies.vla.configuration_vla import VLAConfig
+from latentstack.policies.vla.processor_vla import VLAInputs, VLAProcessor
 from latentstack.policies.vla.tokenizer import WordTokenizer
 
 # --------------------------------------------------------------------------- building blocks
@@ -253,20 +254,6 @@ def random_shift(images: Tensor, pad: int, generator: torch.Generator | None = N
     return out.permute(0, 3, 1, 2).contiguous()
 
 
-# --------------------------------------------------------------------------- batch helpers
-
-_IMAGE_KEYS = ("observation.image", "image")
-_STATE_KEYS = ("observation.state", "state")
-_TEXT_KEYS = ("task", "instruction")
-
-
-def _first(batch: Mapping[str, Any], keys: Sequence[str], what: str) -> Any:
-    for k in keys:
-        if k in batch and batch[k] is not None:
-            return batch[k]
-    raise KeyError(f"batch has no {what} (looked for {list(keys)}; has {sorted(batch)})")
-
-
 # --------------------------------------------------------------------------- the policy
 
 
@@ -286,10 +273,27 @@ class VLAPolicy(nn.Module):
             self.expert = ActionExpert(config)
             self.normalizer = Normalizer(config.state_dim, config.action_dim)
             self._init_weights()
+        self._processor = VLAProcessor(config, self.tokenizer)
         self._queue = ActionChunkQueue(config.n_action_steps)
+        # Sampling noise is drawn on this CPU generator on every device and then moved: the noise stream of an
+        # evaluation seed (and so its outputs up to float rounding) is the same on CPU and GPU.
         self._generator = torch.Generator().manual_seed(config.seed)
         self._step = 0
         self.eval()
+
+    # ---------------------------------------------------------------- device / processor
+    @property
+    def device(self) -> torch.device:
+        """Where the weights live (``.to(device)`` moves them; the processor follows)."""
+        return self.normalizer.state_mean.device
+
+    @property
+    def processor(self) -> VLAProcessor:
+        """The observation processor, placed on the model's current device."""
+        dev = self.device
+        if self._processor.device != dev:
+            self._processor.to(dev)
+        return self._processor
 
     # ---------------------------------------------------------------- init / stats
     def _init_weights(self) -> None:
@@ -319,7 +323,7 @@ class VLAPolicy(nn.Module):
             buf = getattr(self.normalizer, key, None)
             if not isinstance(buf, Tensor):
                 raise KeyError(f"unknown normalization statistic {key!r}")
-            v = torch.as_tensor(np.asarray(value), dtype=buf.dtype).reshape(buf.shape)
+            v = torch.as_tensor(np.asarray(value), dtype=buf.dtype).reshape(buf.shape).to(buf.device)
             if key.endswith("_std"):
                 v = v.clamp_min(1e-3)
             buf.copy_(v)
@@ -347,38 +351,16 @@ class VLAPolicy(nn.Module):
         return (a + 1.0) * 0.5 * span + n.action_min
 
     # ---------------------------------------------------------------- inputs
-    def _images(self, images: Any) -> Tensor:
-        """uint8 / float[0,1], (B,3,H,W) or (B,H,W,3), numpy or torch -> float (B,3,S,S) in [0, 1]."""
-        x = torch.as_tensor(np.asarray(images) if not isinstance(images, Tensor) else images)
-        if x.ndim == 3:
-            x = x[None]
-        if x.shape[1] != 3 and x.shape[-1] == 3:
-            x = x.permute(0, 3, 1, 2)
-        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-        size = self.config.image_size
-        if x.shape[-2:] != (size, size):
-            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        return x
-
-    def _language(self, batch: Mapping[str, Any], batch_size: int) -> tuple[Tensor, Tensor]:
-        if "lang_tokens" in batch:
-            ids = torch.as_tensor(batch["lang_tokens"], dtype=torch.long)
-            mask = batch.get("lang_mask")
-            return ids, (ids != 0) if mask is None else torch.as_tensor(mask, dtype=torch.bool)
-        texts = _first(batch, _TEXT_KEYS, "instruction text")
-        if isinstance(texts, str):
-            texts = [texts] * batch_size
-        return self.tokenizer(list(texts))
-
     def embed_prefix(
-        self, images: Tensor, state: Tensor, lang_ids: Tensor, lang_mask: Tensor
+        self, images: Tensor, state: Tensor, lang_ids: Tensor, lang_mask: Tensor | None
     ) -> tuple[Tensor, Tensor | None]:
-        """Prefix tokens (B, P, d) and the key mask ``(B, 1, 1, P)`` (None when nothing is padded)."""
+        """Prefix tokens (B, P, d) and the key mask ``(B, 1, 1, P)``. ``lang_mask`` None means nothing is
+        padded (the processor decides that on the host), and then no mask is built: no device sync here."""
         img = self.vision(images)
         lang = self.language(lang_ids)
         st = self.state_proj(self.normalize_state(state.float()))[:, None, :]
         tokens = torch.cat([img, lang, st], dim=1)
-        if bool(lang_mask.all()):
+        if lang_mask is None:
             return tokens, None
         b = tokens.shape[0]
         ones_img = torch.ones(b, img.shape[1], dtype=torch.bool, device=tokens.device)
@@ -386,16 +368,16 @@ class VLAPolicy(nn.Module):
         key_mask = torch.cat([ones_img, lang_mask, ones_st], dim=1)
         return tokens, key_mask[:, None, None, :]
 
-    def encode_prefix(self, batch: Mapping[str, Any], augment: bool = False) -> tuple[Tensor, Tensor | None]:
-        """Backbone output (B, P, d) and prefix key mask for a batch of observations."""
-        images = self._images(_first(batch, _IMAGE_KEYS, "image"))
+    def encode_prefix(
+        self, batch: Mapping[str, Any] | VLAInputs, augment: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """Backbone output (B, P, d) and prefix key mask for a batch of observations (raw: converted by the
+        processor; :class:`VLAInputs`: used as is, moved to the model's device if needed)."""
+        inputs = self.processor(batch)
+        images = inputs.images
         if augment and self.config.augment_shift > 0:
             images = random_shift(images, self.config.augment_shift)
-        state = torch.as_tensor(_first(batch, _STATE_KEYS, "state"), dtype=torch.float32)
-        if state.ndim == 1:
-            state = state[None]
-        ids, mask = self._language(batch, images.shape[0])
-        tokens, key_mask = self.embed_prefix(images, state, ids, mask)
+        tokens, key_mask = self.embed_prefix(images, inputs.state, inputs.lang_ids, inputs.lang_mask)
         return self.backbone(tokens, key_mask), key_mask
 
     def _expert_mask(self, prefix_mask: Tensor | None, horizon: int, repeat: int = 1) -> Tensor | None:
@@ -412,23 +394,29 @@ class VLAPolicy(nn.Module):
         """Flow-matching loss. ``batch``: image, state, instruction (or ``lang_tokens``), ``action``
         (B, H, A) raw actions, optional ``action_is_pad`` (B, H) bool (True = past the episode end)."""
         cfg = self.config
-        prefix, prefix_mask = self.encode_prefix(batch, augment=self.training)
-        actions = self.normalize_action(torch.as_tensor(batch["action"], dtype=torch.float32))
+        inputs = self.processor(batch)
+        if inputs.action is None:
+            raise KeyError("compute_loss needs 'action' in the batch")
+        prefix, prefix_mask = self.encode_prefix(inputs, augment=self.training)
+        actions = self.normalize_action(inputs.action)
         b, h, _ = actions.shape
         if h != cfg.chunk_size:
             raise ValueError(f"action chunk has {h} steps, config.chunk_size={cfg.chunk_size}")
-        is_pad = batch.get("action_is_pad")
+        dev = actions.device
         valid = (
-            torch.ones(b, h, dtype=torch.bool)
-            if is_pad is None
-            else ~torch.as_tensor(is_pad, dtype=torch.bool)
+            torch.ones(b, h, dtype=torch.bool, device=dev)
+            if inputs.action_is_pad is None
+            else ~inputs.action_is_pad
         )
         n = cfg.flow_samples_per_obs
         if n > 1:
             actions = actions.repeat_interleave(n, 0)
             valid = valid.repeat_interleave(n, 0)
         noise = torch.randn_like(actions)
-        t = torch.distributions.Beta(cfg.time_beta_alpha, cfg.time_beta_beta).sample((actions.shape[0],))
+        # Beta parameters as float32 tensors on the device: on the CPU the same draw as Beta(float, float)
+        alpha = torch.tensor(cfg.time_beta_alpha, dtype=torch.float32, device=dev)
+        beta = torch.tensor(cfg.time_beta_beta, dtype=torch.float32, device=dev)
+        t = torch.distributions.Beta(alpha, beta).sample((actions.shape[0],))
         t = t * (1.0 - cfg.min_time) + cfg.min_time
         tb = t[:, None, None]
         x_t = tb * noise + (1.0 - tb) * actions
@@ -457,13 +445,16 @@ class VLAPolicy(nn.Module):
         b = prefix.shape[0]
         k_steps = int(num_steps or cfg.num_inference_steps)
         if noise is None:
-            noise = torch.randn(b, cfg.chunk_size, cfg.action_dim, generator=generator or self._generator)
-        x = noise.to(prefix.dtype)
+            # drawn on the generator's own device (the policy's is a CPU one: same noise on every device,
+            # bit-identical to the pre-device code on the CPU), then moved to the model
+            gen = generator or self._generator
+            noise = torch.randn(b, cfg.chunk_size, cfg.action_dim, generator=gen, device=gen.device)
+        x = noise.to(device=prefix.device, dtype=prefix.dtype)
         cache = self.expert.prefix_cache(prefix)
         mask = self._expert_mask(prefix_mask, x.shape[1])
         dt = -1.0 / k_steps
         for k in range(k_steps):
-            t = torch.full((b,), 1.0 + k * dt, dtype=x.dtype)
+            t = torch.full((b,), 1.0 + k * dt, dtype=x.dtype, device=x.device)
             with annotate(denoise_step=k):
                 v = self.expert(x, t, cache, mask)
             x = x + dt * v
@@ -504,14 +495,11 @@ class VLAPolicy(nn.Module):
 
     def select_action(self, obs: Observation) -> np.ndarray:
         if self._queue.needs_chunk():
-            text = obs.get("instruction") or obs.get("task") or ""
-            batch = {
-                "image": np.asarray(obs["image"])[None],
-                "state": np.asarray(obs["state"])[None],
-                "instruction": [str(text)],
-            }
+            # the processor converts (on the model's device) inside predict_action_chunk; kept as a call on
+            # self so instance-level wrappers of predict_action_chunk (benchmarks, steering) still see it
+            batch = self._processor.observation_batch(obs)
             chunk = self.predict_action_chunk(batch)[0]
-            self._queue.push_chunk(chunk.numpy().astype(np.float32))
+            self._queue.push_chunk(self._processor.postprocess(chunk))
         self._step += 1
         return self._queue.pop()
 
@@ -550,4 +538,5 @@ class VLAPolicy(nn.Module):
         return roles
 
 
-__all__ = ["SDPA", "Attention", "VLAConfig", "VLAPolicy", "random_shift", "sinusoidal_time_embedding"]
+__all__ = ["SDPA", "Attention", "VLAConfig", "VLAInputs", "VLAPolicy", "VLAProcessor", "random_shift",
+           "sinusoidal_time_embedding"]

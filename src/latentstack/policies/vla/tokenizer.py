@@ -52,13 +52,16 @@ class WordTokenizer:
     def decode(self, ids: Iterable[int]) -> str:
         return " ".join(self.vocab[i] for i in ids if int(i) != PAD_ID)
 
-    def __call__(self, texts: str | Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Batch-encode: returns ``(ids (B, max_len) long, mask (B, max_len) bool)``, mask True = real token."""
+    def __call__(
+        self, texts: str | Sequence[str], device: torch.device | str = "cpu"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch-encode: returns ``(ids (B, max_len) long, mask (B, max_len) bool)``, mask True = real token.
+        The ids are built as a host list and copied once, straight onto ``device``."""
         if isinstance(texts, str):
             texts = [texts]
-        ids = torch.full((len(texts), self.max_len), PAD_ID, dtype=torch.long)
-        for b, t in enumerate(texts):
+        rows = []
+        for t in texts:
             enc = self.encode(t)
-            if enc:
-                ids[b, : len(enc)] = torch.tensor(enc, dtype=torch.long)
+            rows.append(enc + [PAD_ID] * (self.max_len - len(enc)))
+        ids = torch.tensor(rows, dtype=torch.long, device=device).reshape(len(rows), self.max_len)
         return ids, ids != PAD_ID
