@@ -86,7 +86,7 @@ def _canonical(config: Mapping[str, Any]) -> str:
 def save_artifact(
     out_dir: str | os.PathLike,
     *,
-    type: str,  # noqa: A002 (the artifact's field name)
+    type: str,
     config: Mapping[str, Any],
     tensors: Mapping[str, Mapping[str, Any]] | None = None,
     files: Mapping[str, bytes | str] | None = None,
@@ -165,10 +165,12 @@ class Artifact:
     def read_json(self, name: str) -> Any:
         return json.loads(self.file(name).read_text())
 
-    def tensors(self, name: str = "model.safetensors", *, device: str = "cpu", free_fields: Iterable[str] = ()
-                ) -> dict[str, Any]:
+    def tensors(self, name: str = "model.safetensors", *, device: str = "cpu", free_fields: Iterable[str] = (),
+                defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The tensors of one weight file, after checking its header against ``config.json``: same type and
-        version, and the same config outside ``free_fields`` (runtime fields a user may edit)."""
+        version, and the same config outside ``free_fields`` (runtime fields a user may edit). ``defaults``:
+        values of config fields added after the artifact was written (a field missing on one side reads as its
+        default, so an older artifact still loads)."""
         from safetensors import safe_open
 
         problems: list[str] = []
@@ -181,15 +183,14 @@ class Artifact:
                     f"config.json {self.type!r} v{FORMAT_VERSION}"
                 )
             if "config" in meta:
-                saved = json.loads(meta["config"])
+                saved = {**(defaults or {}), **json.loads(meta["config"])}
+                now = {**(defaults or {}), **self.config}
                 free = set(free_fields)
-                diff = sorted(
-                    k for k in set(saved) | set(self.config) if k not in free and saved.get(k) != self.config.get(k)
-                )
+                diff = sorted(k for k in set(saved) | set(now) if k not in free and saved.get(k) != now.get(k))
                 if diff:
                     problems.append(
                         "config.json differs from the config the weights were saved with in fields "
-                        + listing([f"{k}: saved {saved.get(k)!r} vs config.json {self.config.get(k)!r}" for k in diff])
+                        + listing([f"{k}: saved {saved.get(k)!r} vs config.json {now.get(k)!r}" for k in diff])
                     )
             else:
                 problems.append(f"{name} header has no config (not written by save_artifact)")
@@ -239,7 +240,7 @@ def read_artifact_doc(path: str | os.PathLike) -> dict[str, Any]:
     return doc
 
 
-def is_artifact(path: str | os.PathLike, type: str | None = None) -> bool:  # noqa: A002
+def is_artifact(path: str | os.PathLike, type: str | None = None) -> bool:
     """True for a folder holding a current-format artifact (of ``type`` when given); never raises."""
     try:
         doc = read_artifact_doc(path)
@@ -278,6 +279,63 @@ def load_artifact(path: str | os.PathLike, *, expect_type: str | Iterable[str] |
     )
 
 
+# ----------------------------------------------------------------------------- artifact types
+@dataclass(frozen=True)
+class ArtifactType:
+    """How to load an artifact of one ``type``, named by ``"module:attr"`` strings so that finding the loader
+    imports only that model's stack (the entries live in :mod:`latentstack.core.registry`).
+
+    ``load(path, *, device=None, **overrides)`` returns the loaded object (a policy when ``kind`` is
+    ``"policy"``); ``random(path, *, seed=None, **overrides)``, for policies, its untrained twin (same config
+    and normalisation, fresh weights): the evaluation's baseline."""
+
+    name: str
+    load: str
+    kind: str = "policy"
+    random: str | None = None
+
+
+ARTIFACT_TYPES: dict[str, ArtifactType] = {}
+
+
+def register_artifact_type(name: str, load: str, *, kind: str = "policy", random: str | None = None,
+                           overwrite: bool = False) -> ArtifactType:
+    """Register (lazily, by ``"module:attr"``) the loader of artifacts of type ``name``."""
+    for target in (load, random):
+        if target is not None and ":" not in target:
+            raise ValueError(f"artifact loader {target!r} is not 'package.module:attr'")
+    entry = ArtifactType(name, load, kind, random)
+    prev = ARTIFACT_TYPES.get(name)
+    if prev is not None and prev != entry and not overwrite:
+        raise ValueError(f"artifact type {name!r} already registered ({prev.load})")
+    ARTIFACT_TYPES[name] = entry
+    return entry
+
+
+def _fill_registry() -> None:
+    import latentstack.core.registry  # noqa: F401 (registers every known type; imports no model stack)
+
+
+def artifact_type(name: str) -> ArtifactType:
+    """The registered :class:`ArtifactType` of ``name`` (a clear error listing the known ones)."""
+    _fill_registry()
+    try:
+        return ARTIFACT_TYPES[name]
+    except KeyError:
+        raise ArtifactError(f"unknown artifact type {name!r}; known: {sorted(ARTIFACT_TYPES)}") from None
+
+
+def resolve_target(target: str) -> Any:
+    """The object named by ``"package.module:attr[.attr]"`` (imports the module)."""
+    import importlib
+
+    module, _, attr = target.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
 def check_state_dict(expected: Mapping[str, Any], tensors: Mapping[str, Any]) -> list[str]:
     """Problems loading ``tensors`` into a module whose ``state_dict()`` is ``expected``: missing / unexpected
     names, shape or dtype mismatches (empty list = loads strictly)."""
@@ -299,17 +357,22 @@ def check_state_dict(expected: Mapping[str, Any], tensors: Mapping[str, Any]) ->
 
 
 __all__ = [
+    "ARTIFACT_TYPES",
     "CARD_NAME",
     "CONFIG_NAME",
     "FORMAT_VERSION",
     "Artifact",
     "ArtifactError",
+    "ArtifactType",
     "artifact_fingerprint",
+    "artifact_type",
     "check_state_dict",
     "describe_file",
     "is_artifact",
     "load_artifact",
     "read_artifact_doc",
+    "register_artifact_type",
+    "resolve_target",
     "save_artifact",
     "sha256_file",
 ]

@@ -49,6 +49,8 @@ def register_lazy_config(type_name: str, target: str) -> None:
 
 def config_class(type_name: str) -> type[ModelConfig]:
     """The config class registered under ``type_name`` (importing its module if it is only known lazily)."""
+    import latentstack.core.registry  # noqa: F401 (fills LAZY_CONFIG_TYPES; imports no model stack)
+
     if type_name not in CONFIG_REGISTRY and type_name in LAZY_CONFIG_TYPES:
         module, _, _ = LAZY_CONFIG_TYPES[type_name].partition(":")
         importlib.import_module(module)
@@ -60,6 +62,8 @@ def config_class(type_name: str) -> type[ModelConfig]:
 
 
 def known_config_types() -> list[str]:
+    import latentstack.core.registry  # noqa: F401
+
     return sorted(set(CONFIG_REGISTRY) | set(LAZY_CONFIG_TYPES))
 
 
