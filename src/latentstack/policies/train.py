@@ -4,8 +4,9 @@ The dataset is read once with ``LeRobotDataset(repo_id, root=root)`` and cached 
 (images uint8). Action chunks are gathered per sampled frame from the episode's following actions,
 with ``action_is_pad`` past the episode end. AdamW, linear warmup + cosine decay, grad clipping.
 
-Resumable: every ``checkpoint_every`` steps ``out_dir/checkpoints/step_XXXXXXX/`` receives the policy
-(:func:`save_policy`) plus ``training_state.safetensors`` (optimizer moments, RNG states) and
+The loop is :func:`latentstack.training.train_supervised` (this module gives it the batches and the
+loss). Resumable: every ``checkpoint_every`` steps ``out_dir/checkpoints/step_XXXXXXX/`` receives the
+policy (:func:`save_policy`) plus ``training_state.safetensors`` (optimizer moments, RNG states) and
 ``training_state.json`` (step, scheduler, optimizer hyper-parameters, loss history); ``latest.json``
 points at the newest. ``train(cfg)`` resumes from it when ``cfg.resume``. Outputs in ``out_dir``:
 ``policy/`` (final checkpoint, returned), ``train_log.json``, ``loss_curve.png``.
@@ -17,12 +18,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
-import shutil
-import sys
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,14 +27,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
 from latentstack.policies.checkpoint import save_policy
 from latentstack.policies.vla.configuration_vla import get_vla_config
 from latentstack.policies.vla.modeling_vla import VLAPolicy
 from latentstack.policies.vla.tokenizer import WordTokenizer
+from latentstack.training import ThreadTuner, train_supervised
 
-STATE_FORMAT_VERSION = 1
+__all__ = ["FrameCache", "ThreadTuner", "TrainConfig", "build_optimizer", "build_policy", "load_frames", "train"]
 
 
 @dataclass(frozen=True)
@@ -252,181 +249,16 @@ def build_optimizer(policy: torch.nn.Module, cfg: TrainConfig):
     return opt, sched
 
 
-# --------------------------------------------------------------------------- resumable state
+# --------------------------------------------------------------------------- training
 
 
-def _optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    sd = opt.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, dict[str, Any]] = {}
-    for pid, st in sd["state"].items():
-        for k, v in st.items():
-            if isinstance(v, torch.Tensor):
-                tensors[f"optim.{pid}.{k}"] = v.detach().cpu().contiguous()
-            else:
-                scalars.setdefault(str(pid), {})[k] = v
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
-
-
-def _optimizer_from_flat(
-    opt: torch.optim.Optimizer, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]
-) -> None:
-    state: dict[int, dict[str, Any]] = {}
-    for key, v in tensors.items():
-        if key.startswith("optim."):
-            _, pid, k = key.split(".", 2)
-            state.setdefault(int(pid), {})[k] = v
-    for pid, sc in meta.get("scalars", {}).items():
-        state.setdefault(int(pid), {}).update(sc)
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-
-
-def save_training_state(
-    ckpt_dir: Path,
-    policy: VLAPolicy,
-    opt,
-    sched,
-    step: int,
-    sampler: torch.Generator,
-    history: list[dict[str, Any]],
-    cfg: TrainConfig,
-) -> Path:
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    save_policy(policy, ckpt_dir, extra={"train_step": step})
-    tensors, opt_meta = _optimizer_to_flat(opt)
-    tensors["rng.torch"] = torch.get_rng_state()
-    tensors["rng.sampler"] = sampler.get_state()
-    save_file(tensors, str(ckpt_dir / "training_state.safetensors"))
-    sched_sd = sched.state_dict()  # lr_lambdas are plain functions -> stored as null; rebuilt from cfg
-    doc = {
-        "format_version": STATE_FORMAT_VERSION,
-        "step": step,
-        "scheduler": sched_sd,
-        "optimizer": opt_meta,
-        "history": history,
-        "train_config": cfg.to_dict(),
-    }
-    (ckpt_dir / "training_state.json").write_text(json.dumps(doc))
-    return ckpt_dir
-
-
-def _latest_checkpoint(out_dir: Path) -> Path | None:
-    pointer = out_dir / "checkpoints" / "latest.json"
-    if not pointer.is_file():
-        return None
-    path = out_dir / "checkpoints" / json.loads(pointer.read_text())["dir"]
-    return path if (path / "training_state.json").is_file() else None
-
-
-def load_training_state(
-    ckpt_dir: Path, opt, sched, sampler: torch.Generator
-) -> tuple[int, list[dict[str, Any]]]:
-    doc = json.loads((ckpt_dir / "training_state.json").read_text())
-    if doc.get("format_version") != STATE_FORMAT_VERSION:
-        raise ValueError(f"{ckpt_dir}: training state format {doc.get('format_version')} unsupported")
-    tensors = load_file(str(ckpt_dir / "training_state.safetensors"))
-    _optimizer_from_flat(opt, tensors, doc["optimizer"])
-    sched.load_state_dict(doc["scheduler"])
-    torch.set_rng_state(tensors["rng.torch"])
-    sampler.set_state(tensors["rng.sampler"])
-    return int(doc["step"]), list(doc["history"])
-
-
-# --------------------------------------------------------------------------- logging
-
-
-def _write_log(
-    out_dir: Path, cfg: TrainConfig, policy: VLAPolicy, data: FrameCache, history: list, step: int
-) -> None:
-    doc = {
+def _log_extra(cfg: TrainConfig, policy: VLAPolicy, data: FrameCache) -> dict[str, Any]:
+    return {
         "train_config": cfg.to_dict(),
         "policy_config": policy.config.to_dict(),
         "num_parameters": policy.num_parameters(),
         "dataset": {"frames": len(data), "episodes": data.num_episodes, "tasks": data.tasks, "fps": data.fps},
-        "step": step,
-        "history": history,
     }
-    tmp = out_dir / "train_log.json.tmp"
-    tmp.write_text(json.dumps(doc, indent=1))
-    os.replace(tmp, out_dir / "train_log.json")
-
-
-def plot_loss(history: list[dict[str, Any]], path: Path) -> None:
-    if not history:
-        return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = [h["step"] for h in history]
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
-    ax[0].plot(steps, [h["loss"] for h in history], lw=1)
-    ax[0].set_yscale("log")
-    ax[0].set_xlabel("step")
-    ax[0].set_ylabel("flow-matching loss")
-    ax[0].grid(alpha=0.3)
-    ax[1].plot(steps, [h["lr"] for h in history], lw=1, color="tab:orange")
-    ax[1].set_xlabel("step")
-    ax[1].set_ylabel("learning rate")
-    ax[1].grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-# --------------------------------------------------------------------------- main loop
-
-
-class ThreadTuner:
-    """Picks the intra-op thread count by timing real training steps.
-
-    On a shared 2-core machine two threads only help while the machine is otherwise idle; when another
-    process occupies a core they are 2-10x *slower* than one (measured: 0.64 vs 1.63 steps/s), because
-    OpenMP threads spin-wait on each other. So the choice is re-measured every ``every`` steps:
-    ``probe`` timed steps per candidate, the fastest wins.
-    """
-
-    def __init__(self, candidates: list[int], every: int = 200, probe: int = 3) -> None:
-        self.candidates = candidates
-        self.every = every
-        self.probe = probe
-        self.current = candidates[-1]
-        self._plan: list[int] = []
-        self._times: dict[int, list[float]] = {}
-        self._since = 0
-        self._start_probe()
-
-    def _start_probe(self) -> None:
-        # one warm-up step after each switch is not timed
-        self._plan = [c for c in self.candidates for _ in range(self.probe + 1)]
-        self._times = {c: [] for c in self.candidates}
-        self._last = None
-
-    def before_step(self) -> None:
-        if self._plan:
-            c = self._plan[0]
-            if c != torch.get_num_threads():
-                torch.set_num_threads(c)
-        elif torch.get_num_threads() != self.current:
-            torch.set_num_threads(self.current)
-
-    def after_step(self, seconds: float) -> None:
-        if self._plan:
-            c = self._plan.pop(0)
-            if self._last == c:
-                self._times[c].append(seconds)
-            self._last = c
-            if not self._plan:
-                self.current = min(
-                    self.candidates, key=lambda k: float(np.median(self._times[k] or [np.inf]))
-                )
-                torch.set_num_threads(self.current)
-                self._since = 0
-            return
-        self._since += 1
-        if self._since >= self.every:
-            self._start_probe()
 
 
 def train(cfg: TrainConfig, data: FrameCache | None = None) -> Path:
@@ -435,7 +267,7 @@ def train(cfg: TrainConfig, data: FrameCache | None = None) -> Path:
     When stopped early by ``session_steps`` / ``time_budget_s`` it checkpoints and returns that
     checkpoint directory (itself a loadable policy directory); calling again resumes."""
     threads = torch.get_num_threads()
-    if cfg.num_threads > 0:
+    if cfg.num_threads > 0:  # for the whole call: the dataset statistics are reductions too
         torch.set_num_threads(cfg.num_threads)
     try:
         return _train(cfg, data)
@@ -444,6 +276,8 @@ def train(cfg: TrainConfig, data: FrameCache | None = None) -> Path:
 
 
 def _train(cfg: TrainConfig, data: FrameCache | None) -> Path:
+    from latentstack.policies.checkpoint import load_policy
+
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if data is None:
@@ -453,108 +287,39 @@ def _train(cfg: TrainConfig, data: FrameCache | None) -> Path:
     policy = build_policy(cfg, data)
     opt, sched = build_optimizer(policy, cfg)
     sampler = torch.Generator().manual_seed(cfg.seed + 1)
-    step, history = 0, []
-    latest = _latest_checkpoint(out_dir) if cfg.resume else None
-    if latest is not None:
-        from latentstack.policies.checkpoint import load_policy
-
-        resumed = load_policy(latest)
-        if resumed.config != policy.config:
-            raise ValueError(f"cannot resume from {latest}: its policy config differs from this run's")
-        policy.load_state_dict(resumed.state_dict())
-        step, history = load_training_state(latest, opt, sched, sampler)
-        print(f"[train] resumed from {latest} at step {step}", file=sys.stderr)
-
     chunk = policy.config.chunk_size
     task_tokens, _ = policy.tokenizer(data.tasks)
     n = len(data)
-    policy.train()
-    window: list[float] = []
-    grad_norms: list[float] = []
-    t_start = time.perf_counter()
-    steps_at_start = step
-    elapsed_base = float(history[-1]["elapsed_s"]) if history else 0.0
-    cores = os.cpu_count() or 1
-    tuner = ThreadTuner(sorted({1, cores})) if cfg.num_threads <= 0 and cores > 1 else None
-    pbar = None
-    if cfg.progress:
-        from tqdm import tqdm
 
-        pbar = tqdm(total=cfg.steps, initial=step, desc="train vla", dynamic_ncols=True, mininterval=1.0)
-
-    def checkpoint(now: int) -> None:
-        ckpts = out_dir / "checkpoints"
-        name = f"step_{now:07d}"
-        save_training_state(ckpts / name, policy, opt, sched, now, sampler, history, cfg)
-        (ckpts / "latest.json").write_text(json.dumps({"dir": name, "step": now}))
-        old = sorted(p for p in ckpts.glob("step_*") if p.is_dir() and p.name != name)
-        for p in old[: max(0, len(old) - (cfg.keep_checkpoints - 1))]:
-            shutil.rmtree(p, ignore_errors=True)
-
-    session_start = step
-    stopped_early = False
-    while step < cfg.steps:
-        if (cfg.session_steps is not None and step - session_start >= cfg.session_steps) or (
-            cfg.time_budget_s is not None and time.perf_counter() - t_start >= cfg.time_budget_s
-        ):
-            stopped_early = True
-            break
-        if tuner is not None:
-            tuner.before_step()
-        t_step = time.perf_counter()
+    def step_fn(step: int) -> tuple[torch.Tensor, dict[str, float]]:
         idx = torch.randint(0, n, (cfg.batch_size,), generator=sampler)
-        batch = data.batch(idx, chunk, task_tokens)
-        loss, _ = policy.compute_loss(batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gn = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
-        opt.step()
-        sched.step()
-        step += 1
-        if tuner is not None:
-            tuner.after_step(time.perf_counter() - t_step)
-        window.append(float(loss.detach()))
-        grad_norms.append(float(gn))
-        if pbar is not None:
-            pbar.update(1)
-            if step % 10 == 0:
-                pbar.set_postfix(loss=f"{np.mean(window[-10:]):.4f}", refresh=False)
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            elapsed = time.perf_counter() - t_start
-            history.append(
-                {
-                    "step": step,
-                    "loss": float(np.mean(window)),
-                    "grad_norm": float(np.mean(grad_norms)),
-                    "lr": float(sched.get_last_lr()[0]),
-                    "steps_per_s": (step - steps_at_start) / max(elapsed, 1e-9),
-                    "threads": torch.get_num_threads(),
-                    "elapsed_s": elapsed_base + elapsed,  # cumulative over resumed sessions
-                }
-            )
-            window, grad_norms = [], []
-        if step % cfg.plot_every == 0 or step == cfg.steps:
-            _write_log(out_dir, cfg, policy, data, history, step)
-            plot_loss(history, out_dir / "loss_curve.png")
-        if step % cfg.checkpoint_every == 0 and step < cfg.steps:
-            checkpoint(step)
-    if pbar is not None:
-        pbar.close()
-    if stopped_early:
-        checkpoint(step)
-        _write_log(out_dir, cfg, policy, data, history, step)
-        plot_loss(history, out_dir / "loss_curve.png")
-        print(f"[train] stopped at step {step}/{cfg.steps}; resume by calling train again", file=sys.stderr)
-        return out_dir / "checkpoints" / f"step_{step:07d}"
+        loss, _ = policy.compute_loss(data.batch(idx, chunk, task_tokens))
+        return loss, {}
 
-    policy.eval()
-    final = save_policy(
-        policy, out_dir / "policy", extra={"train_step": step, "dataset": str(cfg.dataset_root)}
+    def save_model(directory: Path, step: int) -> None:  # a checkpoint is a loadable policy directory
+        save_policy(policy, directory, extra={"train_step": step})
+
+    def load_model(directory: Path) -> None:
+        resumed = load_policy(directory)
+        if resumed.config != policy.config:
+            raise ValueError(f"cannot resume from {directory}: its policy config differs from this run's")
+        policy.load_state_dict(resumed.state_dict())
+
+    result = train_supervised(
+        policy, step_fn, opt, steps=cfg.steps, scheduler=sched, grad_clip=cfg.grad_clip,
+        state={"sampler": sampler}, out_dir=out_dir, resume=cfg.resume, log_every=cfg.log_every,
+        plot_every=cfg.plot_every, checkpoint_every=cfg.checkpoint_every, keep_last=cfg.keep_checkpoints,
+        progress=cfg.progress, plot_keys=("loss", "lr"), log_extra=_log_extra(cfg, policy, data),
+        desc="train vla", session_steps=cfg.session_steps, time_budget_s=cfg.time_budget_s,
+        num_threads=cfg.num_threads, save_model=save_model, load_model=load_model,
     )
-    checkpoint(step)
-    _write_log(out_dir, cfg, policy, data, history, step)
-    plot_loss(history, out_dir / "loss_curve.png")
-    return final
+    if result.stopped_early:
+        assert result.checkpoint is not None
+        return result.checkpoint
+    policy.eval()
+    return save_policy(
+        policy, out_dir / "policy", extra={"train_step": result.step, "dataset": str(cfg.dataset_root)}
+    )
 
 
 def add_train_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
