@@ -7,7 +7,8 @@ Images go in as float [0, 1] and are normalised by the LeRobot preprocessor (Ima
 Optimiser as LeRobot's ACT preset: AdamW (lr, weight decay from the config), constant LR, grad-norm clip 10.
 
 Outputs in ``out_dir``: ``config.json`` + ``model.safetensors`` (``ACTPolicy.save_pretrained``), the
-pre/post-processor JSON + safetensors, ``train_log.json`` and ``loss_curve.png``.
+pre/post-processor JSON + safetensors, ``train_log.json`` and ``loss_curve.png``. The loop is the shared
+:func:`latentstack.training.train_supervised` (this module gives it the batches and the loss).
 
 CLI: ``python -m latentstack.policies.lerobot_act.train --dataset ROOT --out DIR --steps N --time-budget-s S``.
 """
@@ -16,10 +17,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -38,38 +37,24 @@ class ACTTrainConfig:
     grad_clip: float = 10.0
     seed: int = 0
     num_threads: int = 1
-    log_every: int = 10
+    log_every: int = 10  # one history entry (means over the window) every this many steps
     max_episodes: int | None = None
     progress: bool = True
+    checkpoint_every: int = 0  # > 0: resumable checkpoints in out_dir/checkpoints (the last 2 kept)
+    resume: bool = False  # continue from out_dir/checkpoints when there is one
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be >= 1")
 
 
-def plot_loss(history: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([h["step"] for h in history], [h["l1_loss"] for h in history], lw=1)
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("ACT L1 loss (normalised actions)")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def train_act(cfg: ACTTrainConfig) -> Path:
-    """Train and save; returns ``out_dir``."""
+    """Train and save; returns ``out_dir``. The loop is :func:`latentstack.training.train_supervised`."""
     from lerobot.policies.act.modeling_act import ACTPolicy
     from lerobot.policies.act.processor_act import make_act_pre_post_processors
 
     from latentstack.policies.train import load_frames
+    from latentstack.training import plot_history, train_supervised
 
     torch.set_num_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed)
@@ -83,51 +68,38 @@ def train_act(cfg: ACTTrainConfig) -> Path:
                             weight_decay=act_cfg.optimizer_weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     no_tokens = torch.zeros(len(frames.tasks), 1, dtype=torch.long)  # ACT has no language input
-    history: list[dict[str, Any]] = []
-    bar = None
-    if cfg.progress:
-        from tqdm import tqdm
 
-        bar = tqdm(total=cfg.steps, desc="train act", unit="step", dynamic_ncols=True)
-    policy.train()
-    t0 = time.perf_counter()
-    step = 0
-    while step < cfg.steps:
-        if cfg.time_budget_s is not None and time.perf_counter() - t0 > cfg.time_budget_s:
-            break
+    def step_fn(step: int) -> tuple[torch.Tensor, dict[str, float]]:
         idx = torch.randint(len(frames), (cfg.batch_size,), generator=gen)
         raw = frames.batch(idx, act_cfg.chunk_size, no_tokens)
         batch = pre({"observation.image": raw["observation.image"].float() / 255.0,
                      "observation.state": raw["observation.state"], "action": raw["action"],
                      "action_is_pad": raw["action_is_pad"]})
         loss, info = policy.forward(batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
-        opt.step()
-        step += 1
-        if step % cfg.log_every == 0 or step == 1:
-            history.append({"step": step, "l1_loss": float(info["l1_loss"]), "grad_norm": float(gnorm),
-                            "wall_s": time.perf_counter() - t0})
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(l1=f"{info['l1_loss']:.4f}")
-    if bar is not None:
-        bar.close()
-    wall = time.perf_counter() - t0
-    policy.eval()
+        return loss, {k: float(v) for k, v in info.items() if isinstance(v, (int, float, torch.Tensor))}
+
     out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    log_extra = {"train_config": dataclasses.asdict(cfg), "frames": len(frames), "episodes": frames.num_episodes,
+                 "tasks": frames.tasks, "parameters": sum(p.numel() for p in policy.parameters())}
+    # the wall budget ends training here (not a pause): the weights at the stop are the result
+    result = train_supervised(
+        policy, step_fn, opt, steps=cfg.steps, grad_clip=cfg.grad_clip, state={"sampler": gen}, out_dir=out,
+        resume=cfg.resume, log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every, progress=cfg.progress,
+        plot_keys=("l1_loss",), log_extra=log_extra, desc="train act", time_budget_s=cfg.time_budget_s,
+    )
+    history = result.history
+    policy.eval()
     policy.save_pretrained(out)
     pre.save_pretrained(out)
     post.save_pretrained(out)
-    log = {"train_config": dataclasses.asdict(cfg), "steps_done": step, "wall_s": wall,
+    log = {"train_config": dataclasses.asdict(cfg), "steps_done": result.step,
+           "wall_s": float(history[-1]["elapsed_s"]) if history else result.wall_s,
            "frames": len(frames), "episodes": frames.num_episodes, "tasks": frames.tasks,
-           "parameters": sum(p.numel() for p in policy.parameters()),
+           "parameters": log_extra["parameters"],
            "final_l1_loss_mean_last10": (sum(h["l1_loss"] for h in history[-10:]) / max(1, len(history[-10:]))),
            "history": history}
     (out / "train_log.json").write_text(json.dumps(log, indent=1))
-    plot_loss(history, out / "loss_curve.png")
+    plot_history(history, out / "loss_curve.png", ("l1_loss",))
     return out
 
 
