@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from latentstack.latent.context import annotate
 from latentstack.latent.site import Site
 from latentstack.policies.lerobot_act.configuration_act import ACT_TYPE, IMAGE_KEY, STATE_KEY
+from latentstack.policies.lerobot_act.processor_act import ACTProcessor
 from latentstack.policies.protocol import ActionChunkQueue, Observation
 
 PREPROCESSOR_CONFIG = "policy_preprocessor.json"
@@ -94,6 +95,8 @@ class ACTAdapter(nn.Module):
         self.postprocessor = postprocessor
         self.image_shape = tuple(cfg.input_features[IMAGE_KEY].shape)  # (3, H, W)
         self.state_dim = int(cfg.input_features[STATE_KEY].shape[0])
+        # not an nn.Module child: it holds LeRobot pipelines; ``processor`` moves it to the weights' device
+        self._processor = ACTProcessor(preprocessor, postprocessor, self.image_shape, self.state_dim)
         self.action_dim = int(cfg.action_feature.shape[0])
         model = policy.model
         for layer in model.decoder.layers:
@@ -134,9 +137,13 @@ class ACTAdapter(nn.Module):
             policy = ACTPolicy.from_pretrained(str(path), strict=True)
         except RuntimeError as exc:  # missing / unexpected / mis-shaped weights
             raise ValueError(f"ACT checkpoint {path}: weights do not match its config.json: {exc}") from exc
-        pre = PolicyProcessorPipeline.from_pretrained(str(path), config_filename=PREPROCESSOR_CONFIG)
+        # The device saved in the pipelines is where the artifact was made; build them on the CPU (loadable on
+        # any machine) and let the adapter point them at the model's device when it runs.
+        on_cpu = {"device_processor": {"device": "cpu"}}
+        pre = PolicyProcessorPipeline.from_pretrained(str(path), config_filename=PREPROCESSOR_CONFIG,
+                                                      overrides=on_cpu)
         post = PolicyProcessorPipeline.from_pretrained(
-            str(path), config_filename=POSTPROCESSOR_CONFIG,
+            str(path), config_filename=POSTPROCESSOR_CONFIG, overrides=on_cpu,
             to_transition=policy_action_to_transition, to_output=transition_to_policy_action)
         return cls(policy, pre, post)
 
@@ -144,8 +151,14 @@ class ACTAdapter(nn.Module):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.policy.save_pretrained(path)
-        self.preprocessor.save_pretrained(path)
-        self.postprocessor.save_pretrained(path)
+        # processors are saved as CPU pipelines (a saved "cuda" would not load on a CPU-only machine)
+        device = self._processor.device
+        self._processor.to("cpu")
+        try:
+            self.preprocessor.save_pretrained(path)
+            self.postprocessor.save_pretrained(path)
+        finally:
+            self._processor.to(device)
 
     @staticmethod
     def compact_weights(path: str | os.PathLike, dtype: torch.dtype = torch.float16) -> int:
@@ -163,31 +176,32 @@ class ACTAdapter(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    # ---------------------------------------------------------------- device / processor
+    @property
+    def device(self) -> torch.device:
+        """Where the weights live; ``.to(device)`` moves them and the processor steps follow on the next call."""
+        return next(self.policy.parameters()).device
+
+    @property
+    def processor(self) -> ACTProcessor:
+        """Observation processor (LeRobot's pipelines inside) on the model's current device."""
+        dev = self.device
+        if self._processor.device != dev:
+            self._processor.to(dev)
+        return self._processor
+
     # ---------------------------------------------------------------- inference
     def _check_obs(self, obs: Observation) -> tuple[Tensor, Tensor]:
-        if "image" not in obs or "state" not in obs:
-            raise KeyError(f"observation needs 'image' and 'state', got {sorted(obs)}")
-        image = np.asarray(obs["image"])
-        c, h, w = self.image_shape
-        if image.dtype != np.uint8 or image.shape != (h, w, c):
-            raise ValueError(f"obs['image'] must be uint8 {(h, w, c)}, got {image.dtype} {image.shape}")
-        state = np.asarray(obs["state"], dtype=np.float32)
-        if state.shape != (self.state_dim,):
-            raise ValueError(f"obs['state'] must have shape ({self.state_dim},), got {state.shape}")
-        if not np.isfinite(state).all():
-            raise ValueError("obs['state'] has non-finite values")
-        img = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float() / 255.0
-        return img, torch.from_numpy(state)
+        return self._processor.check(obs)
 
     @torch.no_grad()
     def predict_action_chunk(self, obs: Observation) -> np.ndarray:
         """De-normalised action chunk ``(chunk_size, action_dim)`` float32 for one observation."""
-        img, state = self._check_obs(obs)
-        batch = self.preprocessor({IMAGE_KEY: img, STATE_KEY: state})  # adds the batch dim, normalises
+        proc = self.processor
+        batch = proc(obs)  # adds the batch dim, normalises, on the model's device
         with annotate(step=self._step, denoise_step=0):
             actions = self.policy.predict_action_chunk(batch)  # (1, chunk, A), normalised
-        actions = self.postprocessor(actions)
-        return actions[0].numpy().astype(np.float32)
+        return proc.postprocess(actions)
 
     def reset(self, seed: int | None = None) -> None:
         """New episode: clear the chunk queue and step counter. ACT inference draws no noise (VAE off,
