@@ -4,12 +4,12 @@ Recipe (LION KITTI, scaled to a CPU): AdamW, one-cycle LR (max 3e-3, pct_start 0
 div_factor 10, cosine momentum 0.95→0.85), weight decay 0.01, grad-norm clip 10, batch 4;
 augmentation: random flip about x (y → −y), global rotation ±π/4, global scaling 0.95–1.05.
 The number of iterations is fixed, so the LION and identity-operator runs see the same batches.
+The loop is the shared :func:`latentstack.training.train_supervised`; this module gives it the batches and loss.
 """
 from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,10 +80,48 @@ class TrainConfig:
     min_train_points: int = 1  # boxes with fewer LiDAR points get no heatmap peak
 
 
+class _SceneBatches:
+    """Batches of training scans: an epoch-shuffled order, augmentation, one numpy generator for both.
+
+    Its position (order, pos) is resumable state of the training loop; the generator is saved by the loop."""
+
+    def __init__(self, cfg: LionConfig, tcfg: TrainConfig, scans: list[LidarScan], rng: np.random.Generator) -> None:
+        self.cfg, self.tcfg, self.scans, self.rng = cfg, tcfg, scans, rng
+        self.order = rng.permutation(len(scans))
+        self.pos = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"order": [int(i) for i in self.order], "pos": self.pos}
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        self.order, self.pos = np.asarray(d["order"], dtype=np.int64), int(d["pos"])
+
+    def __call__(self) -> tuple[torch.Tensor, int, dict[str, Any]]:
+        """Points batch, its size and the heatmap / box targets."""
+        idx = []
+        for _ in range(self.tcfg.batch_size):
+            if self.pos == len(self.order):
+                self.order, self.pos = self.rng.permutation(len(self.scans)), 0
+            idx.append(int(self.order[self.pos]))
+            self.pos += 1
+        clouds, boxes, classes = [], [], []
+        for i in idx:
+            s = self.scans[i]
+            keep = s.box_num_points >= self.tcfg.min_train_points
+            p, b = (augment(s.points, s.boxes[keep], self.rng) if self.tcfg.augment else (s.points, s.boxes[keep]))
+            clouds.append(p)
+            boxes.append(b)
+            classes.append(s.box_class[keep])
+        return batch_points(clouds), len(clouds), build_targets(self.cfg, boxes, classes)
+
+
 def train_detector(cfg: LionConfig, tcfg: TrainConfig, train_scans: list[LidarScan], out_dir: str | Path | None,
-                   progress: bool = True) -> tuple[LionDetector, dict[str, Any]]:
-    """Train from scratch; writes checkpoint, ``train_log.json`` and ``train_loss.png`` under ``out_dir``."""
-    from tqdm import tqdm
+                   progress: bool = True, *, checkpoint_every: int = 0, resume: bool = False
+                   ) -> tuple[LionDetector, dict[str, Any]]:
+    """Train from scratch (or resume, with ``checkpoint_every`` > 0 and ``resume``); writes checkpoint,
+    ``train_log.json`` and ``train_loss.png`` under ``out_dir``. The loop is
+    :func:`latentstack.training.train_supervised`."""
+    from latentstack.training import train_supervised
 
     torch.manual_seed(tcfg.seed)
     rng = np.random.default_rng(tcfg.seed)
@@ -93,69 +131,28 @@ def train_detector(cfg: LionConfig, tcfg: TrainConfig, train_scans: list[LidarSc
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tcfg.lr, total_steps=tcfg.iterations,
                                                 pct_start=tcfg.pct_start, div_factor=tcfg.div_factor,
                                                 base_momentum=0.85, max_momentum=0.95)
-    log: list[dict[str, float]] = []
-    order = rng.permutation(len(train_scans))
-    pos = 0
-    t0 = time.time()
-    bar = tqdm(range(tcfg.iterations), desc=f"train {cfg.name}", disable=not progress)
-    for it in bar:
-        idx = []
-        for _ in range(tcfg.batch_size):
-            if pos == len(order):
-                order, pos = rng.permutation(len(train_scans)), 0
-            idx.append(int(order[pos]))
-            pos += 1
-        clouds, boxes, classes = [], [], []
-        for i in idx:
-            s = train_scans[i]
-            keep = s.box_num_points >= tcfg.min_train_points
-            p, b = (augment(s.points, s.boxes[keep], rng) if tcfg.augment else (s.points, s.boxes[keep]))
-            clouds.append(p)
-            boxes.append(b)
-            classes.append(s.box_class[keep])
-        tgt = build_targets(cfg, boxes, classes)
-        out = model(batch_points(clouds), len(clouds))
-        loss, parts = center_loss(cfg, out, tgt)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
-        opt.step()
-        sched.step()
-        if not math.isfinite(float(loss.detach())):
-            raise FloatingPointError(f"non-finite loss at iteration {it}")
-        log.append({"it": it, "loss": float(loss.detach()), **parts, "grad_norm": float(gnorm),
-                    "lr": sched.get_last_lr()[0], "time_s": time.time() - t0})
-        bar.set_postfix(loss=f"{float(loss):.3f}")
+    batches = _SceneBatches(cfg, tcfg, train_scans, rng)
+
+    def step_fn(step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        points, n, tgt = batches()
+        return center_loss(cfg, model(points, n), tgt)
+
+    result = train_supervised(
+        model, step_fn, opt, steps=tcfg.iterations, scheduler=sched, grad_clip=tcfg.grad_clip,
+        state={"rng": rng, "batches": batches}, out_dir=out_dir, resume=resume, checkpoint_every=checkpoint_every,
+        progress=progress, plot_keys=("loss", "hm", "loc", "lr"), plot_name="train_loss.png",
+        desc=f"train {cfg.name}", check_finite=True,
+    )
+    log = result.history
     summary = {"preset": cfg.name, "train": tcfg.__dict__, "num_train_scans": len(train_scans),
-               "wall_s": time.time() - t0, "final_loss_avg50": float(np.mean([r["loss"] for r in log[-50:]]))}
+               "wall_s": float(log[-1]["elapsed_s"]) if log else 0.0,
+               "final_loss_avg50": float(np.mean([r["loss"] for r in log[-50:]]))}
     if out_dir is not None:
         out_dir = Path(out_dir)
         save_detector(model, out_dir, extra={"train": summary})
         (out_dir / "train_log.json").write_text(json.dumps({"summary": summary, "log": log}) + "\n")
-        plot_losses({cfg.name: log}, out_dir / "train_loss.png")
     model.eval()
     return model, summary
-
-
-def plot_losses(logs: dict[str, list[dict[str, float]]], path: str | Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for name, log in logs.items():
-        loss = np.array([r["loss"] for r in log])
-        k = min(20, len(loss))
-        smooth = np.convolve(loss, np.ones(k) / k, mode="valid") if k else loss
-        ax.plot(np.arange(len(smooth)) + k - 1, smooth, label=name)
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("loss (20-it mean)")
-    ax.set_yscale("log")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 @torch.no_grad()
