@@ -9,7 +9,6 @@ one number logged for sanity, the test split is never touched here.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,30 +40,10 @@ class TrainRecipe:
     threads: int = 1
 
 
-def _plot(history: dict[str, list[float]], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(history), figsize=(4 * len(history), 3))
-    for ax, (k, v) in zip(np.atleast_1d(axes), history.items()):
-        v = np.asarray(v)
-        ax.plot(v, alpha=0.3)
-        if len(v) > 20:
-            ax.plot(np.convolve(v, np.ones(20) / 20, mode="valid"))
-        ax.set_title(k)
-        ax.set_xlabel("step")
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-
-
 def pretrain_mono(data: StereoSplit, out_dir: Path | str, recipe: TrainRecipe, config: StereoConfig | None = None,
-                  progress: bool = True) -> Path:
+                  progress: bool = True, *, checkpoint_every: int = 0, resume: bool = False) -> Path:
     """Trains the encoder + mono head on left images (random turbidity); saves ``encoder.safetensors``."""
-    from tqdm import tqdm
+    from latentstack.training import train_supervised
 
     config = config if config is not None else StereoConfig()
     torch.manual_seed(recipe.seed)
@@ -74,24 +53,23 @@ def pretrain_mono(data: StereoSplit, out_dir: Path | str, recipe: TrainRecipe, c
     opt = torch.optim.AdamW(enc.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, recipe.lr, total_steps=recipe.steps, pct_start=0.01,
                                                 anneal_strategy="linear", cycle_momentum=False)
-    hist: dict[str, list[float]] = {"mono_log_l1": []}
-    for _ in tqdm(range(recipe.steps), desc="mono pretrain", disable=not progress):
+
+    def step_fn(step: int) -> tuple[torch.Tensor, dict[str, float]]:
         idx = rng.integers(0, len(data), recipe.batch_size)
         b = data.train_batch(idx, rng, recipe.k_max)
         _, log_depth = enc(normalize_images(b["left"]))
-        loss = mono_log_depth_loss(log_depth, b["depth"])
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(enc.parameters(), recipe.clip)
-        opt.step()
-        sched.step()
-        hist["mono_log_l1"].append(loss.item())
+        return mono_log_depth_loss(log_depth, b["depth"]), {}
+
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    result = train_supervised(
+        enc, step_fn, opt, steps=recipe.steps, scheduler=sched, grad_clip=recipe.clip, state={"rng": rng},
+        out_dir=out, resume=resume, checkpoint_every=checkpoint_every, progress=progress, plot_keys=("loss",),
+        plot_name="mono_pretrain.png", log_name="mono_pretrain_log.json", desc="mono pretrain",
+    )
     save_file({k: v.contiguous() for k, v in enc.state_dict().items()}, str(out / "encoder.safetensors"),
               metadata={"enc_channels": json.dumps(list(config.enc_channels)), "feat_dim": str(config.feat_dim)})
-    _plot(hist, out / "mono_pretrain.png", "monocular pretraining")
-    (out / "mono_pretrain.json").write_text(json.dumps({"recipe": recipe.__dict__, "final_loss": float(np.mean(hist["mono_log_l1"][-50:]))}, indent=2))
+    final = float(np.mean([h["loss"] for h in result.history[-50:]]))
+    (out / "mono_pretrain.json").write_text(json.dumps({"recipe": recipe.__dict__, "final_loss": final}, indent=2))
     return out / "encoder.safetensors"
 
 
@@ -119,9 +97,10 @@ def val_epe(model: SA2Tiny, data: StereoSplit, turbidity: float = 3.0, n: int = 
 
 
 def train_stereo(config: StereoConfig, encoder_path: Path | str, data: StereoSplit, out_dir: Path | str,
-                 recipe: TrainRecipe, val: StereoSplit | None = None, progress: bool = True) -> Path:
+                 recipe: TrainRecipe, val: StereoSplit | None = None, progress: bool = True, *,
+                 checkpoint_every: int = 0, resume: bool = False) -> Path:
     """Stage B: frozen pretrained encoder + CoDyRA, everything else trained with the sequence loss."""
-    from tqdm import tqdm
+    from latentstack.training import train_supervised
 
     torch.manual_seed(recipe.seed)
     torch.set_num_threads(recipe.threads)
@@ -134,9 +113,8 @@ def train_stereo(config: StereoConfig, encoder_path: Path | str, data: StereoSpl
     opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay, eps=1e-8)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, recipe.lr, total_steps=recipe.steps + 100, pct_start=0.01,
                                                 anneal_strategy="linear", cycle_momentum=False)
-    hist: dict[str, list[float]] = {"loss": [], "epe_train": [], "active_rank": []}
-    t0 = time.time()
-    for step in tqdm(range(recipe.steps), desc=f"train {config.name}", disable=not progress):
+
+    def step_fn(step: int) -> tuple[torch.Tensor, dict[str, float]]:
         idx = rng.integers(0, len(data), recipe.batch_size)
         b = data.train_batch(idx, rng, recipe.k_max)
         out = model(b["left"], b["right"], b["fb"], iters=config.train_iters)
@@ -144,24 +122,26 @@ def train_stereo(config: StereoConfig, encoder_path: Path | str, data: StereoSpl
         kappa = kappa_schedule(step, recipe.steps, config.codyra_kappa)
         if kappa > 0 or step >= recipe.steps / 2:
             loss = loss + config.codyra_lambda * codyra_l1(model)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, recipe.clip)
-        opt.step()
-        sched.step()
-        codyra_threshold_(model, kappa, config.codyra_rule)
-        hist["loss"].append(loss.item())
-        hist["epe_train"].append(info["epe"])
-        hist["active_rank"].append(float(sum(int((m.lora_w != 0).sum()) for m in codyra_modules(model))))
-    wall = time.time() - t0
+        return loss, {"epe_train": info["epe"]}
+
+    def after_step(step: int) -> dict[str, float]:  # CoDyRA thresholding after the optimizer step
+        codyra_threshold_(model, kappa_schedule(step, recipe.steps, config.codyra_kappa), config.codyra_rule)
+        return {"active_rank": float(sum(int((m.lora_w != 0).sum()) for m in codyra_modules(model)))}
+
+    result = train_supervised(
+        model, step_fn, opt, steps=recipe.steps, scheduler=sched, grad_clip=recipe.clip, clip_parameters=params,
+        after_step=after_step, state={"rng": rng}, out_dir=out_dir, resume=resume,
+        checkpoint_every=checkpoint_every, progress=progress, plot_keys=("loss", "epe_train", "active_rank"),
+        plot_name="training.png", desc=f"train {config.name}",
+    )
+    hist = result.history
     extra: dict[str, Any] = {
-        "recipe": recipe.__dict__, "config": config.to_dict(), "encoder": str(encoder_path), "wall_s": wall,
+        "recipe": recipe.__dict__, "config": config.to_dict(), "encoder": str(encoder_path),
+        "wall_s": float(hist[-1]["elapsed_s"]),
         "n_adapters": n_adapters, "train_samples": len(data), "train_seeds": [int(data.seeds[0]), int(data.seeds[-1])],
-        "final_train_epe": float(np.mean(hist["epe_train"][-50:])), "active_rank_final": hist["active_rank"][-1],
-        "torch": torch.__version__,
+        "final_train_epe": float(np.mean([h["epe_train"] for h in hist[-50:]])),
+        "active_rank_final": hist[-1]["active_rank"], "torch": torch.__version__,
     }
     if val is not None:
         extra["val_epe_x3_first32"] = val_epe(model, val)
-    out = save_stereo_model(model, out_dir, extra)
-    _plot(hist, Path(out_dir) / "training.png", f"{config.name} ({config.updater}, {config.train_iters} iters)")
-    return out
+    return save_stereo_model(model, out_dir, extra)
