@@ -15,13 +15,13 @@ TAP_CELLS = [
     ),
     new_code_cell(
         "import os\nos.environ.setdefault('MUJOCO_GL', 'egl')\nimport numpy as np, torch\n"
-        "from latentstack.cli import repo_root\n"
+        "from latentstack.core.paths import resolve_path\n"
         "from latentstack.latent import Tap, Intervention, module_snapshot, assert_model_unchanged\n"
         "from latentstack.policies.factory import make_policy\n"
         "from latentstack.sim.metaworld_env import MetaWorldLangEnv\n"
         "from latentstack.sim.suites import load_suite\n"
         "torch.set_num_threads(1)\n"
-        "policy = make_policy(str(repo_root() / 'policies/vla_metaworld_mt6'))\n"
+        "policy = make_policy(str(resolve_path('policies/vla_metaworld_mt6')))\n"
         "suite = load_suite('metaworld_mt6')\nspec = suite.tasks[0]\n"
         "env = MetaWorldLangEnv(spec.name, image_size=suite.image_size, camera=suite.camera,\n"
         "                       max_episode_steps=spec.max_episode_steps, instruction=spec.instruction)\n"
@@ -62,14 +62,14 @@ STEER_CELLS = [
     ),
     new_code_cell(
         "import os, tempfile\nos.environ.setdefault('MUJOCO_GL', 'egl')\nimport numpy as np, torch\n"
-        "from latentstack.cli import repo_root\n"
+        "from latentstack.core.paths import resolve_path\n"
         "from latentstack.policies.factory import make_policy\n"
         "from latentstack.sim.suites import load_suite\n"
         "from latentstack.steering.collect import collect_rollouts, split_by_label\n"
         "from latentstack.steering.fit import fit_contrastive\n"
         "from latentstack.steering.intervention import SteeringArtifact, gate_diagnostics, make_operator\n"
         "torch.set_num_threads(1)\n"
-        "policy = make_policy(str(repo_root() / 'policies/vla_metaworld_mt6_weak')); policy.eval()\n"
+        "policy = make_policy(str(resolve_path('policies/vla_metaworld_mt6_weak'))); policy.eval()\n"
         "suite = load_suite('metaworld_mt6')\nSITE = 'expert.layer2'\n"
         "with torch.inference_mode():\n"
         "    rollouts = collect_rollouts(suite, policy, [SITE], split='fit', n=8, tasks=['button-press-topdown-v3'], keep='mean')\n"

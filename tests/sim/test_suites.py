@@ -3,7 +3,8 @@ import dataclasses
 
 import pytest
 
-from latentstack.sim.suites import Suite, TaskSpec, load_suite, repo_root, suites_dir
+from latentstack.core.paths import find_data
+from latentstack.sim.suites import Suite, TaskSpec, load_suite
 
 SEEDS = {"train": range(1000), "select": range(10000, 10100), "test": range(20000, 20100)}
 
@@ -17,9 +18,9 @@ def test_shipped_suite_loads():
     assert {k: (r.start, r.stop) for k, r in s.seeds.items()} == {
         "train": (0, 1000), "fit": (5000, 6000), "select": (10000, 10100), "test": (20000, 20100)}
     assert s.image_size == 64 and s.camera == "corner4"
-    # by path too, and the file sits under the repo root
-    assert load_suite(suites_dir() / "metaworld_mt6.yaml") == s
-    assert (repo_root() / "sim" / "suites" / "metaworld_mt6.yaml").is_file()
+    # by path too (the resolver's file, and the checkout-relative path from any cwd)
+    assert load_suite(find_data("suites", "metaworld_mt6")) == s
+    assert load_suite("sim/suites/metaworld_mt6.yaml") == s
 
 
 def test_suite_is_frozen():

@@ -161,18 +161,15 @@ class PolicyNodeParams:
 
 
 def resolve_policy_path(spec: str) -> str:
-    """Relative checkpoint paths: the cwd first, then the repository root (``random:`` kept)."""
+    """Relative checkpoint paths: the cwd first, then the checkout / installed data (``random:`` kept)."""
     if spec.startswith("random:"):
         return "random:" + resolve_policy_path(spec[len("random:"):])
     p = Path(spec)
-    if p.is_absolute() or p.exists() or os.sep not in spec and "/" not in spec:
+    if p.is_absolute() or p.exists() or os.sep not in spec and "/" not in spec:  # "vla": a registered name
         return spec
-    try:
-        from latentstack.sim.suites import repo_root
+    from latentstack.core.paths import resolve_path
 
-        cand = repo_root() / p
-    except FileNotFoundError:
-        return spec
+    cand = resolve_path(p)
     return str(cand) if cand.exists() else spec
 
 

@@ -23,7 +23,6 @@ import copy
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from latentstack.nodes import node_class, params_from_mapping
@@ -133,20 +132,18 @@ class GraphSpec:
 
 
 def load_graph(path: str | os.PathLike) -> GraphSpec:
-    """A graph from YAML; relative paths are tried in the cwd, then in the repository root."""
+    """A graph from YAML: a path (checkout-relative paths work from any cwd) or a name such as ``metaworld``
+    (``find_data("graphs", name)``: the checkout's ``ros/graphs`` or an install's ``share/latentstack/graphs``)."""
     import yaml
 
-    p = Path(path)
-    if not p.exists() and not p.is_absolute():
-        try:
-            from latentstack.sim.suites import repo_root
+    from latentstack.core.paths import find_data, resolve_path
 
-            if (repo_root() / p).exists():
-                p = repo_root() / p
-        except FileNotFoundError:
-            pass
+    p = resolve_path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"no graph file {path}")
+        try:
+            p = find_data("graphs", str(path))
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"no graph file {path} ({e})") from None
     with open(p) as f:
         d = yaml.safe_load(f) or {}
     return GraphSpec.from_dict(d, source=str(p))

@@ -1,6 +1,6 @@
 """Evaluation suites as data: tasks, instructions, time limits and disjoint seed splits.
 
-A suite lives in ``sim/suites/<name>.yaml`` at the repository root::
+A suite lives in ``sim/suites/<name>.yaml`` in a checkout (``share/latentstack/suites/`` when installed)::
 
     name: metaworld_mt6
     env: metaworld
@@ -13,18 +13,19 @@ A suite lives in ``sim/suites/<name>.yaml`` at the repository root::
     tasks:
       - {name: drawer-close-v3, instruction: close the drawer, max_episode_steps: 160}
 
-The repository root is ``$LATENTSTACK_ROOT`` when set, otherwise the first parent of this
-file that has a ``sim/suites`` folder (a source checkout or an editable install).
+Suites are found by name through the one data resolver, :func:`latentstack.core.paths.find_data`
+(checkout, wheel install or colcon install alike).
 """
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-__all__ = ["SPLITS", "Suite", "TaskSpec", "load_suite", "repo_root", "suites_dir"]
+from latentstack.core.paths import find_data, list_data, resolve_path
+
+__all__ = ["SPLITS", "Suite", "TaskSpec", "load_suite"]
 
 SPLITS = ("train", "select", "test")
 
@@ -92,24 +93,6 @@ def validate_seeds(seeds: Mapping[str, range]) -> None:
                 )
 
 
-def repo_root() -> Path:
-    env = os.environ.get("LATENTSTACK_ROOT")
-    if env:
-        return Path(env).resolve()
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        if (parent / "sim" / "suites").is_dir():
-            return parent
-    raise FileNotFoundError(
-        "cannot locate the repository root (no sim/suites above "
-        f"{here}); set LATENTSTACK_ROOT to the checkout"
-    )
-
-
-def suites_dir() -> Path:
-    return repo_root() / "sim" / "suites"
-
-
 def _parse_range(name: str, v: Any) -> range:
     if isinstance(v, range):
         return v
@@ -148,17 +131,16 @@ def suite_from_dict(d: Mapping[str, Any]) -> Suite:
 
 
 def load_suite(name_or_path: str | os.PathLike) -> Suite:
-    """A suite by name (``sim/suites/<name>.yaml``) or by path to a YAML file."""
+    """A suite by name (``find_data("suites", name)``) or by path to a YAML file."""
     import yaml
 
-    p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.is_file():
-        path = p
-    else:
-        path = suites_dir() / f"{name_or_path}.yaml"
+    # A path (also checkout-relative, e.g. sim/suites/x.yaml from any cwd) first, else a name.
+    path = resolve_path(name_or_path)
     if not path.is_file():
-        avail = sorted(x.stem for x in suites_dir().glob("*.yaml")) if p.suffix == "" else []
-        raise FileNotFoundError(f"no suite file {path}" + (f"; available: {avail}" if avail else ""))
+        try:
+            path = find_data("suites", str(name_or_path))
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{e}; available suites: {list_data('suites')}") from None
     with open(path) as f:
         d = yaml.safe_load(f)
     d.setdefault("name", path.stem)
