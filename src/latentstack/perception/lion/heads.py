@@ -143,6 +143,8 @@ def decode(cfg: LionConfig, out: dict[str, torch.Tensor]) -> list[dict[str, np.n
     """Per sample ``{"boxes": (n, 7), "scores": (n,), "labels": (n,)}`` after peak picking and rotated NMS."""
     from .eval import rotated_nms
 
+    # decoding (peak picking, numpy NMS) is host-side post-processing: bring the head outputs to the CPU once
+    out = {k: v.detach().cpu() for k, v in out.items()}
     heat = torch.sigmoid(out["hm"])
     peaks = (F.max_pool2d(heat, 3, 1, 1) == heat).float() * heat
     bsz, ncls, ny, nx = heat.shape

@@ -20,24 +20,14 @@ from latentstack.latent import Site
 
 from .backbone import HeightCompression, LION3DBackbone
 from .configuration_lion import ARCH_FIELDS, LionConfig
-from .heads import BEVBackbone, CenterHead, decode
+from .heads import BEVBackbone, CenterHead
+from .processor_lion import LionProcessor, batch_points
 from .vfe import DynamicVoxelVFE
 
 __all__ = ["FORMAT", "LionDetector", "batch_points", "load_detector", "save_detector"]
 
 FORMAT = "latentstack.lion"
 FORMAT_VERSION = 1
-
-
-def batch_points(clouds: list[np.ndarray] | list[torch.Tensor]) -> torch.Tensor:
-    """List of (P_i, 4) clouds → (ΣP, 5) float32 with the batch index in column 0."""
-    rows = []
-    for i, c in enumerate(clouds):
-        t = torch.as_tensor(np.asarray(c, dtype=np.float32))
-        if t.dim() != 2 or t.shape[1] != 4:
-            raise ValueError(f"cloud {i}: expected (P, 4) x, y, z, intensity, got {tuple(t.shape)}")
-        rows.append(torch.cat([torch.full((len(t), 1), float(i)), t], 1))
-    return torch.cat(rows) if rows else torch.zeros(0, 5)
 
 
 class LionDetector(nn.Module):
@@ -56,6 +46,20 @@ class LionDetector(nn.Module):
         self.bev_in_channels = config.channels * z_out
         self.bev_backbone = BEVBackbone(self.bev_in_channels, config.bev_channels, config.out_stride)
         self.head = CenterHead(config.bev_channels, config.head_channels, len(config.classes))
+        self._processor = LionProcessor(config)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the weights live (``.to(device)`` moves them; the processor follows)."""
+        return next(self.parameters()).device
+
+    @property
+    def processor(self) -> LionProcessor:
+        """Clouds -> point tensor on the model's current device; head outputs -> numpy boxes."""
+        dev = self.device
+        if self._processor.device != dev:
+            self._processor.to(dev)
+        return self._processor
 
     def latent_sites(self) -> dict[str, Site]:
         return {
@@ -79,9 +83,10 @@ class LionDetector(nn.Module):
         """Clouds (P, 4) → per cloud boxes (n, 7), scores, labels (class indices)."""
         was = self.training
         self.eval()
-        out = self(batch_points(clouds), len(clouds))
+        proc = self.processor
+        out = self(*proc(clouds))
         self.train(was)
-        return decode(self.config, out)
+        return proc.postprocess(out)
 
 
 def save_detector(model: LionDetector, path: str | Path, extra: dict[str, Any] | None = None) -> None:

@@ -22,7 +22,7 @@ def voxelize(points: torch.Tensor, point_range: tuple[float, ...], voxel_size: t
     vs = points.new_tensor(voxel_size)
     grid = tuple(round((point_range[i + 3] - point_range[i]) / voxel_size[i]) for i in range(3))
     v = torch.floor((points[:, 1:4] - pmin) / vs).long()
-    g = torch.tensor(grid)
+    g = torch.tensor(grid, device=v.device)
     keep = ((v >= 0) & (v < g)).all(1)
     points, v = points[keep], v[keep]
     b = points[:, 0].long()

@@ -35,39 +35,38 @@ def window_keys(coords: torch.Tensor, sparse_shape: tuple[int, int, int], window
 
 
 def flat2win_win2flat(batch_counts: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Index maps for equal-size groups over a batch-sorted sequence.
+    """Index maps for equal-size groups over a batch-sorted sequence, on ``batch_counts``' device.
 
     ``batch_counts[b]`` = voxels of sample b (they are contiguous, sample-major). Each sample is
     padded to ``ceil(n_b/K)·K``; with ``r = n_b mod K ≠ 0`` the padding slots ``r..K−1`` of the last
     group copy the same slots of the previous group, and a single-group sample repeats its own
     voxels cyclically. ``flat2win`` (length Σ padded) gathers groups from the sequence;
     ``win2flat`` (length Σ n_b) picks the real positions back.
+
+    Vectorised (no per-sample Python loop, no ``.tolist()``); the only host sync is the data-dependent
+    output length inside ``repeat_interleave``, as for ``torch.unique`` in voxelization.
     """
     k = int(group_size)
     if k < 1:
         raise ValueError(f"group size must be >= 1, got {k}")
-    counts = [int(c) for c in batch_counts.tolist()]
-    f2w, w2f = [], []
-    start = 0
-    pstart = 0
-    for n in counts:
-        if n == 0:
-            continue
-        padded = -(-n // k) * k
-        idx = torch.arange(padded, dtype=torch.int64)
-        r = n % k
-        if r and padded > k:
-            idx[padded - k + r:] = idx[padded - 2 * k + r: padded - k]
-        elif r:
-            idx = idx % n
-        f2w.append(idx + start)
-        w2f.append(torch.arange(n, dtype=torch.int64) + pstart)
-        start += n
-        pstart += padded
-    if not f2w:
-        empty = torch.zeros(0, dtype=torch.int64)
-        return empty, empty
-    return torch.cat(f2w), torch.cat(w2f)
+    counts = batch_counts.to(torch.int64)
+    dev = counts.device
+    padded = (counts + (k - 1)) // k * k  # 0 for an empty sample
+    start = torch.cumsum(counts, 0) - counts  # first row of each sample in the sequence
+    pstart = torch.cumsum(padded, 0) - padded  # first slot of each sample in the padded layout
+    samples = torch.arange(len(counts), device=dev)
+    # flat2win: slot j of sample s reads row j, except the padding of the last group
+    sid = torch.repeat_interleave(samples, padded)
+    j = torch.arange(len(sid), device=dev) - pstart[sid]
+    n, p = counts[sid], padded[sid]
+    r = n % k
+    idx = torch.where((r != 0) & (p > k) & (j >= p - k + r), j - k, j)  # copy the previous group's slot
+    idx = torch.where((r != 0) & (p == k), j % n.clamp_min(1), idx)  # one short group: repeat cyclically
+    f2w = idx + start[sid]
+    # win2flat: row i of sample s sits at slot pstart[s] + (i − start[s])
+    sid_rows = torch.repeat_interleave(samples, counts)
+    w2f = torch.arange(len(sid_rows), device=dev) - start[sid_rows] + pstart[sid_rows]
+    return f2w, w2f
 
 
 @dataclass
