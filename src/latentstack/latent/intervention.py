@@ -7,13 +7,13 @@ order: an Intervention entered inside a Tap on the same site acts after the Tap 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Self
+from typing import Any
 
 import torch
 from torch import nn
 
 from .context import current_annotations
-from .site import LatentSites, Site, get_value, lookup_site, put_value, site_name
+from .site import LatentSites, Site, get_value, lookup_site, put_input, put_value, site_name
 
 Edit = Callable[[torch.Tensor, dict[str, Any]], torch.Tensor]
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
@@ -46,7 +46,7 @@ class Intervention:
         self._calls = [0] * len(self.edits)
         self._handles: list[Any] = []
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> Intervention:
         if self._handles:
             raise RuntimeError("Intervention is already active")
         try:
@@ -54,6 +54,9 @@ class Intervention:
                 module = site.resolve(self.model)
                 if self.mode == "wrap":
                     h = self._wrap(module, i, site)
+                elif site.needs_kwargs:
+                    h = module.register_forward_pre_hook(lambda m, a, kw, _i=i: self._apply(_i, a, a, kw),
+                                                         with_kwargs=True)
                 elif site.kind == "input":
                     h = module.register_forward_pre_hook(lambda m, a, _i=i: self._apply(_i, a, a))
                 else:
@@ -75,7 +78,11 @@ class Intervention:
                                "(another wrap-mode Intervention is active on it)")
         orig = module.forward
         apply = self._apply
-        if site.kind == "input":
+        if site.needs_kwargs:
+            def forward(*args: Any, **kwargs: Any) -> Any:
+                new = apply(i, args, args, kwargs)
+                return orig(*args, **kwargs) if new is None else orig(*new[0], **new[1])
+        elif site.kind == "input":
             def forward(*args: Any, **kwargs: Any) -> Any:
                 new = apply(i, args, args)
                 return orig(*(args if new is None else new), **kwargs)
@@ -92,12 +99,14 @@ class Intervention:
 
         return _Unwrap()
 
-    def _apply(self, i: int, args: tuple, container: Any) -> Any:
+    def _apply(self, i: int, args: tuple, container: Any, kwargs: dict[str, Any] | None = None) -> Any:
         name, site, fn = self.edits[i]
         meta = current_annotations()  # a fresh dict per call
         meta["call_index"] = self._calls[i]
         self._calls[i] += 1
-        value = get_value(site, args, container)
+        value = get_value(site, args, container, kwargs)
+        if value is None:  # optional site, not passed in this call: nothing to edit
+            return None
         new = fn(value, meta)
         if new is value:
             return None  # exact no-op: leave the module's output / input untouched
@@ -108,6 +117,8 @@ class Intervention:
                 f"edit for site {name!r} must keep shape/dtype/device: got {tuple(new.shape)} {new.dtype} "
                 f"{new.device}, expected {tuple(value.shape)} {value.dtype} {value.device}"
             )
+        if site.needs_kwargs:
+            return put_input(site, args, kwargs or {}, new)  # a with_kwargs pre-hook returns (args, kwargs)
         return put_value(site, container, new)
 
 

@@ -12,21 +12,34 @@ from torch import nn
 
 @dataclass(frozen=True)
 class Site:
-    """The output (or positional input ``index``) of the submodule at ``module_path``.
+    """The output (or positional input ``index``, or keyword input ``key``) of the submodule at ``module_path``.
 
     ``module_path`` is the dotted name from ``nn.Module.named_modules()`` of the root the
     site is resolved against ("" is the root itself). ``index`` selects one element
-    when the module returns (or takes) a tuple.
+    when the module returns (or takes) a tuple. For an input site, ``key`` names a keyword
+    argument: the value is ``args[index]`` when the call passed that many positional arguments
+    (only when ``index`` is given), else ``kwargs[key]`` — so one site covers ``f(q, k, v, mask)``
+    and ``f(q, k, v, attn_mask=mask)``. ``optional=True``: a call without the value (absent, or
+    None) is skipped — a Tap records nothing, an Intervention leaves it as is.
     """
 
     module_path: str
     kind: Literal["output", "input"] = "output"
     index: int | None = None
     description: str = ""
+    key: str | None = None
+    optional: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in ("output", "input"):
             raise ValueError(f"Site.kind must be 'output' or 'input', got {self.kind!r}")
+        if self.key is not None and self.kind != "input":
+            raise ValueError(f"Site.key names a keyword input; kind must be 'input', got {self.kind!r}")
+
+    @property
+    def needs_kwargs(self) -> bool:
+        """True if reading this site needs the call's keyword arguments (hooks ``with_kwargs``)."""
+        return self.kind == "input" and self.key is not None
 
     def resolve(self, root: nn.Module) -> nn.Module:
         try:
@@ -47,6 +60,8 @@ def site_name(site: Site) -> str:
     name = site.module_path or "<root>"
     if site.kind == "input":
         name += ":input"
+    if site.index is None and site.key is not None:
+        return f"{name}[{site.key}]"
     return name if site.index is None else f"{name}[{site.index}]"
 
 
@@ -87,15 +102,34 @@ def resolve_sites(model: nn.Module, spec: SiteSpec) -> dict[str, Site]:
     return out
 
 
-def get_value(site: Site, args: tuple, output: Any = None) -> torch.Tensor:
-    """The tensor a site names: ``output`` (or ``output[index]``) or ``args[index or 0]``."""
+def _input_slot(site: Site, args: tuple, kwargs: Mapping[str, Any] | None) -> tuple[str, Any] | None:
+    """Where an input site's value sits in this call: ``("arg", i)``, ``("kw", key)`` or None (absent)."""
+    i = site.index if site.index is not None else (None if site.key is not None else 0)
+    if i is not None and len(args) > i:
+        return ("arg", i)
+    if site.key is not None and kwargs is not None and site.key in kwargs:
+        return ("kw", site.key)
+    return None
+
+
+def get_value(site: Site, args: tuple, output: Any = None, kwargs: Mapping[str, Any] | None = None
+              ) -> torch.Tensor | None:
+    """The tensor a site names: ``output`` (or ``output[index]``), ``args[index or 0]`` or ``kwargs[key]``.
+
+    None only for an ``optional`` site whose value this call did not pass (or passed as None)."""
     if site.kind == "input":
-        i = site.index or 0
-        if len(args) <= i:
-            raise ValueError(f"site {site.module_path!r} reads positional input {i}, but only {len(args)} given")
-        value = args[i]
+        slot = _input_slot(site, args, kwargs)
+        if slot is None:
+            if site.optional:
+                return None
+            where = f"positional input {site.index or 0}" if site.key is None else f"input {site.key!r}"
+            raise ValueError(f"site {site.module_path!r} reads {where}, but the call passed {len(args)} "
+                             f"positional argument(s) and keywords {sorted(kwargs or {})}")
+        value = args[slot[1]] if slot[0] == "arg" else kwargs[slot[1]]  # type: ignore[index]
     else:
         value = output if site.index is None else output[site.index]
+    if value is None and site.optional:
+        return None
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"site {site.module_path!r} ({site.kind}) holds {type(value).__name__}, not a Tensor; "
                         "set Site.index to pick a tuple element")
@@ -112,6 +146,18 @@ def put_value(site: Site, container: Any, value: torch.Tensor) -> Any:
     if hasattr(container, "_fields"):  # namedtuple
         return type(container)(*items)
     return tuple(items) if isinstance(container, tuple) else type(container)(items)
+
+
+def put_input(site: Site, args: tuple, kwargs: dict[str, Any], value: torch.Tensor) -> tuple[tuple, dict[str, Any]]:
+    """``(args, kwargs)`` of a call with an input site's tensor replaced (for ``with_kwargs`` pre-hooks)."""
+    slot = _input_slot(site, args, kwargs)
+    if slot is None:
+        raise ValueError(f"site {site.module_path!r}: no input to replace in this call")
+    if slot[0] == "kw":
+        return args, {**kwargs, slot[1]: value}
+    items = list(args)
+    items[slot[1]] = value
+    return tuple(items), kwargs
 
 
 def sites_from_prefix(model: nn.Module, pattern: str, kind: Literal["output", "input"] = "output") -> dict[str, Site]:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -41,28 +41,43 @@ def _jsonable(x: Any) -> Any:
     return str(x)
 
 
+Reduce = Callable[[torch.Tensor, dict[str, Any]], torch.Tensor]
+
+
 class Tap:
     """Records ``value.detach().clone()`` of every call at each site, with its annotations.
 
     ``to=None`` keeps records in ``self.records``; ``to=dir`` writes one safetensors shard
     per ``shard_size`` records per site (read back with :func:`load_tap_shards`).
     ``when(meta)`` filters calls; ``call_index`` counts all calls at a site, recorded or not.
+    ``reduce(value, meta) -> Tensor`` (one callable, or ``{site name: callable}`` for some sites)
+    records a statistic of the value instead of the value itself (e.g. an RMS or a per-channel
+    max over a long calibration run, without keeping every activation). An ``optional`` site
+    (see :class:`Site`) records nothing for a call that did not pass its value.
     """
 
     def __init__(self, model: nn.Module, sites: SiteSpec = None, to: str | Path | None = None,
                  shard_size: int = 256, detach: bool = True,
-                 when: Callable[[dict[str, Any]], bool] | None = None) -> None:
+                 when: Callable[[dict[str, Any]], bool] | None = None,
+                 reduce: Reduce | Mapping[str, Reduce] | None = None) -> None:
         if shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {shard_size}")
         self.model, self.sites = model, resolve_sites(model, sites)
         self.to = None if to is None else Path(to)
         self.shard_size, self.detach, self.when = shard_size, detach, when
+        if isinstance(reduce, Mapping):
+            unknown = set(reduce) - set(self.sites)
+            if unknown:
+                raise KeyError(f"reduce names sites not in this Tap: {sorted(unknown)}; sites: {list(self.sites)}")
+            self.reduce: dict[str, Reduce] = dict(reduce)
+        else:
+            self.reduce = {} if reduce is None else dict.fromkeys(self.sites, reduce)
         self.records: dict[str, list[TapRecord]] = {n: [] for n in self.sites}
         self._calls = dict.fromkeys(self.sites, 0)
         self._shards = dict.fromkeys(self.sites, 0)
         self._handles: list[Any] = []
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> Tap:
         if self._handles:
             raise RuntimeError("Tap is already active")
         if self.to is not None:
@@ -72,7 +87,10 @@ class Tap:
         try:
             for name, site in self.sites.items():
                 module = site.resolve(self.model)
-                if site.kind == "input":
+                if site.needs_kwargs:
+                    h = module.register_forward_pre_hook(
+                        lambda m, a, kw, _n=name, _s=site: self._record(_n, _s, a, kwargs=kw), with_kwargs=True)
+                elif site.kind == "input":
                     h = module.register_forward_pre_hook(lambda m, a, _n=name, _s=site: self._record(_n, _s, a))
                 else:
                     h = module.register_forward_hook(lambda m, a, o, _n=name, _s=site: self._record(_n, _s, a, o))
@@ -93,12 +111,20 @@ class Tap:
             h.remove()
         self._handles.clear()
 
-    def _record(self, name: str, site: Site, args: tuple, output: Any = None) -> None:
+    def _record(self, name: str, site: Site, args: tuple, output: Any = None,
+                kwargs: dict[str, Any] | None = None) -> None:
         meta = {**current_annotations(), "call_index": self._calls[name]}
         self._calls[name] += 1
         if self.when is not None and not self.when(meta):
             return
-        value = get_value(site, args, output)
+        value = get_value(site, args, output, kwargs)
+        if value is None:  # optional site, not passed in this call
+            return
+        fn = self.reduce.get(name)
+        if fn is not None:
+            value = fn(value.detach() if self.detach else value, meta)
+            if not isinstance(value, torch.Tensor):
+                raise TypeError(f"reduce for site {name!r} returned {type(value).__name__}, expected a Tensor")
         value = value.detach().clone() if self.detach else value.clone()
         self.records[name].append(TapRecord(name, value, meta["call_index"], meta))
         if self.to is not None and len(self.records[name]) >= self.shard_size:
