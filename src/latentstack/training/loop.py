@@ -403,7 +403,7 @@ def _run(
                 scalars["grad_norm"] = float(gn)
             for src in (info, more or {}):
                 for k, v in src.items():
-                    scalars[k] = float(v)
+                    scalars[k] = float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
             for k, v in scalars.items():
                 window.setdefault(k, []).append(v)
             recent.append(value)
