@@ -15,7 +15,8 @@ from latentstack.nodes.base import params_from_mapping
 from latentstack.ros._rclpy_node import RCLPY_AVAILABLE, parameter_declarations, params_from_ros
 
 ROOT = Path(__file__).resolve().parents[2]
-WRAPPERS = {"policy_node": "policy", "sim_bridge_node": "sim_bridge", "recorder_node": "recorder"}
+WRAPPERS = {"policy_node": "policy", "sim_bridge_node": "sim_bridge", "recorder_node": "recorder",
+            "lidar_detection_node": "lidar_detection", "stereo_depth_node": "stereo_depth"}
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "ros" / "launch").glob("*.launch.py")), ids=lambda p: p.name)
@@ -33,7 +34,7 @@ def test_launch_files_compile_and_use_our_executables(path):
     assert packages == {"latentstack"}
 
 
-@pytest.mark.parametrize("node", ["policy_node", "sim_bridge", "recorder"])
+@pytest.mark.parametrize("node", ["policy_node", "sim_bridge", "recorder", "lidar_detection", "stereo_depth"])
 def test_parameter_files_mirror_the_dataclasses(node):
     kind = {"policy_node": "policy"}.get(node, node)
     params_cls = node_class(kind).Params

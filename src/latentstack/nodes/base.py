@@ -115,6 +115,27 @@ def check_finite(name: str, value: float) -> None:
     check(math.isfinite(value), f"parameter {name!r} must be finite, got {value}")
 
 
+def check_device_param(value: str) -> None:
+    """``__post_init__`` check of a ``device`` parameter: syntax only (graph files validate without torch)."""
+    from latentstack.core.device import DeviceError, parse_device
+
+    try:
+        normalized = parse_device(value)
+    except DeviceError as exc:
+        raise ParameterError(f"parameter 'device': {exc}") from None
+    check(normalized == value, f"parameter 'device' must be written {normalized!r}, got {value!r}")
+
+
+def available_device(value: str) -> str:
+    """The ``device`` parameter once the node loads its model: it must exist here (e.g. ``cuda`` needs CUDA)."""
+    from latentstack.core.device import DeviceError, check_device
+
+    try:
+        return check_device(value)
+    except DeviceError as exc:
+        raise ParameterError(f"parameter 'device': {exc}") from None
+
+
 # ----------------------------------------------------------------------------- timers / nodes
 class Timer:
     """Periodic callback on the transport clock (fired by :class:`Executor` or an rclpy timer)."""

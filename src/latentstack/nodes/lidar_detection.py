@@ -17,7 +17,7 @@ import numpy as np
 
 from latentstack import msgs
 
-from .base import NodeCore, check, check_finite
+from .base import NodeCore, available_device, check, check_device_param, check_finite
 
 __all__ = ["DETECTIONS_TYPE", "POINTCLOUD_TYPE", "LidarDetectionNodeCore", "LidarDetectionParams"]
 
@@ -33,6 +33,7 @@ class LidarDetectionParams:
     score_threshold: float = 0.3
     max_points: int = 500_000
     torch_threads: int = 1
+    device: str = "cpu"  # where the detector runs: cpu | cuda | cuda:N | mps (checked when the node starts)
 
     def __post_init__(self) -> None:
         check(bool(self.model), "parameter 'model' must name a LION checkpoint directory")
@@ -40,6 +41,7 @@ class LidarDetectionParams:
         check(0.0 <= self.score_threshold <= 1.0, f"score_threshold must be in [0, 1], got {self.score_threshold}")
         check(self.max_points >= 1, f"max_points must be >= 1, got {self.max_points}")
         check(self.torch_threads >= 1, f"torch_threads must be >= 1, got {self.torch_threads}")
+        check_device_param(self.device)
 
 
 class LidarDetectionNodeCore(NodeCore):
@@ -58,7 +60,7 @@ class LidarDetectionNodeCore(NodeCore):
                 from latentstack.nodes.policy_node import resolve_policy_path
                 from latentstack.perception.lion import load_detector
 
-                model = load_detector(resolve_policy_path(p.model))
+                model = load_detector(resolve_policy_path(p.model), device=available_device(p.device))
             self.model = model
         except BaseException:
             self.close()

@@ -34,7 +34,7 @@ import numpy as np
 from latentstack import msgs
 from latentstack.policies.protocol import Policy
 
-from .base import NodeCore, check, check_finite
+from .base import NodeCore, available_device, check, check_device_param, check_finite
 from .interfaces import (
     ACTION_TYPE,
     EPISODE_QOS,
@@ -118,6 +118,7 @@ class PolicyNodeParams:
     motion_dims: int = 3
     seed: int = 0  # noise seed until the first episode event
     torch_threads: int = 1
+    device: str = "cpu"  # where the policy runs: cpu | cuda | cuda:N | mps (checked when the node starts)
     # switches for later issues (validated and passed to registered adapters)
     quantization: str = "none"  # none | w8a8 | w4a8 (QuantVLA)
     quant_calibration: str = ""  # calibration artifact path
@@ -138,6 +139,7 @@ class PolicyNodeParams:
         check(self.action_dim >= 1, f"action_dim must be >= 1, got {self.action_dim}")
         check(0 <= self.motion_dims <= self.action_dim, f"motion_dims must be in [0, action_dim], got {self.motion_dims}")
         check(self.torch_threads >= 1, f"torch_threads must be >= 1, got {self.torch_threads}")
+        check_device_param(self.device)
         lo, hi = self.bounds()
         check(bool(np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))), "action bounds must be finite")
         check(bool(np.all(lo <= hi)), f"action_low {tuple(lo)} must be <= action_high {tuple(hi)}")
@@ -195,8 +197,9 @@ def load_policy(params: PolicyNodeParams) -> Policy:
 
     from latentstack.policies.factory import make_policy
 
+    device = available_device(params.device)  # a clear ParameterError before anything loads
     torch.set_num_threads(params.torch_threads)
-    policy = make_policy(resolve_policy_path(params.policy))
+    policy = make_policy(resolve_policy_path(params.policy), device=device)
     if hasattr(policy, "eval"):
         policy.eval()
     return policy

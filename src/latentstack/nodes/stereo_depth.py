@@ -17,7 +17,7 @@ import numpy as np
 
 from latentstack import msgs
 
-from .base import NodeCore, check, check_finite
+from .base import NodeCore, available_device, check, check_device_param, check_finite
 from .interfaces import CAMERA_INFO_TYPE, IMAGE_TYPE
 
 __all__ = ["DISPARITY_TYPE", "StereoDepthNodeCore", "StereoDepthParams"]
@@ -42,6 +42,7 @@ class StereoDepthParams:
     min_depth_m: float = 0.1
     max_depth_m: float = 50.0
     torch_threads: int = 1
+    device: str = "cpu"  # where the model runs: cpu | cuda | cuda:N | mps (checked when the node starts)
 
     def __post_init__(self) -> None:
         check(bool(self.model), "parameter 'model' must name a stereo checkpoint directory")
@@ -52,6 +53,7 @@ class StereoDepthParams:
         check(self.baseline_m >= 0, f"baseline_m must be >= 0, got {self.baseline_m}")
         check(0 < self.min_depth_m < self.max_depth_m, "need 0 < min_depth_m < max_depth_m")
         check(self.torch_threads >= 1, f"torch_threads must be >= 1, got {self.torch_threads}")
+        check_device_param(self.device)
 
 
 class StereoDepthNodeCore(NodeCore):
@@ -70,7 +72,7 @@ class StereoDepthNodeCore(NodeCore):
                 from latentstack.nodes.policy_node import resolve_policy_path
                 from latentstack.perception.stereo.model import load_stereo_model
 
-                model = load_stereo_model(resolve_policy_path(p.model))
+                model = load_stereo_model(resolve_policy_path(p.model), device=available_device(p.device))
             self.model = model.eval()
         except BaseException:
             self.close()
