@@ -146,21 +146,14 @@ class StereoDepthNodeCore(NodeCore):
 
     def infer(self, left: np.ndarray, right: np.ndarray, focal_baseline: float) -> np.ndarray:
         """(H, W) float32 disparity for one uint8 RGB pair."""
-        torch = self._torch
-        h, w = left.shape[:2]
-        ph, pw = -h % 16, -w % 16
+        from latentstack.perception.stereo.processor_stereo import StereoProcessor, model_device
 
-        def tensor(a: np.ndarray) -> Any:
-            a = np.pad(a, ((0, ph), (0, pw), (0, 0)), mode="edge") if (ph or pw) else a
-            return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].float()
-
-        lt, rt = tensor(left), tensor(right)
-        kw = {}
-        if self.params.mde_init == "zero":
-            kw["disp_init"] = torch.zeros(1, 1, *lt.shape[2:])
-        with torch.inference_mode():
-            out = self.model(lt, rt, torch.tensor([focal_baseline]), iters=self.params.iters, **kw)
-        return out["disp_preds"][-1][0, 0, :h, :w].numpy().astype(np.float32)
+        # the processor pads/converts on the host and puts the inputs where the model's weights are
+        proc = StereoProcessor(device=model_device(self.model))
+        inputs = proc(left, right, focal_baseline, zero_init=self.params.mde_init == "zero")
+        with self._torch.inference_mode():
+            out = self.model(**inputs, iters=self.params.iters)
+        return proc.postprocess(out, left.shape[:2])
 
     def _publish(self, stamp: int, disp: np.ndarray) -> None:
         p: StereoDepthParams = self.params

@@ -54,6 +54,11 @@ class SA2Tiny(nn.Module):
                                        d_state=c.d_state, ssm_ratio=c.ssm_ratio, factor=2 ** c.n_downsample)
         self.adapted = False
 
+    @property
+    def device(self) -> torch.device:
+        """Where the weights live; inputs built by ``StereoProcessor(device=model.device)`` land there."""
+        return next(self.parameters()).device
+
     def latent_sites(self) -> dict[str, Site]:
         """Tap-only sites (spec §12); the updater sites fire once per refinement iteration."""
         kind = "ConvSS2D" if self.config.updater == "ss2d" else "ConvGRU"
@@ -126,7 +131,7 @@ class SA2Tiny(nn.Module):
         elif c.mono_init:
             d0 = (fb / mono_depth.clamp(min=1e-3)).detach() / f  # disparity in 1/4-resolution pixels
         else:
-            d0 = torch.zeros(b, 1, hq, wq, device=left.device)
+            d0 = torch.zeros(b, 1, hq, wq, device=left.device, dtype=torch.float32)
         coords1 = coords0 - torch.cat([d0, torch.zeros_like(d0)], dim=1)  # RAFT-Stereo: flow = −disparity
         preds, flows = [], []
         for _ in range(iters):
