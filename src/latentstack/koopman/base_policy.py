@@ -20,6 +20,8 @@ from torch import nn
 
 from latentstack.policies.protocol import ActionChunkQueue, Observation
 
+from .processor_korr import KorrProcessor, module_device
+
 FORMAT = "latentstack.korr.chunk_mlp_base/1"
 
 
@@ -78,6 +80,11 @@ class ChunkMLPBase(nn.Module):
         self.net = nn.Sequential(*layers)
         self.obs_norm = obs_norm
         self.action_norm = action_norm
+
+    @property
+    def device(self) -> torch.device:
+        """Where the weights (and the normalizers' buffers) live."""
+        return module_device(self)
 
     def forward(self, obs_n: torch.Tensor) -> torch.Tensor:
         return self.net(obs_n).reshape(*obs_n.shape[:-1], self.config.horizon, self.config.action_dim)
@@ -179,7 +186,7 @@ class BatchedChunkBase:
     @torch.no_grad()
     def action(self, obs: torch.Tensor) -> torch.Tensor:
         if not self._queue:
-            chunk = self.model(self.model.obs_norm(obs.float()))
+            chunk = self.model(self.model.obs_norm(obs.float().to(self.model.device)))
             self._queue = [chunk[:, i] for i in range(self.model.config.n_action_steps)]
         return self._queue.pop(0)
 
@@ -196,6 +203,16 @@ class ChunkBasePolicy:
     def __init__(self, model: ChunkMLPBase) -> None:
         self.model = model
         self.queue = ActionChunkQueue(model.config.n_action_steps)
+        self.processor = KorrProcessor()  # follows the model's device on every call
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def to(self, device: torch.device | str) -> ChunkBasePolicy:
+        """Move the base model (it is not an ``nn.Module`` wrapper itself)."""
+        self.model.to(device)
+        return self
 
     def reset(self, seed: int | None = None) -> None:
         self.queue.clear()
@@ -206,8 +223,9 @@ class ChunkBasePolicy:
         if state.shape != (self.model.config.obs_dim,):
             raise ValueError(f"obs['state'] must have shape ({self.model.config.obs_dim},), got {state.shape}")
         if self.queue.needs_chunk():
-            chunk = self.model(self.model.obs_norm(torch.from_numpy(state)[None]))[0]
-            self.queue.push_chunk(self.model.action_norm.inverse(chunk).numpy())
+            proc = self.processor.to(self.model.device)
+            chunk = self.model(self.model.obs_norm(proc.tensor(state)[None]))[0]
+            self.queue.push_chunk(proc.numpy(self.model.action_norm.inverse(chunk)))
         return self.queue.pop()
 
     def latent_sites(self) -> Mapping[str, Any]:

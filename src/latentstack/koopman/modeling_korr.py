@@ -14,6 +14,7 @@ from torch.nn import functional as F
 from latentstack.latent import Site
 
 from .configuration_korr import ResidualConfig
+from .processor_korr import module_device
 
 
 def _mlp(in_dim: int, hidden: int, out_dim: int, num_layers: int, last_gain: float,
@@ -81,6 +82,11 @@ class ResidualActorCritic(nn.Module):
         # Fixed exploration std (KORR: log σ = −1, requires_grad False).
         self.actor_logstd = nn.Parameter(torch.full((c.action_dim,), float(c.init_logstd)), requires_grad=c.learn_std)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the weights live (``.to(device)`` moves them)."""
+        return module_device(self)
+
     # --- interface -------------------------------------------------------------------------------
     def mean(self, obs: torch.Tensor, base_action: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -111,7 +117,10 @@ class ResidualActorCritic(nn.Module):
         if deterministic:
             r = mu
         else:
-            noise = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
+            # drawn on the generator's device (a CPU generator keeps its stream on every device: on the CPU
+            # this is the same draw as before), then moved to the model's device
+            gen_device = generator.device if generator is not None else mu.device
+            noise = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=gen_device).to(mu.device)
             r = mu + self.actor_logstd.exp() * noise
         return {"residual": r, "logprob": self.dist(mu).log_prob(r).sum(-1), "value": self.value(obs, base_action),
                 "mean": mu, "action": base_action + self.config.action_scale * r}

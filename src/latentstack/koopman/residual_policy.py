@@ -18,6 +18,7 @@ from latentstack.policies.protocol import Observation, Policy
 
 from .base_policy import MinMaxNormalizer
 from .modeling_korr import ResidualActorCritic
+from .processor_korr import KorrProcessor
 
 
 class ResidualPolicy(nn.Module):
@@ -34,6 +35,12 @@ class ResidualPolicy(nn.Module):
         self.state_key = state_key
         self.enabled = enabled
         self.last_mean: np.ndarray | None = None
+        self.processor = KorrProcessor()  # follows the residual's device on every call
+
+    @property
+    def device(self) -> torch.device:
+        """The residual's device (``.to(device)`` moves the residual and the normalizers)."""
+        return self.residual.device
 
     def reset(self, seed: int | None = None) -> None:
         self.base.reset(seed)
@@ -46,21 +53,22 @@ class ResidualPolicy(nn.Module):
             return a_world
         if self.state_key not in obs:
             raise KeyError(f"observation has no {self.state_key!r} entry (keys: {sorted(obs)})")
-        state = torch.as_tensor(np.asarray(obs[self.state_key], dtype=np.float32))
+        proc = self.processor.to(self.device)
+        state = proc.tensor(obs[self.state_key])
         cfg = self.residual.config
         if state.shape != (cfg.obs_dim,) or np.shape(a_world) != (cfg.action_dim,):
             raise ValueError(f"residual expects state ({cfg.obs_dim},) and action ({cfg.action_dim},), "
                              f"got {tuple(state.shape)} and {np.shape(a_world)}")
-        a_world_t = torch.as_tensor(np.asarray(a_world, dtype=np.float32))
+        a_world_t = proc.tensor(a_world)
         o = self.obs_norm(state) if self.obs_norm is not None else state
         a_b = self.action_norm(a_world_t) if self.action_norm is not None else a_world_t
         mu = self.residual.mean(o[None], a_b[None])[0]
-        self.last_mean = mu.numpy()
+        self.last_mean = proc.numpy(mu)
         # denorm(a_b + s·μ) written as a_world + s·μ·(high − low)/2 (min–max is affine): exact base action at μ = 0
         delta = cfg.action_scale * mu
         if self.action_norm is not None:
             delta = delta * (self.action_norm.high - self.action_norm.low) / 2
-        return (a_world_t + delta).numpy().astype(np.float32)
+        return proc.numpy(a_world_t + delta)
 
     def latent_sites(self) -> Mapping[str, Any]:
         sites: dict[str, Any] = {f"residual.{k}": Site(f"residual.{s.module_path}", s.kind, s.index, s.description)
