@@ -70,7 +70,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     d_o, d_a = 19, 4  # robosuite Lift state / action
     torch.manual_seed(0)
-    base_model = ChunkMLPBase(ChunkBaseConfig(d_o, d_a), MinMaxNormalizer(-torch.ones(d_o), torch.ones(d_o), 3.0),
+    base_model = ChunkMLPBase(ChunkBaseConfig(obs_dim=d_o, action_dim=d_a), MinMaxNormalizer(-torch.ones(d_o), torch.ones(d_o), 3.0),
                               MinMaxNormalizer(-torch.ones(d_a), torch.ones(d_a)))
     res: dict = {"machine": platform.processor() or platform.machine(), "threads": args.threads,
                  "torch": torch.__version__, "step_latency_ms": {}, "update_s": {}}

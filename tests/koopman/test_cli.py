@@ -12,7 +12,7 @@ def test_korr_train_then_eval(tmp_path: Path) -> None:
     assert main(["korr", "train", "--env", "toy_insertion", "--kind", "korr", "--iterations", "2", "--num-envs", "8",
                  "--epochs", "1", "--hidden", "16", "--lift", "8", "--out", str(art)]) == 0
     cfg = json.loads((art / "config.json").read_text())
-    assert cfg["residual"]["lift_dim"] == 8 and cfg["meta"]["best_iteration"] == 1
+    assert cfg["type"] == "korr_residual" and cfg["config"]["lift_dim"] == 8 and cfg["extra"]["best_iteration"] == 1
     assert main(["korr", "eval", "--residual", f"k={art}", "--test-batches", "1", "--episodes-per-batch", "16",
                  "--out", str(tmp_path / "ev")]) == 0
     ev = json.loads((tmp_path / "ev" / "eval.json").read_text())

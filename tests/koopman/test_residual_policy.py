@@ -28,7 +28,7 @@ def _base(tmp_path: Path) -> Path:
     rng = np.random.default_rng(0)
     obs = [rng.normal(size=(12, 6)).astype(np.float32) for _ in range(3)]
     act = [rng.uniform(-2, 3, size=(12, 2)).astype(np.float32) for _ in range(3)]
-    model, losses = train_chunk_base(obs, act, ChunkBaseConfig(6, 2, horizon=4, n_action_steps=2, hidden_dim=16,
+    model, losses = train_chunk_base(obs, act, ChunkBaseConfig(obs_dim=6, action_dim=2, horizon=4, n_action_steps=2, hidden_dim=16,
                                                                num_layers=1), steps=20, progress=False)
     assert losses[-1] < losses[0]
     return save_chunk_base(model, tmp_path / "base", meta={"demos": 3})
@@ -85,7 +85,7 @@ def test_node_adapter(tmp_path: Path) -> None:
     assert residual_adapter(base, SimpleNamespace(residual="")) is base
     torch.manual_seed(0)
     korr = make_residual(residual_config(6, 2, "korr", hidden_dim=16, lift_dim=8, action_head_std=1.0))
-    art = save_residual(korr, tmp_path / "res", meta={"base": str(base_dir)})
+    art = save_residual(korr, tmp_path / "res", meta={"demos": 3}, source=base_dir)
     wrapped = residual_adapter(ChunkBasePolicy(m), SimpleNamespace(residual=str(art)))
     assert isinstance(wrapped, ResidualPolicy) and wrapped.enabled
     assert torch.equal(wrapped.obs_norm.low, m.obs_norm.low)

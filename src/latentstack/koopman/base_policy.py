@@ -3,38 +3,43 @@
 An MLP maps the min–max-normalized state to a chunk of ``horizon`` normalized actions, trained by
 behaviour cloning (MSE) on scripted-expert demos; the first ``n_action_steps`` are executed open loop
 (``ActionChunkQueue``), as the spec's Diffusion Policy base does (obs_horizon 1, pred 32 / act 8 there;
-smaller here). Saved as safetensors + config JSON; the loader refuses mismatches.
+smaller here). Saved as an artifact of type ``"korr_base"`` (:mod:`latentstack.core.artifacts`); the loader
+refuses mismatches.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
+from latentstack.core.config import ModelConfig, register_config
+from latentstack.core.pretrained import load_pretrained, save_pretrained
 from latentstack.policies.protocol import ActionChunkQueue, Observation
 
 from .processor_korr import KorrProcessor, module_device
 
-FORMAT = "latentstack.korr.chunk_mlp_base/1"
 
-
-@dataclass(frozen=True)
-class ChunkBaseConfig:
+# keyword-only: obs_dim / action_dim have no default and follow the base's defaulted device / dtype
+@register_config("korr_base")
+@dataclass(frozen=True, kw_only=True)
+class ChunkBaseConfig(ModelConfig):
     obs_dim: int
     action_dim: int
     horizon: int = 16
     n_action_steps: int = 8
     hidden_dim: int = 256
     num_layers: int = 3
+    obs_clamp: float | None = 3.0  # clamp of the normalized state (spec §2: ±3); None = no clamp
 
     def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.obs_dim < 1 or self.action_dim < 1:
+            raise ValueError(f"dims must be positive: obs {self.obs_dim}, action {self.action_dim}")
         if self.n_action_steps > self.horizon:
             raise ValueError(f"n_action_steps {self.n_action_steps} > horizon {self.horizon}")
 
@@ -113,7 +118,7 @@ def train_chunk_base(obs: Sequence[np.ndarray], actions: Sequence[np.ndarray], c
     torch.manual_seed(seed)
     all_obs = np.concatenate(obs, 0)
     all_act = np.concatenate(actions, 0)
-    obs_norm = MinMaxNormalizer.fit(all_obs, clamp=3.0)
+    obs_norm = MinMaxNormalizer.fit(all_obs, clamp=config.obs_clamp)
     act_norm = MinMaxNormalizer.fit(all_act)
     model = ChunkMLPBase(config, obs_norm, act_norm)
     _, tgt = chunk_targets(actions, config.horizon)
@@ -140,36 +145,22 @@ def train_chunk_base(obs: Sequence[np.ndarray], actions: Sequence[np.ndarray], c
 
 
 def save_chunk_base(model: ChunkMLPBase, directory: str | Path, meta: Mapping[str, Any] | None = None) -> Path:
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
-    (out / "config.json").write_text(json.dumps({"format": FORMAT, "config": asdict(model.config),
-                                                 "obs_clamp": model.obs_norm.clamp, "meta": dict(meta or {})},
-                                                indent=2, default=float))
-    return out
+    """A ``"korr_base"`` artifact (weights incl. the normalizers' min/max); ``meta``: provenance of the demos."""
+    if model.obs_norm.clamp != model.config.obs_clamp:
+        raise ValueError(f"obs normalizer clamp {model.obs_norm.clamp} != config.obs_clamp {model.config.obs_clamp}")
+    return save_pretrained(model, directory, model.config, extra=dict(meta or {}))
 
 
-def load_chunk_base(directory: str | Path) -> tuple[ChunkMLPBase, dict[str, Any]]:
-    path = Path(directory)
-    cfg_path, w_path = path / "config.json", path / "model.safetensors"
-    if not cfg_path.is_file() or not w_path.is_file():
-        raise FileNotFoundError(f"no chunk base at {directory} (need config.json and model.safetensors)")
-    cfg = json.loads(cfg_path.read_text())
-    if cfg.get("format") != FORMAT:
-        raise ValueError(f"{cfg_path}: format {cfg.get('format')!r} is not {FORMAT!r}")
-    config = ChunkBaseConfig(**cfg["config"])
-    sd = load_file(str(w_path))
-    d_o, d_a = config.obs_dim, config.action_dim
-    model = ChunkMLPBase(config, MinMaxNormalizer(torch.zeros(d_o), torch.ones(d_o), cfg.get("obs_clamp")),
-                         MinMaxNormalizer(torch.zeros(d_a), torch.ones(d_a)))
-    own = model.state_dict()
-    bad = {k: (tuple(sd[k].shape), tuple(own[k].shape)) for k in set(sd) & set(own) if sd[k].shape != own[k].shape}
-    if set(sd) != set(own) or bad:
-        raise ValueError(f"{directory}: checkpoint does not match config: missing {sorted(set(own) - set(sd))}, "
-                         f"unexpected {sorted(set(sd) - set(own))}, shapes {bad}")
-    model.load_state_dict(sd)
-    model.eval()
-    return model, cfg.get("meta", {})
+def _build_chunk_base(config: ChunkBaseConfig) -> ChunkMLPBase:
+    d_o, d_a = config.obs_dim, config.action_dim  # normalizer statistics come with the weights
+    return ChunkMLPBase(config, MinMaxNormalizer(torch.zeros(d_o), torch.ones(d_o), config.obs_clamp),
+                        MinMaxNormalizer(torch.zeros(d_a), torch.ones(d_a)))
+
+
+def load_chunk_base(directory: str | Path, device: str | None = None) -> tuple[ChunkMLPBase, dict[str, Any]]:
+    """(model in eval mode, meta) of a ``"korr_base"`` artifact."""
+    model, art = load_pretrained(directory, _build_chunk_base, expect_type=ChunkBaseConfig.type, device=device)
+    return model, art.extra
 
 
 class BatchedChunkBase:

@@ -202,7 +202,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     models: dict[str, Any] = {"base": None}
     for spec in args.residual:
         name, _, d = spec.rpartition("=")
-        models[name or Path(d).name] = load_residual(d)[0]
+        # robosuite: a residual trained on a saved base must name that base (refused otherwise)
+        models[name or Path(d).name] = load_residual(d, source=args.base if args.env == "robosuite" else None)[0]
     out: dict[str, Any] = {"env": args.env, "test_seeds": seeds, "conditions": {}}
     for name, model in models.items():
         entry: dict[str, Any] = {}

@@ -8,12 +8,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from latentstack.core.config import ModelConfig, register_config
+
 RESIDUAL_KINDS = ("korr", "korr_goal", "resip", "dyn")
 K_INITS = ("normal", "orthogonal", "identity")
 
 
-@dataclass(frozen=True)
-class ResidualConfig:
+# keyword-only: obs_dim / action_dim have no default and follow the base's defaulted device / dtype
+@register_config("korr_residual")
+@dataclass(frozen=True, kw_only=True)
+class ResidualConfig(ModelConfig):
     """One residual actor-critic. ``kind``: korr (default, goal-free ``KPMResidualPolicyWOGoal``),
     korr_goal (goal-conditioned ``KPMResidualPolicy``), resip (plain MLP residual),
     dyn (non-linear dynamics baseline ``ResidualPolicyWDynamics``)."""
@@ -36,6 +40,7 @@ class ResidualConfig:
     register_lqr_params: bool = True  # code registers unused diagonal Q, R logs in the actor
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.kind not in RESIDUAL_KINDS:
             raise ValueError(f"kind must be one of {RESIDUAL_KINDS}, got {self.kind!r}")
         if self.k_init not in K_INITS:
@@ -45,17 +50,6 @@ class ResidualConfig:
                              f"lift {self.lift_dim}, hidden {self.hidden_dim}")
         if self.num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {self.num_layers}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ResidualConfig:
-        known = set(cls.__dataclass_fields__)
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown ResidualConfig keys {sorted(unknown)}")
-        return cls(**d)
 
 
 @dataclass(frozen=True)

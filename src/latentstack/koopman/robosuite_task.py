@@ -93,12 +93,15 @@ def run_robosuite_study(out_dir: str | Path, policies_dir: str | Path = "policie
     task_cfg = RobosuiteTaskConfig(num_envs=num_envs, horizon=horizon)
     if base_dir and (Path(base_dir) / "config.json").is_file():
         base, base_meta = load_chunk_base(base_dir)
+        base_path = Path(base_dir)
     else:
+        base_path = Path(policies_dir) / "korr_lift_base"
         obs, act, demo_meta = collect_demos(task_cfg, demo_batches, demo_noise)
-        base, losses = train_chunk_base(obs, act, ChunkBaseConfig(obs_dim(task_cfg.task), ACTION_DIM), steps=bc_steps)
+        base, losses = train_chunk_base(obs, act, ChunkBaseConfig(obs_dim=obs_dim(task_cfg.task), action_dim=ACTION_DIM),
+                                        steps=bc_steps)
         base_meta = {**demo_meta, "task": task_cfg.task, "horizon": horizon, "bc_steps": bc_steps,
                      "final_bc_loss": float(np.mean(losses[-100:]))}
-        save_chunk_base(base, Path(policies_dir) / "korr_lift_base", meta=base_meta)
+        save_chunk_base(base, base_path, meta=base_meta)
     test = [TEST_SEED_OFFSET + i for i in range(test_batches)]
     env_nom = RobosuiteVecEnv(replace(task_cfg, perturb=False))
     env_pert = RobosuiteVecEnv(replace(task_cfg, perturb=True))
@@ -128,7 +131,7 @@ def run_robosuite_study(out_dir: str | Path, policies_dir: str | Path = "policie
                           meta={"env": "robosuite", "task": task_cfg.to_dict(), "base": "policies/korr_lift_base",
                                 "ppo": ppo.to_dict(), "train_seed": s, "best_iteration": res.best_iteration,
                                 "selection_rule": res.selection_rule,
-                                "test": per_seed[kind][-1]})
+                                "test": per_seed[kind][-1]}, source=base_path)
             print(kind, s, nom.float().mean().item(), pert.float().mean().item(), f"{time.time() - t0:.0f}s",
                   flush=True)
         results[kind] = {"nominal": torch.cat(noms), "perturbed": torch.cat(perts)}
@@ -164,7 +167,8 @@ def cmd_train_robosuite(args: argparse.Namespace) -> int:
     model, res = train_robosuite_residual(task_cfg, base, args.kind, ppo, args.hidden, args.lift)
     save_residual(model, args.out, meta={"env": "robosuite", "task": task_cfg.to_dict(), "base": args.base,
                                          "ppo": ppo.to_dict(), "train_seed": args.seed,
-                                         "best_iteration": res.best_iteration, "selection_rule": res.selection_rule})
+                                         "best_iteration": res.best_iteration, "selection_rule": res.selection_rule},
+                  source=args.base)
     print(f"wrote {args.out}: best train-eval success {res.best_success:.3f} at iteration {res.best_iteration}")
     return 0
 

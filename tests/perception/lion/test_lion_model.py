@@ -74,25 +74,53 @@ def test_targets_and_decode_recover_a_box() -> None:
 
 
 def test_checkpoint_round_trip_and_refusals(tmp_path) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from latentstack.core.artifacts import ArtifactError, sha256_file
+
     cfg = get_preset("lion_tiny_identity")
     torch.manual_seed(0)
     m = LionDetector(cfg).eval()
-    save_detector(m, tmp_path / "ck")
+    save_detector(m, tmp_path / "ck", files={"train_log.json": "{}"})
     back = load_detector(tmp_path / "ck")
     for k, v in m.state_dict().items():
         assert torch.equal(v, back.state_dict()[k])
-    # runtime fields may change; architecture fields may not
     meta = json.loads((tmp_path / "ck" / "config.json").read_text())
+    assert meta["type"] == "lion" and meta["format_version"] == 2 and set(meta["files"]) == {
+        "model.safetensors", "train_log.json"}
+    # runtime fields may change; architecture fields may not
     meta["config"]["score_threshold"] = 0.3
     (tmp_path / "ck" / "config.json").write_text(json.dumps(meta))
     assert load_detector(tmp_path / "ck").config.score_threshold == 0.3
     meta["config"]["d_state"] = 4
     (tmp_path / "ck" / "config.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="d_state"):
+    with pytest.raises(ArtifactError, match="d_state"):
         load_detector(tmp_path / "ck")
-    meta["format"] = "other"
+    meta["config"]["d_state"] = cfg.d_state
+    meta["config"]["bogus"] = 1  # unknown keys are refused
     (tmp_path / "ck" / "config.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="not a latentstack.lion"):
+    with pytest.raises(ValueError, match="bogus"):
+        load_detector(tmp_path / "ck")
+    del meta["config"]["bogus"]
+    for key, value, match in (("format_version", 1, "format_version"), ("type", "stereo", "expected")):
+        bad = {**meta, key: value}
+        (tmp_path / "ck" / "config.json").write_text(json.dumps(bad))
+        with pytest.raises(ArtifactError, match=match):
+            load_detector(tmp_path / "ck")
+    # a weight file that is not the one config.json hashed (tampered), and one whose shapes do not fit
+    sd = load_file(str(tmp_path / "ck" / "model.safetensors"))
+    key = next(k for k, v in sd.items() if v.dim() == 2)
+    sd[key] = torch.zeros(3, 3)
+    with safe_open(str(tmp_path / "ck" / "model.safetensors"), "pt") as f:
+        header = f.metadata()  # keep the header: only the hash and the shapes are wrong
+    save_file(sd, str(tmp_path / "ck" / "model.safetensors"), metadata=header)
+    (tmp_path / "ck" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match="sha256 differs"):
+        load_detector(tmp_path / "ck")
+    meta["files"]["model.safetensors"] = sha256_file(tmp_path / "ck" / "model.safetensors")
+    (tmp_path / "ck" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match="shape/dtype mismatch"):
         load_detector(tmp_path / "ck")
     with pytest.raises(FileNotFoundError):
         load_detector(tmp_path / "missing")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from latentstack.core.artifacts import ArtifactError
 from latentstack.perception.stereo.configuration_stereo import PRESETS, StereoConfig
 from latentstack.perception.stereo.model import SA2Tiny, load_stereo_model, save_stereo_model
 
@@ -72,10 +73,31 @@ def test_checkpoint_roundtrip_and_mismatch_is_refused(tmp_path):
     args = (*_pair(), torch.tensor([20.0]))
     with torch.no_grad():
         torch.testing.assert_close(loaded(*args, iters=2)["disp_preds"][-1], model(*args, iters=2)["disp_preds"][-1])
-    cfg = json.loads((tmp_path / "ck" / "config.json").read_text())
-    cfg["hidden"] = 48
-    (tmp_path / "ck" / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match="does not match"):
+    doc = json.loads((tmp_path / "ck" / "config.json").read_text())
+    assert doc["type"] == "stereo" and doc["format_version"] == 2 and doc["extra"]["adapted"] is True
+    doc["config"]["valid_iters"] = 3  # an inference field may be edited
+    (tmp_path / "ck" / "config.json").write_text(json.dumps(doc))
+    assert load_stereo_model(tmp_path / "ck").config.valid_iters == 3
+    doc["config"]["hidden"] = 48  # an architecture field may not
+    (tmp_path / "ck" / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(ArtifactError, match="hidden"):
+        load_stereo_model(tmp_path / "ck")
+    doc["config"]["hidden"] = 32
+    doc["extra"]["adapted"] = False  # weights with adapters into a model without: names do not fit
+    (tmp_path / "ck" / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(ArtifactError, match="unexpected keys"):
+        load_stereo_model(tmp_path / "ck")
+    doc["extra"]["adapted"] = True
+    (tmp_path / "ck" / "config.json").write_text(json.dumps({**doc, "type": "lion"}))
+    with pytest.raises(ArtifactError, match="expected"):
+        load_stereo_model(tmp_path / "ck")
+    (tmp_path / "ck" / "config.json").write_text(json.dumps(doc))
+    with open(tmp_path / "ck" / "model.safetensors", "r+b") as fh:  # flip one byte of the weights
+        fh.seek(-1, 2)
+        last = fh.read(1)
+        fh.seek(-1, 2)
+        fh.write(bytes([last[0] ^ 1]))
+    with pytest.raises(ArtifactError, match="sha256"):
         load_stereo_model(tmp_path / "ck")
     with pytest.raises(FileNotFoundError):
         load_stereo_model(tmp_path / "nothing")

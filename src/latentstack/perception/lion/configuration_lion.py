@@ -1,4 +1,4 @@
-"""LION detector configuration (frozen dataclass, JSON round-trip) and named presets.
+"""LION detector configuration (a :class:`ModelConfig` of type ``"lion"``) and named presets.
 
 Presets:
 
@@ -16,15 +16,17 @@ Presets:
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ARCH_FIELDS", "PRESETS", "LionConfig", "get_preset"]
+from latentstack.core.config import PLACEMENT_FIELDS, ModelConfig, register_config
+
+__all__ = ["ARCH_FIELDS", "PRESETS", "RUNTIME_FIELDS", "LionConfig", "get_preset"]
 
 
+@register_config("lion")
 @dataclass(frozen=True)
-class LionConfig:
+class LionConfig(ModelConfig):
     name: str = "lion_tiny"
     classes: tuple[str, ...] = ("Car", "Pedestrian", "Cyclist")
     point_range: tuple[float, ...] = (0.0, -20.48, -3.0, 40.96, 20.48, 1.0)
@@ -62,6 +64,7 @@ class LionConfig:
     backbone_only: bool = field(default=False)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.operator not in ("mamba", "retnet", "identity"):
             raise ValueError(f"operator must be mamba|retnet|identity, got {self.operator!r}")
         if len(self.block_windows) != len(self.block_group_sizes):
@@ -87,28 +90,10 @@ class LionConfig:
         x, y, _ = self.grid_size
         return (y // self.out_stride, x // self.out_stride)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> LionConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown LionConfig field(s) {unknown}")
-
-        def tup(v: Any) -> Any:
-            return tuple(tup(x) for x in v) if isinstance(v, list) else v
-
-        return cls(**{k: tup(v) for k, v in d.items()})
-
 
 # fields that only affect decoding may be edited in a checkpoint's config.json
 RUNTIME_FIELDS = frozenset({"name", "score_threshold", "max_detections", "nms_iou"})
-ARCH_FIELDS = frozenset(f.name for f in dataclasses.fields(LionConfig)) - RUNTIME_FIELDS
+ARCH_FIELDS = frozenset(f.name for f in dataclasses.fields(LionConfig)) - RUNTIME_FIELDS - PLACEMENT_FIELDS
 
 PRESETS: dict[str, LionConfig] = {
     "lion_tiny": LionConfig(),

@@ -1,33 +1,28 @@
 """LION detector: DynamicVoxelVFE → LION 3-D backbone → HeightCompression → BEV backbone → CenterHead.
 
-Checkpoints are a directory with ``model.safetensors`` + ``config.json`` (no pickle). Loading
-refuses a wrong format, missing/unexpected tensors, shape mismatches, and any architecture
-field of ``config.json`` that differs from the one stored in the safetensors metadata.
+Checkpoints are artifacts of type ``"lion"`` (:mod:`latentstack.core.artifacts`; no pickle). Loading
+refuses a wrong type or version, a tampered file, missing/unexpected tensors, shape/dtype mismatches, and any
+architecture field of ``config.json`` that differs from the config the weights were saved with.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
+from latentstack.core.pretrained import load_pretrained, save_pretrained
 from latentstack.latent import Site
 
 from .backbone import HeightCompression, LION3DBackbone
-from .configuration_lion import ARCH_FIELDS, LionConfig
+from .configuration_lion import RUNTIME_FIELDS, LionConfig
 from .heads import BEVBackbone, CenterHead
 from .processor_lion import LionProcessor, batch_points
 from .vfe import DynamicVoxelVFE
 
-__all__ = ["FORMAT", "LionDetector", "batch_points", "load_detector", "save_detector"]
-
-FORMAT = "latentstack.lion"
-FORMAT_VERSION = 1
+__all__ = ["LionDetector", "batch_points", "load_detector", "save_detector"]
 
 
 class LionDetector(nn.Module):
@@ -89,47 +84,18 @@ class LionDetector(nn.Module):
         return proc.postprocess(out)
 
 
-def save_detector(model: LionDetector, path: str | Path, extra: dict[str, Any] | None = None) -> None:
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    cfg = model.config.to_dict()
-    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
-            "arch": json.dumps({k: v for k, v in cfg.items() if k in ARCH_FIELDS}, sort_keys=True)}
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path / "model.safetensors"), metadata=meta)
+def save_detector(model: LionDetector, path: str | Path, extra: dict[str, Any] | None = None,
+                  files: dict[str, bytes | str] | None = None) -> Path:
+    """Write a ``"lion"`` artifact (``model.safetensors`` + ``config.json``; ``files``: side files such as the
+    training log, hashed with the weights)."""
     n = sum(p.numel() for p in model.parameters())
-    (path / "config.json").write_text(json.dumps(
-        {"format": FORMAT, "format_version": FORMAT_VERSION, "class": "LionDetector", "config": cfg,
-         "num_parameters": n, "extra": extra or {}}, indent=2, sort_keys=True) + "\n")
+    return save_pretrained(model, path, model.config, files=files,
+                           extra={"num_parameters": n, **(extra or {})})
 
 
-def load_detector(path: str | Path) -> LionDetector:
-    path = Path(path)
-    cfg_file, w_file = path / "config.json", path / "model.safetensors"
-    if not cfg_file.is_file() or not w_file.is_file():
-        raise FileNotFoundError(f"{path}: expected config.json and model.safetensors")
-    meta_json = json.loads(cfg_file.read_text())
-    if meta_json.get("format") != FORMAT or meta_json.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: not a {FORMAT} v{FORMAT_VERSION} checkpoint "
-                         f"(format={meta_json.get('format')!r}, version={meta_json.get('format_version')!r})")
-    cfg = LionConfig.from_dict(meta_json["config"])
-    with safe_open(str(w_file), framework="pt") as f:
-        meta = f.metadata() or {}
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{w_file}: safetensors metadata format {meta.get('format')!r} != {FORMAT!r}")
-        arch = json.loads(meta.get("arch", "{}"))
-        mine = json.loads(json.dumps({k: v for k, v in cfg.to_dict().items() if k in ARCH_FIELDS}))
-        diff = sorted(k for k in set(arch) | set(mine) if arch.get(k) != mine.get(k))
-        if diff:
-            raise ValueError(f"{path}: config.json architecture fields {diff} differ from the trained weights")
-        state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
-    model = LionDetector(cfg)
-    own = model.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    bad = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or bad:
-        raise ValueError(f"{path}: checkpoint mismatch: missing {missing[:8]}, unexpected {unexpected[:8]}, "
-                         f"shape mismatch {bad[:8]}")
-    model.load_state_dict(state)
-    model.eval()
+def load_detector(path: str | Path, device: str | None = None) -> LionDetector:
+    """Load a ``"lion"`` artifact on ``device`` (default: its config's). Decoding fields (``RUNTIME_FIELDS``)
+    may be edited in ``config.json``; any other difference from the trained weights is refused."""
+    model, _art = load_pretrained(path, LionDetector, expect_type=LionConfig.type, free_fields=RUNTIME_FIELDS,
+                                  device=device)
     return model

@@ -48,7 +48,7 @@ def _predict_all(models: dict[str, str], clustering: bool, scans: list) -> tuple
             dets[name] = predict(model, scans, batch_size=1)
         meta = json.loads((Path(path) / "config.json").read_text())
         info[name] = {"checkpoint": str(path), "preset": model.config.name, "operator": model.config.operator,
-                      "num_parameters": meta.get("num_parameters"), "train": meta.get("extra", {}).get("train"),
+                      "num_parameters": meta["extra"].get("num_parameters"), "train": meta["extra"].get("train"),
                       "ms_per_scan": (time.perf_counter() - t) / len(scans) * 1e3}
     return dets, info
 

@@ -149,8 +149,8 @@ def train_detector(cfg: LionConfig, tcfg: TrainConfig, train_scans: list[LidarSc
                "final_loss_avg50": float(np.mean([r["loss"] for r in log[-50:]]))}
     if out_dir is not None:
         out_dir = Path(out_dir)
-        save_detector(model, out_dir, extra={"train": summary})
-        (out_dir / "train_log.json").write_text(json.dumps({"summary": summary, "log": log}) + "\n")
+        save_detector(model, out_dir, extra={"train": summary},
+                      files={"train_log.json": json.dumps({"summary": summary, "log": log}) + "\n"})
     model.eval()
     return model, summary
 

@@ -1,17 +1,17 @@
-"""SA2-tiny configuration (frozen dataclass; saved as JSON next to the safetensors weights)."""
+"""SA2-tiny configuration (a :class:`ModelConfig` of type ``"stereo"``; the ``config`` of its artifact)."""
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-__all__ = ["PRESETS", "StereoConfig"]
+from latentstack.core.config import ModelConfig, register_config
+
+__all__ = ["PRESETS", "RUNTIME_FIELDS", "StereoConfig"]
 
 
+@register_config("stereo")
 @dataclass(frozen=True)
-class StereoConfig:
+class StereoConfig(ModelConfig):
     name: str = "sa2_tiny"
     updater: str = "ss2d"  # ss2d (StereoAdapter-2) | gru (ConvGRU twin, StereoAdapter v1 / RAFT-Stereo)
     scan_mode: str = "cross2d"  # cross2d | bidi | unidi (ss2d only)
@@ -36,6 +36,7 @@ class StereoConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.updater not in ("ss2d", "gru"):
             raise ValueError(f"updater must be 'ss2d' or 'gru', got {self.updater!r}")
         if self.scan_mode not in ("cross2d", "bidi", "unidi"):
@@ -50,26 +51,9 @@ class StereoConfig:
         if h % 16 or w % 16:
             raise ValueError(f"image_size must be multiples of 16, got {self.image_size}")
 
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> StereoConfig:
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - set(known))
-        if unknown:
-            raise ValueError(f"unknown StereoConfig keys {unknown}")
-        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-        return cls(**kw)
-
-    def save(self, path: Path | str) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-
-    @classmethod
-    def load(cls, path: Path | str) -> StereoConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
-
+# fields a user may edit in an artifact's config.json (inference iterations, labels): not architecture
+RUNTIME_FIELDS = frozenset({"name", "valid_iters", "extra"})
 
 PRESETS: dict[str, StereoConfig] = {
     "sa2_tiny": StereoConfig(),

@@ -22,10 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from latentstack.core.pretrained import load_pretrained, save_pretrained
 from latentstack.latent import Site
 
 from .codyra import add_codyra, codyra_modules
-from .configuration_stereo import StereoConfig
+from .configuration_stereo import RUNTIME_FIELDS, StereoConfig
 from .corr import AltCorrBlock1D, CorrBlock1D
 from .encoder import ResidualBlock, TinyEncoder, normalize_images
 from .update import MultiLevelUpdate
@@ -33,7 +34,7 @@ from .upsample import convex_upsample
 
 __all__ = ["SA2Tiny", "load_stereo_model", "save_stereo_model"]
 
-WEIGHTS, CONFIG = "model.safetensors", "config.json"
+TRAINING = "training.json"  # the training recipe and summary, a hashed side file of the artifact
 
 
 class SA2Tiny(nn.Module):
@@ -149,40 +150,18 @@ class SA2Tiny(nn.Module):
 
 
 def save_stereo_model(model: SA2Tiny, out_dir: Path | str, extra: dict[str, Any] | None = None) -> Path:
-    """safetensors weights + config JSON (+ optional training metadata JSON). No pickle."""
-    from safetensors.torch import save_file
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(sd, str(out / WEIGHTS), metadata={"adapted": str(model.adapted), "name": model.config.name})
-    model.config.save(out / CONFIG)
-    if extra is not None:
-        (out / "training.json").write_text(json.dumps(extra, indent=2) + "\n")
-    return out
+    """A ``"stereo"`` artifact: weights + config (+ ``extra`` as the hashed side file ``training.json``)."""
+    files = {TRAINING: json.dumps(extra, indent=2) + "\n"} if extra is not None else None
+    return save_pretrained(model, out_dir, model.config, files=files, extra={"adapted": bool(model.adapted)})
 
 
-def load_stereo_model(path: Path | str) -> SA2Tiny:
-    """Loads a directory written by :func:`save_stereo_model`; refuses mismatched checkpoints."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+def load_stereo_model(path: Path | str, device: str | None = None) -> SA2Tiny:
+    """Load a ``"stereo"`` artifact on ``device`` (default: its config's); refuses mismatched checkpoints."""
 
-    d = Path(path)
-    if not (d / WEIGHTS).is_file() or not (d / CONFIG).is_file():
-        raise FileNotFoundError(f"{d} is not a stereo checkpoint (needs {WEIGHTS} and {CONFIG})")
-    config = StereoConfig.load(d / CONFIG)
-    with safe_open(str(d / WEIGHTS), "pt") as fh:
-        meta = fh.metadata() or {}
-    model = SA2Tiny(config)
-    if meta.get("adapted") == "True":
-        model.add_adapters()
-    sd = load_file(str(d / WEIGHTS))
-    own = model.state_dict()
-    missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
-    bad_shape = [k for k in set(own) & set(sd) if own[k].shape != sd[k].shape]
-    if missing or unexpected or bad_shape:
-        raise ValueError(f"checkpoint {d} does not match its config {config.name!r}: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]}, shape mismatch {bad_shape[:5]}")
-    model.load_state_dict(sd)
-    model.eval()
+    def prepare(model: SA2Tiny, art: Any) -> None:
+        if art.extra.get("adapted"):  # CoDyRA adapters change the module structure: add them before loading
+            model.add_adapters()
+
+    model, _art = load_pretrained(path, SA2Tiny, expect_type=StereoConfig.type, free_fields=RUNTIME_FIELDS,
+                                  device=device, prepare=prepare)
     return model
