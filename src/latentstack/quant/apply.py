@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from latentstack.kernels.int_linear import W4A8Linear, W8A8Linear, _IntLinearBase, pack_int4
+from latentstack.latent import Site, Tap
 
 from .layouts import Layout, get_layout, layout_summary, linear_roles, select_linears
 from .quantizers import (
@@ -217,24 +218,24 @@ def _build(lin: nn.Linear, cfg: QuantConfig, impl: str) -> nn.Module:
     return FakeQuantLinear(lin, cfg)
 
 
+def _channel_amax(value: torch.Tensor, _meta: dict[str, Any]) -> torch.Tensor:
+    """``max |X_j|`` per input channel over all tokens of one call (float32)."""
+    return value.abs().reshape(-1, value.shape[-1]).amax(0).float()
+
+
 @contextlib.contextmanager
 def _input_amax(model: nn.Module, paths: list[str]) -> Iterator[dict[str, torch.Tensor]]:
+    """Per-input-channel ``max |X_j|`` of each linear at ``paths`` over every call inside the block,
+    read through a :class:`Tap` on the linears' inputs (one statistic per call); filled on exit."""
     amax: dict[str, torch.Tensor] = {}
-    handles = []
-
-    def hook(name: str) -> Callable[..., None]:
-        def fn(_m: nn.Module, args: tuple[Any, ...]) -> None:
-            a = args[0].detach().abs().reshape(-1, args[0].shape[-1]).amax(0).float()
-            amax[name] = a if name not in amax else torch.maximum(amax[name], a)
-        return fn
-
+    tap = Tap(model, {p: Site(p, kind="input") for p in paths}, reduce=_channel_amax)
     try:
-        for p in paths:
-            handles.append(model.get_submodule(p).register_forward_pre_hook(hook(p)))
-        yield amax
+        with tap:
+            yield amax
     finally:
-        for h in handles:
-            h.remove()
+        for p in paths:
+            for r in tap.records[p]:
+                amax[p] = r.value if p not in amax else torch.maximum(amax[p], r.value)
 
 
 @dataclass

@@ -6,6 +6,9 @@ Statistics (code-faithful, spec §5/§8):
   every attention call (all denoising steps, all observations);
 - RMS of the o-proj output over the whole tensor, ``sqrt(mean(Z²) + 1e-12)``, averaged over calls.
 
+Both are read through the latent API (a ``Tap`` on ``attn.sdpa``'s inputs and ``attn.o_proj``'s output);
+runtime α/β are an ``Intervention`` on the same sites.
+
 Teacher = float model, student = quantized model with ATM/OHB disabled; both see identical
 seeded flow noise. ``α = clamp(σ_T/(σ_Q+1e-6))`` with a neutral band → ``q_h ← α_h·q_h``;
 ``β = exp(clamp(log(RMS_T/(RMS_Q+1e-6))))`` with a neutral band → ``z ← β·z`` after o-proj,
@@ -26,6 +29,7 @@ import torch
 from torch import nn
 
 from latentstack.kernels.int_linear import _IntLinearBase
+from latentstack.latent import Intervention, Site, Tap
 
 __all__ = [
     "CLAMP_PRESETS",
@@ -127,39 +131,51 @@ class Stats:
     calls: dict[str, int] = field(default_factory=dict)
 
 
+def _rms(value: torch.Tensor, _meta: dict[str, Any]) -> torch.Tensor:
+    """``sqrt(mean(Z²) + 1e-12)`` of a whole o-proj output (a 0-d tensor per call)."""
+    return torch.sqrt(value.float().pow(2).mean() + 1e-12)
+
+
+def _stat_sites(layers: Mapping[str, nn.Module]) -> dict[str, Site]:
+    """Per attention layer: the query, key and (optional) mask inputs of ``sdpa`` and the o-proj output.
+
+    The mask is ``sdpa``'s 4th positional argument or its ``attn_mask`` keyword."""
+    sites: dict[str, Site] = {}
+    for name in layers:
+        sites[f"{name}/q"] = Site(f"{name}.sdpa", kind="input", index=0)
+        sites[f"{name}/k"] = Site(f"{name}.sdpa", kind="input", index=1)
+        sites[f"{name}/mask"] = Site(f"{name}.sdpa", kind="input", index=3, key="attn_mask", optional=True)
+        sites[f"{name}/rms"] = Site(f"{name}.o_proj")
+    return sites
+
+
 @contextlib.contextmanager
 def collect_stats(model: nn.Module, scope: str = "expert") -> Iterator[Stats]:
-    """Hooks on each attention layer's ``sdpa`` inputs and ``o_proj`` output (streaming means)."""
+    """Read each attention layer's ``sdpa`` inputs and ``o_proj`` output through a :class:`Tap`; on exit
+    fill the returned :class:`Stats` with the per-layer means over all calls (in call order)."""
     st = Stats()
-    sums: dict[str, torch.Tensor] = {}
-    rsum: dict[str, float] = {}
-    handles = []
-
-    def pre(name: str) -> Callable[..., None]:
-        def hook(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> None:
-            q, k = args[0], args[1]
-            mask = args[3] if len(args) > 3 else (kwargs or {}).get("attn_mask")
-            s = logit_std_per_head(q.detach(), k.detach(), mask).mean(0)
-            sums[name] = sums.get(name, torch.zeros_like(s)) + s
-            st.calls[name] = st.calls.get(name, 0) + 1
-        return hook
-
-    def post(name: str) -> Callable[..., None]:
-        def hook(_m: nn.Module, _a: Any, out: torch.Tensor) -> None:
-            rsum[name] = rsum.get(name, 0.0) + float(torch.sqrt(out.detach().float().pow(2).mean() + 1e-12))
-        return hook
-
+    layers = attention_layers(model, scope)
+    sites = _stat_sites(layers)
+    tap = Tap(model, sites, reduce={n: _rms for n in sites if n.endswith("/rms")})
     try:
-        for name, attn in attention_layers(model, scope).items():
-            handles.append(attn.sdpa.register_forward_pre_hook(pre(name), with_kwargs=True))
-            handles.append(attn.o_proj.register_forward_hook(post(name)))
-        yield st
+        with tap:
+            yield st
     finally:
-        for h in handles:
-            h.remove()
-        for name, s in sums.items():
-            st.sigma[name] = s / st.calls[name]
-            st.rms[name] = rsum[name] / st.calls[name]
+        for name in layers:
+            qs, ks = tap.records[f"{name}/q"], tap.records[f"{name}/k"]
+            if not qs:
+                continue
+            masks = {r.call_index: r.value for r in tap.records[f"{name}/mask"]}
+            total: torch.Tensor | None = None
+            for q, k in zip(qs, ks, strict=True):
+                s = logit_std_per_head(q.value, k.value, masks.get(q.call_index)).mean(0)
+                total = (torch.zeros_like(s) if total is None else total) + s
+            rsum = 0.0
+            for r in tap.records[f"{name}/rms"]:
+                rsum += float(r.value)
+            st.calls[name] = len(qs)
+            st.sigma[name] = total / len(qs)
+            st.rms[name] = rsum / len(qs)
 
 
 # --------------------------------------------------------------------------- application
@@ -236,27 +252,26 @@ class ATMOHBCalibration:
                    d["preset"], d.get("scope", "expert"), meta=dict(d.get("meta", {})))
 
 
+def _query_scale(alpha: torch.Tensor) -> Callable[[torch.Tensor, dict[str, Any]], torch.Tensor]:
+    return lambda q, _meta: q * alpha.to(q)[None, :, None, None]  # q: (B, nh, L, hd)
+
+
+def _output_scale(beta: float) -> Callable[[torch.Tensor, dict[str, Any]], torch.Tensor]:
+    return lambda z, _meta: z * beta
+
+
 @contextlib.contextmanager
 def apply_atm_ohb(model: nn.Module, cal: ATMOHBCalibration, atm: bool = True, ohb: bool = True) -> Iterator[None]:
-    """Runtime ATM/OHB as hooks (query scale before SDPA, o-proj output scale), removed on exit."""
-    handles = []
-    layers = attention_layers(model, cal.scope)
-    try:
-        for name, attn in layers.items():
-            if atm and name in cal.alpha:
-                a = cal.alpha[name].float()
-
-                def pre(_m: nn.Module, args: tuple[Any, ...], _a: torch.Tensor = a) -> tuple[Any, ...]:
-                    q = args[0] * _a.to(args[0])[None, :, None, None]
-                    return (q, *args[1:])
-                handles.append(attn.sdpa.register_forward_pre_hook(pre))
-            if ohb and name in cal.beta:
-                b = float(cal.beta[name])
-                handles.append(attn.o_proj.register_forward_hook(lambda _m, _i, out, _b=b: out * _b))
+    """Runtime ATM/OHB as an :class:`Intervention`: the query input of ``sdpa`` scaled per head by α,
+    the o-proj output by β; removed on exit (the model is bit-identical afterwards)."""
+    edits: dict[Site, Callable[[torch.Tensor, dict[str, Any]], torch.Tensor]] = {}
+    for name in attention_layers(model, cal.scope):
+        if atm and name in cal.alpha:
+            edits[Site(f"{name}.sdpa", kind="input", index=0)] = _query_scale(cal.alpha[name].float())
+        if ohb and name in cal.beta:
+            edits[Site(f"{name}.o_proj")] = _output_scale(float(cal.beta[name]))
+    with Intervention(model, edits):
         yield
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def fold_atm_ohb(model: nn.Module, cal: ATMOHBCalibration, atm: bool = True, ohb: bool = True) -> None:
