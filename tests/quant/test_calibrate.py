@@ -23,6 +23,7 @@ from latentstack.quant import (
     policy_runner,
     quantize_model,
 )
+from latentstack.quant.calibrate import attention_layers
 
 NH, D = 4, 32
 
@@ -77,6 +78,87 @@ def test_logit_std_excludes_masked_entries():
     additive = torch.zeros(2, 1, 1, 7)
     additive[..., 5:] = -1e9
     assert torch.allclose(logit_std_per_head(q, k, additive), ref, atol=1e-5)
+
+
+class MaskedAttention(Attention):
+    """Calls ``sdpa`` with a key-padding mask, positionally in layer 0 and by keyword elsewhere."""
+
+    positional = True
+
+    def forward(self, x, attn_mask=None, prefix_kv=None):
+        q = self._split(self.q_proj(x))
+        k, v = self.project_kv(x)
+        keep = torch.ones(x.shape[0], 1, 1, x.shape[1], dtype=torch.bool)
+        keep[..., -2:] = False  # the last two tokens are padding
+        out = self.sdpa(q, k, v, keep) if self.positional else self.sdpa(q, k, v, attn_mask=keep)
+        b, _, n, _ = out.shape
+        return self.o_proj(out.transpose(1, 2).reshape(b, n, -1))
+
+
+def _stats_with_raw_hooks(model: nn.Module, run) -> tuple[dict, dict]:
+    """Reference: the statistics as raw forward hooks computed them before the latent-API port."""
+    sums, rsum, calls, handles = {}, {}, {}, []
+    for name, attn in attention_layers(model).items():
+        def pre(_m, args, kwargs, name=name):
+            mask = args[3] if len(args) > 3 else kwargs.get("attn_mask")
+            s = logit_std_per_head(args[0].detach(), args[1].detach(), mask).mean(0)
+            sums[name] = sums.get(name, torch.zeros_like(s)) + s
+            calls[name] = calls.get(name, 0) + 1
+
+        def post(_m, _a, out, name=name):
+            rsum[name] = rsum.get(name, 0.0) + float(torch.sqrt(out.detach().float().pow(2).mean() + 1e-12))
+        handles += [attn.sdpa.register_forward_pre_hook(pre, with_kwargs=True), attn.o_proj.register_forward_hook(post)]
+    with torch.no_grad():
+        run(model)
+    for h in handles:
+        h.remove()
+    return {n: s / calls[n] for n, s in sums.items()}, {n: r / calls[n] for n, r in rsum.items()}
+
+
+def test_tap_statistics_equal_raw_hook_statistics_exactly():
+    """The Tap-based collection reproduces the hook-based one bit for bit (masks positional and keyword)."""
+    t = Toy(attn_cls=MaskedAttention)
+    t.expert.layers[1].attn.positional = False
+    sigma, rms = _stats_with_raw_hooks(t, run_toy)
+    with torch.no_grad(), collect_stats(t) as st:
+        run_toy(t)
+    assert st.calls == {n: 3 for n in sigma} and sigma.keys() == st.sigma.keys() == st.rms.keys()
+    assert all(torch.equal(st.sigma[n], sigma[n]) and st.rms[n] == rms[n] for n in sigma)
+    # the mask is read: ignoring it changes the statistic
+    unmasked = Toy()
+    with torch.no_grad(), collect_stats(unmasked) as st_u:
+        run_toy(unmasked)
+    assert not torch.allclose(st_u.sigma["expert.layers.1.attn"], st.sigma["expert.layers.1.attn"])
+
+
+def test_runtime_atm_ohb_equals_raw_hooks_exactly():
+    """The Intervention-based runtime α/β computes exactly what the former raw hooks did, and leaves no trace."""
+    from latentstack.latent import assert_model_unchanged, module_snapshot
+    from latentstack.quant.calibrate import ATMOHBCalibration
+
+    t = Toy()
+    cal = ATMOHBCalibration({"expert.layers.0.attn": torch.tensor([0.8, 1.2, 1.0, 1.4])},
+                            {"expert.layers.0.attn": 1.3, "expert.layers.1.attn": 0.8}, "code")
+    x = torch.randn(3, 6, D, generator=torch.Generator().manual_seed(5))
+    handles = []
+    for name, attn in attention_layers(t).items():
+        if name in cal.alpha:
+            a = cal.alpha[name]
+            handles.append(attn.sdpa.register_forward_pre_hook(
+                lambda _m, args, _a=a: (args[0] * _a.to(args[0])[None, :, None, None], *args[1:])))
+        if name in cal.beta:
+            handles.append(attn.o_proj.register_forward_hook(lambda _m, _i, out, _b=cal.beta[name]: out * _b))
+    with torch.no_grad():
+        ref = t(x)
+    for h in handles:
+        h.remove()
+    snap = module_snapshot(t)
+    with torch.no_grad(), apply_atm_ohb(t, cal):
+        y = t(x)
+    assert torch.equal(y, ref)
+    assert_model_unchanged(t, snap)
+    with torch.no_grad():
+        assert not torch.allclose(t(x), ref, atol=1e-3)  # α/β matter here
 
 
 def test_identical_student_gives_neutral_alpha_beta():
