@@ -2,11 +2,14 @@
 
 Wired into ``latentstack.cli`` with ``add_launch_parser(subparsers)``. Examples::
 
-    lstack launch ros/graphs/metaworld.yaml --episodes 2
+    lstack launch ros/graphs/metaworld.yaml --episodes-per-task 2
     lstack launch ros/graphs/metaworld.yaml --tasks drawer-close-v3 --policy random:policies/vla_metaworld_mt6
-    lstack launch ros/graphs/metaworld.yaml --episodes 1 --multiprocess --domain-id 17
-    lstack launch ros/graphs/metaworld.yaml --episodes 2 --compare-eval    # asserts == lstack eval
+    lstack launch ros/graphs/metaworld.yaml --episodes-per-task 1 --multiprocess --domain-id 17
+    lstack launch ros/graphs/metaworld.yaml --episodes-per-task 2 --compare-eval    # asserts == lstack eval
     lstack launch ros/graphs/metaworld.yaml --record outputs/bag --set policy_node.torch_threads=1
+    lstack launch ros/graphs/metaworld.yaml --device cuda   # every model-holding node (policy, detection, depth)
+
+``--device`` sets the ``device`` parameter of every node that holds a model (``--set node.device=...`` sets one).
 """
 from __future__ import annotations
 
@@ -18,7 +21,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_launch_parser", "cmd_launch", "main"]
+from latentstack.cli.common import LazyCommand, add_device_arg, add_episodes_arg, add_out_arg, add_policy_arg
+
+__all__ = ["MODEL_NODE_KINDS", "add_launch_parser", "add_parser", "cmd_launch", "main"]
+
+# node kinds whose core holds a model and takes a ``device`` parameter (sim bridge and recorder hold none)
+MODEL_NODE_KINDS = ("policy", "lidar_detection", "stereo_depth")
 
 
 def add_launch_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -28,10 +36,12 @@ def add_launch_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Run a latentstack node graph without ROS 2: sim bridge -> policy node -> sim bridge.",
     )
     p.add_argument("graph", help="graph file, e.g. ros/graphs/metaworld.yaml")
-    p.add_argument("--episodes", type=int, default=None, help="episodes per task (sim bridge episodes_per_task)")
+    add_episodes_arg(p, None, aliases=("--episodes",), help="episodes per task (sim bridge episodes_per_task)")
     p.add_argument("--tasks", default=None, help="comma-separated task subset, e.g. drawer-close-v3,door-close-v3")
     p.add_argument("--split", default=None, choices=["train", "select", "test"], help="seed split")
-    p.add_argument("--policy", default=None, help="policy checkpoint / random:<dir> for every policy node")
+    add_policy_arg(p, None, help="policy checkpoint / random:<dir> for every policy node")
+    add_device_arg(p, default=None, help="device of every model-holding node: cpu | cuda | cuda:N | mps "
+                                         "(default: each node's own parameter, cpu unless the graph says otherwise)")
     p.add_argument("--transport", default=None, choices=["inproc", "dds"], help="override the graph's transport")
     p.add_argument("--multiprocess", action="store_true", help="one process per 'process' group, over Cyclone DDS")
     p.add_argument("--domain-id", type=int, default=None, help="DDS domain id (dds / multiprocess)")
@@ -44,18 +54,21 @@ def add_launch_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
     p.add_argument("--compare-eval", action="store_true",
                    help="also run `evaluate` on the same seeds and fail unless the outcomes are identical")
-    p.add_argument("--out", default=None, help="write results + node statistics as JSON here")
+    add_out_arg(p, help="write results + node statistics as JSON here")
     p.add_argument("-v", "--verbose", action="store_true")
-    p.set_defaults(func=cmd_launch)
+    p.set_defaults(func=LazyCommand("latentstack.launch_cli:cmd_launch"))
     return p
+
+
+add_parser = add_launch_parser  # the name every ``latentstack.cli`` component module exports
 
 
 def _apply_overrides(spec: Any, args: argparse.Namespace) -> None:
     from latentstack.ros.graph import parse_set_option
 
     for sim in spec.nodes_of("sim_bridge"):
-        if args.episodes is not None:
-            sim.params["episodes_per_task"] = args.episodes
+        if args.episodes_per_task is not None:
+            sim.params["episodes_per_task"] = args.episodes_per_task
         if args.tasks:
             sim.params["tasks"] = [t.strip() for t in args.tasks.split(",") if t.strip()]
         if args.split:
@@ -63,6 +76,10 @@ def _apply_overrides(spec: Any, args: argparse.Namespace) -> None:
     if args.policy:
         for pol in spec.nodes_of("policy"):
             pol.params["policy"] = args.policy
+    if args.device:
+        for node in spec.nodes:
+            if node.kind in MODEL_NODE_KINDS:
+                node.params["device"] = args.device
     if args.record:
         recs = [n for n in spec.nodes if n.kind == "recorder"]
         if not recs:
@@ -87,9 +104,11 @@ def cmd_launch(args: argparse.Namespace) -> int:
     except (ValueError, KeyError, FileNotFoundError) as exc:
         print(f"lstack launch: {exc}", file=sys.stderr)
         return 2
+    from latentstack.nodes.base import ParameterError
+
     try:
         return _run(spec, args)
-    except (FileNotFoundError, KeyError, NotImplementedError, RuntimeError, TimeoutError) as exc:
+    except (FileNotFoundError, KeyError, NotImplementedError, RuntimeError, TimeoutError, ParameterError) as exc:
         print(f"lstack launch: {exc.args[0] if isinstance(exc, KeyError) and exc.args else exc}", file=sys.stderr)
         return 2
 

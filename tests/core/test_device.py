@@ -37,3 +37,33 @@ def test_check_device_cpu_and_missing_cuda():
     else:
         with pytest.raises(DeviceError, match="requested but"):
             check_device("cuda")
+
+
+def test_device_kwargs_and_call_with_device_never_ignore_a_device():
+    from dataclasses import dataclass
+
+    from latentstack.core.device import call_with_device, device_kwargs
+
+    @dataclass
+    class WithDevice:
+        device: str = "cpu"
+
+    @dataclass
+    class CpuOnly:
+        steps: int = 1
+
+    assert device_kwargs(WithDevice, "cuda:1", "x") == {"device": "cuda:1"}
+    assert device_kwargs(CpuOnly, "cpu", "x") == {}
+    with pytest.raises(DeviceError, match="the trainer does not take a device yet .*use --device cpu"):
+        device_kwargs(CpuOnly, "cuda", "the trainer")
+
+    def takes(a, device="cpu"):
+        return a, device
+
+    def cpu_only(a):
+        return a
+
+    assert call_with_device(takes, "cuda", "t", 1) == (1, "cuda")
+    assert call_with_device(cpu_only, "cpu", "c", 2) == 2
+    with pytest.raises(DeviceError, match="evaluation does not take a device yet"):
+        call_with_device(cpu_only, "mps", "evaluation", 3)

@@ -7,10 +7,10 @@ import shutil
 import pytest
 import torch
 
+from latentstack.cli.quantize import add_quantize_parser
 from latentstack.kernels import W4A8Linear, W8A8Linear
 from latentstack.quant import ATMOHBCalibration, fold_atm_ohb, quantize_model
 from latentstack.quant.artifact import ArtifactMismatch, load_quantized, save_quantized
-from latentstack.quant.cli import add_quantize_parser
 from latentstack.quant.memory import formula_bytes, quantized_memory, relative_saving
 
 from .conftest import SHIPPED, predict

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from latentstack.steering.cli import add_steer_parser, cmd_collect, cmd_eval
+from latentstack.cli.steer import add_parser as add_steer_parser
+from latentstack.steering.cli import cmd_collect, cmd_eval
 from latentstack.steering.collect import load_rollouts
 from latentstack.steering.intervention import SteeringArtifact
 
@@ -35,7 +36,7 @@ def test_collect_fit_eval(tmp_path, capsys):
     suite = tmp_path / "tiny.yaml"
     suite.write_text(SUITE)
     roll = tmp_path / "roll.safetensors"
-    a = parser().parse_args(["steer", "collect", "--suite", str(suite), "--policy", str(SHIPPED), "--n", "4",
+    a = parser().parse_args(["steer", "collect", "--suite", str(suite), "--policy", str(SHIPPED), "--episodes-per-task", "4",
                              "--sites", "expert.layer1", "--out", str(roll)])
     assert cmd_collect(a, env_factory=FakeEnv) == 0
     rollouts, meta = load_rollouts(roll)

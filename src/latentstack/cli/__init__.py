@@ -1,4 +1,10 @@
-"""`lstack` command line. Subcommands import their stacks lazily so `lstack --help` is instant."""
+"""``lstack`` command line: every component as ``lstack <component> <verb>``, with the same flags for the same
+things (:mod:`latentstack.cli.common`).
+
+Building the parser imports no torch and no model stack (``lstack --help`` is instant); each command imports
+what it needs when it runs. Components: ``record``, ``train`` (dispatches on a config's ``type``), ``eval``,
+``demo``, ``launch``, ``steer``, ``quantize``, ``act``, ``lion``, ``stereo``, ``korr``.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,36 +13,50 @@ import sys
 import time
 from pathlib import Path
 
+from latentstack.cli.common import (
+    DEFAULT_POLICY,
+    DEFAULT_SUITE,
+    LazyCommand,
+    add_data_arg,
+    add_device_arg,
+    add_episodes_arg,
+    add_out_arg,
+    add_policy_arg,
+    add_suite_arg,
+    device_or_exit,
+)
+
 # Offline by construction: nothing may be fetched from a hub at run time.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("WANDB_MODE", "disabled")
 
-DEFAULT_SUITE = "metaworld_mt6"
-DEFAULT_POLICY = "policies/vla_metaworld_mt6"
+__all__ = ["DEFAULT_POLICY", "DEFAULT_SUITE", "build_parser", "main", "run_evaluation"]
 
-
-def repo_root() -> Path:
-    env = os.environ.get("LATENTSTACK_ROOT")
-    if env:
-        return Path(env)
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        if (parent / "sim" / "suites").is_dir() and (parent / "pyproject.toml").is_file():
-            return parent
-    return Path.cwd()
+# component -> module defining ``add_parser(subparsers)`` (torch-free; commands load lazily)
+COMPONENTS: dict[str, str] = {
+    "launch": "latentstack.launch_cli",
+    "steer": "latentstack.cli.steer",
+    "quantize": "latentstack.cli.quantize",
+    "act": "latentstack.cli.act",
+    "lion": "latentstack.cli.lion",
+    "korr": "latentstack.cli.korr",
+    "stereo": "latentstack.cli.stereo",
+}
 
 
 def _resolve(path: str) -> str:
-    """Relative artifact paths are looked up in the cwd first, then in the repository root."""
+    """Relative artifact paths are looked up in the cwd first, then in the checkout / installed data."""
     for prefix in ("random:", "quant:"):
         if path.startswith(prefix):
             return prefix + _resolve(path[len(prefix) :])
     p = Path(path)
     if p.is_absolute() or p.exists() or path in ("vla",):
         return path
-    candidate = repo_root() / p
+    from latentstack.core.paths import resolve_path
+
+    candidate = resolve_path(p)
     return str(candidate) if candidate.exists() else path
 
 
@@ -60,15 +80,9 @@ def cmd_record(args: argparse.Namespace) -> int:
     from latentstack.sim.suites import load_suite
 
     suite = load_suite(args.suite)
-    ds = record_demos(suite, Path(args.root), episodes_per_task=args.episodes_per_task, split="train")
-    print(f"recorded {ds.num_episodes} episodes, {ds.num_frames} frames -> {args.root}")
+    ds = record_demos(suite, Path(args.data), episodes_per_task=args.episodes_per_task, split="train")
+    print(f"recorded {ds.num_episodes} episodes, {ds.num_frames} frames -> {args.data}")
     return 0
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from latentstack.policies.train import run_from_args
-
-    return run_from_args(args)
 
 
 def run_evaluation(
@@ -79,6 +93,7 @@ def run_evaluation(
     out_dir: Path | None,
     stem: str = "eval",
     progress: bool = True,
+    device: str = "cpu",
 ) -> dict:
     import torch
 
@@ -86,10 +101,11 @@ def run_evaluation(
     from latentstack.sim.evaluation import evaluate, latency_table, outcome_table, write_report
     from latentstack.sim.suites import load_suite
 
+    device = device_or_exit(device)
     suite = load_suite(suite_name)
     policies = {}
     for name, path in conditions.items():
-        policy = make_policy(path)
+        policy = make_policy(path, device=device)
         if hasattr(policy, "eval"):
             policy.eval()  # nn.Module policies: dropout/augmentation off
         policies[name] = policy
@@ -111,6 +127,7 @@ def run_evaluation(
         "conditions": conditions,
         "wall_s": wall,
         "torch_threads": torch.get_num_threads(),
+        "device": device,
     }
     summary = {n: r.summary() for n, r in results.items()}
     if out_dir is not None:
@@ -121,7 +138,8 @@ def run_evaluation(
 
 def cmd_eval(args: argparse.Namespace) -> int:
     conditions = _parse_conditions(args.policy)
-    run_evaluation(args.suite, conditions, args.episodes_per_task, args.split, Path(args.out) if args.out else None)
+    run_evaluation(args.suite, conditions, args.episodes_per_task, args.split, Path(args.out) if args.out else None,
+                   device=args.device)
     return 0
 
 
@@ -133,80 +151,66 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.graph:
         from latentstack import launch_cli
 
-        return launch_cli.main(
-            [args.graph, "--episodes", str(args.episodes_per_task), "--policy", policy, "--compare-eval"]
-        )
+        return launch_cli.main([args.graph, "--episodes-per-task", str(args.episodes_per_task), "--policy", policy,
+                                "--device", args.device, "--compare-eval"])
     conditions = {"vla": policy}
     if not args.no_baseline:
         conditions["untrained"] = f"random:{policy}"
     out = Path(args.out) if args.out else None
-    run_evaluation(args.suite, conditions, args.episodes_per_task, "test", out, stem="demo")
+    run_evaluation(args.suite, conditions, args.episodes_per_task, "test", out, stem="demo", device=args.device)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
     p = argparse.ArgumentParser(prog="lstack", description="latentstack: policies, steering, quantization, ROS 2 nodes")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="<component>")
 
     r = sub.add_parser("record", help="record scripted-expert demonstrations into a LeRobotDataset")
-    r.add_argument("--suite", default=DEFAULT_SUITE)
-    r.add_argument("--root", default="data/demos_metaworld_mt6")
-    r.add_argument("--episodes-per-task", type=int, default=50)
-    r.set_defaults(func=cmd_record)
+    add_suite_arg(r)
+    add_data_arg(r, "data/demos_metaworld_mt6", help="LeRobotDataset directory to write", aliases=("--root",))
+    add_episodes_arg(r, 50)
+    r.set_defaults(func=LazyCommand("latentstack.cli:cmd_record"))
 
-    t = sub.add_parser("train", help="train the VLA on a LeRobotDataset (resumable; progress bar + loss plot)")
-    from latentstack.policies.train import add_train_arguments
+    from latentstack.cli import train
 
-    add_train_arguments(t)
-    t.set_defaults(func=cmd_train)
+    train.add_parser(sub)
 
     e = sub.add_parser("eval", help="closed-loop evaluation on a suite's held-out seeds")
-    e.add_argument("--suite", default=DEFAULT_SUITE)
-    e.add_argument("--policy", action="append", required=True,
-                   help="checkpoint dir, name=dir, or random:<dir> (untrained twin); repeat for paired conditions")
-    e.add_argument("--episodes-per-task", type=int, default=20)
+    add_suite_arg(e)
+    add_policy_arg(e, repeat=True, required=True)
+    add_episodes_arg(e, 20)
     e.add_argument("--split", default="test", choices=["train", "select", "test"])
-    e.add_argument("--out", default=None, help="report directory (JSON + PNG)")
-    e.set_defaults(func=cmd_eval)
+    add_device_arg(e)
+    add_out_arg(e, help="report directory (JSON + PNG)")
+    e.set_defaults(func=LazyCommand("latentstack.cli:cmd_eval"))
 
     d = sub.add_parser("demo", help="evaluate the shipped checkpoint on the suite's test seeds")
-    d.add_argument("--suite", default=DEFAULT_SUITE)
-    d.add_argument("--policy", default=DEFAULT_POLICY)
-    d.add_argument("--episodes-per-task", type=int, default=10)
+    add_suite_arg(d)
+    add_policy_arg(d, DEFAULT_POLICY)
+    add_episodes_arg(d, 10)
     d.add_argument("--no-baseline", action="store_true", help="skip the untrained-policy baseline")
-    d.add_argument("--out", default="outputs/demo")
+    add_device_arg(d)
+    add_out_arg(d, "outputs/demo", help="report directory (JSON + PNG)")
     d.add_argument("--graph", default=None,
                    help="run the closed loop through a node graph (e.g. ros/graphs/metaworld.yaml) instead")
-    d.set_defaults(func=cmd_demo)
+    d.set_defaults(func=LazyCommand("latentstack.cli:cmd_demo"))
 
-    from latentstack.launch_cli import add_launch_parser
-
-    add_launch_parser(sub)
-
-    from latentstack.steering.cli import add_steer_parser
-
-    add_steer_parser(sub)
-
-    from latentstack.quant.cli import add_quantize_parser
-
-    add_quantize_parser(sub)
-    from latentstack.policies.lerobot_act.cli import add_act_parser
-    add_act_parser(sub)
-    from latentstack.perception.lion.cli import add_lion_parser
-    add_lion_parser(sub)
-
-    from latentstack.koopman.cli import add_korr_parser
-
-    add_korr_parser(sub)
-    from latentstack.perception.stereo.cli import add_stereo_parser
-
-    add_stereo_parser(sub)
+    for module in COMPONENTS.values():  # each adds `lstack <component> ...` (torch-free modules)
+        importlib.import_module(module).add_parser(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    from latentstack.core.device import DeviceError
+
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except DeviceError as exc:  # e.g. --device cuda for a component that still runs on the CPU only
+        print(f"lstack: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

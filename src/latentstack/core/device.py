@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["DEVICE_HELP", "DeviceError", "check_device", "parse_device", "to_torch_device"]
+__all__ = ["DEVICE_HELP", "DeviceError", "call_with_device", "check_device", "device_kwargs", "parse_device", "to_torch_device"]
 
 _DEVICE_RE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 DEVICE_HELP = "cpu | cuda | cuda:N | mps (default cpu)"
@@ -61,3 +61,30 @@ def to_torch_device(device: Any) -> Any:
     import torch
 
     return torch.device(check_device(device))
+
+
+def device_kwargs(config_cls: type, device: str, what: str) -> dict[str, str]:
+    """``{"device": device}`` for a trainer/model config dataclass that has a ``device`` field; ``{}`` for one
+    that has none when ``device`` is ``cpu``; otherwise a :class:`DeviceError` — a requested device is never
+    silently ignored by a component that still runs on the CPU only."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(config_cls)} if dataclasses.is_dataclass(config_cls) else set()
+    if "device" in names:
+        return {"device": device}
+    if parse_device(device) == "cpu":
+        return {}
+    raise DeviceError(f"{what} does not take a device yet (its {config_cls.__name__} has no 'device' field); "
+                      "it runs on the CPU: use --device cpu")
+
+
+def call_with_device(fn: Any, device: str, what: str, *args: Any, **kw: Any) -> Any:
+    """``fn(*args, device=device, **kw)`` when ``fn`` takes a ``device`` keyword; ``fn(*args, **kw)`` when it does
+    not and ``device`` is ``cpu``; otherwise a :class:`DeviceError` (never a silently ignored device)."""
+    import inspect
+
+    if "device" in inspect.signature(fn).parameters:
+        return fn(*args, device=device, **kw)
+    if parse_device(device) != "cpu":
+        raise DeviceError(f"{what} does not take a device yet; it runs on the CPU: use --device cpu")
+    return fn(*args, **kw)

@@ -1,6 +1,9 @@
-"""``lstack korr train | eval | compare``. Wire with ``add_korr_parser(subparsers)`` in ``latentstack.cli``.
+"""``lstack korr train | eval | compare | robosuite`` commands; the flags are in :mod:`latentstack.cli.korr`
+(torch-free). Heavy modules load inside the command functions.
 
-Heavy modules load inside the command functions.
+``--device``: residual PPO, its environments and the evaluation run on the CPU so far (the RL trainer's
+:class:`~latentstack.koopman.configuration_korr.PPOConfig` has no device); any other device is refused with a
+clear message instead of being ignored.
 """
 from __future__ import annotations
 
@@ -9,7 +12,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_korr_parser", "cmd_compare", "cmd_eval", "cmd_robosuite", "cmd_train"]
+__all__ = ["cmd_compare", "cmd_eval", "cmd_robosuite", "cmd_train"]
+
+
+def _cpu_only(args: argparse.Namespace, what: str) -> None:
+    from latentstack.core.device import device_kwargs
+
+    from .configuration_korr import PPOConfig
+
+    device_kwargs(PPOConfig, getattr(args, "device", "cpu"), what)
 
 
 def _load_yaml(path: str) -> dict[str, Any]:
@@ -21,67 +32,12 @@ def _load_yaml(path: str) -> dict[str, Any]:
     return yaml.safe_load(p.read_text()) or {}
 
 
-def add_korr_parser(subparsers: Any) -> argparse.ArgumentParser:
-    k = subparsers.add_parser("korr", help="KORR: Koopman-guided residual RL on a frozen chunked base")
-    ks = k.add_subparsers(dest="korr_cmd", required=True)
-
-    t = ks.add_parser("train", help="train one residual with residual PPO → artifact (safetensors + config)")
-    t.add_argument("--env", default="toy_insertion", choices=["toy_insertion", "robosuite"])
-    t.add_argument("--kind", default="korr", choices=["korr", "korr_goal", "resip", "dyn"])
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--iterations", type=int, default=40)
-    t.add_argument("--num-envs", type=int, default=128)
-    t.add_argument("--num-steps", type=int, default=None, help="steps per iteration (default: episode length)")
-    t.add_argument("--epochs", type=int, default=10)
-    t.add_argument("--hidden", type=int, default=256)
-    t.add_argument("--lift", type=int, default=256)
-    t.add_argument("--base", default=None, help="robosuite: frozen base policy directory")
-    t.add_argument("--out", required=True, help="artifact directory")
-    t.set_defaults(func=cmd_train)
-
-    e = ks.add_parser("eval", help="evaluate base and residual artifacts on held-out test seeds")
-    e.add_argument("--env", default="toy_insertion", choices=["toy_insertion", "robosuite"])
-    e.add_argument("--base", default=None, help="robosuite: frozen chunk base directory")
-    e.add_argument("--residual", nargs="*", default=[], help="artifact directories (name=dir or dir)")
-    e.add_argument("--perturb", default="both", choices=["on", "off", "both"])
-    e.add_argument("--test-batches", type=int, default=8)
-    e.add_argument("--episodes-per-batch", type=int, default=None, help="default: 512 toy, 8 robosuite")
-    e.add_argument("--out", default=None, help="write eval.json here")
-    e.set_defaults(func=cmd_eval)
-
-    c = ks.add_parser("compare", help="base vs trained residuals over several training seeds (config YAML)")
-    c.add_argument("--config", default="configs/korr_toy.yaml")
-    c.add_argument("--out", default="reports/korr")
-    c.add_argument("--artifacts", default=None, help="also save every trained residual here")
-    c.add_argument("--from-artifacts", default=None,
-                   help="skip training: evaluate <dir>/<kind>_seed<s> residuals saved by an earlier --artifacts run")
-    c.add_argument("--histories-from", nargs="*", default=[],
-                   help="kind=artifact dirs written by `lstack korr train` (meta.history) to plot the diagnostic curves")
-    c.set_defaults(func=cmd_compare)
-
-    r = ks.add_parser("robosuite", help="robosuite Lift study: demos → chunked BC base → ResiP/KORR → nominal+perturbed")
-    r.add_argument("--out", default="reports/korr")
-    r.add_argument("--policies", default="policies")
-    r.add_argument("--kinds", default="resip,korr")
-    r.add_argument("--demo-batches", type=int, default=1, help="8 scripted demos per batch")
-    r.add_argument("--demo-noise", type=float, default=0.3)
-    r.add_argument("--bc-steps", type=int, default=600)
-    r.add_argument("--num-envs", type=int, default=8)
-    r.add_argument("--horizon", type=int, default=60)
-    r.add_argument("--iterations", type=int, default=26)
-    r.add_argument("--epochs", type=int, default=10)
-    r.add_argument("--train-seeds", default="0")
-    r.add_argument("--test-batches", type=int, default=6)
-    r.add_argument("--base", default=None, help="reuse this chunk base instead of training one")
-    r.set_defaults(func=cmd_robosuite)
-    return k
-
-
 def cmd_robosuite(args: argparse.Namespace) -> int:
     import torch
 
     from .robosuite_task import run_robosuite_study
 
+    _cpu_only(args, "the KORR robosuite study")
     torch.set_num_threads(1)
     res = run_robosuite_study(args.out, args.policies, tuple(args.kinds.split(",")), args.demo_batches,
                               args.demo_noise, args.bc_steps, args.num_envs, args.horizon, args.iterations,
@@ -106,6 +62,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from .experiment import run_toy_comparison
     from .toy_env import ToyInsertionConfig
 
+    _cpu_only(args, "KORR compare")
     torch.set_num_threads(1)
     cfg = _load_yaml(args.config)
     if cfg.get("env") != "toy_insertion":
@@ -142,6 +99,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
+    _cpu_only(args, "KORR training (residual PPO)")
     torch.set_num_threads(1)
     if args.env == "robosuite":
         from .robosuite_task import cmd_train_robosuite
@@ -177,6 +135,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .experiment import evaluate_toy, rate_block, test_seeds
     from .toy_env import ChunkedToyBase, ToyInsertionConfig
 
+    _cpu_only(args, "KORR evaluation")
     torch.set_num_threads(1)
     seeds = test_seeds(args.test_batches)
     modes = {"on": [True], "off": [False], "both": [False, True]}[args.perturb]

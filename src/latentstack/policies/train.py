@@ -363,6 +363,10 @@ def run_from_args(a: argparse.Namespace) -> int:
         "resume": False if a.no_resume else None,
         "progress": False if a.no_progress else None,
     }
+    from latentstack.core.device import device_kwargs
+
+    # --device (lstack train): handed to the trainer once it takes one; until then anything but cpu is refused
+    kw.update(device_kwargs(TrainConfig, getattr(a, "device", None) or "cpu", "VLA training"))
     if a.config:
         cfg = TrainConfig.from_yaml(a.config, **kw)
     else:

@@ -1,4 +1,5 @@
-"""``lstack steer collect | fit | eval`` (wire with ``add_steer_parser(subparsers)`` in latentstack/cli.py)."""
+"""``lstack steer collect | fit | eval | study | presets`` commands; the flags are in :mod:`latentstack.cli.steer`
+(torch-free)."""
 from __future__ import annotations
 
 import argparse
@@ -9,11 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_steer_parser", "cmd_collect", "cmd_eval", "cmd_fit", "cmd_presets", "cmd_study"]
+__all__ = ["cmd_collect", "cmd_eval", "cmd_fit", "cmd_presets", "cmd_study"]
 
-DEFAULT_SUITE = "metaworld_mt6"
-DEFAULT_POLICY = "policies/vla_metaworld_mt6"
-DEFAULT_SITES = "expert.layer0,expert.layer1,expert.layer2,expert.layer3"
 CONTROLS = ("shrinkage", "random_matched", "positive_only", "linear")
 
 
@@ -25,10 +23,10 @@ def _floats(s: str) -> list[float]:
     return [float(x) for x in _csv(s)]
 
 
-def _load_policy(path: str) -> Any:
+def _load_policy(path: str, device: str = "cpu") -> Any:
     from latentstack.policies.factory import make_policy
 
-    p = make_policy(path)
+    p = make_policy(path, device=device)
     if hasattr(p, "eval"):
         p.eval()
     return p
@@ -42,15 +40,16 @@ def cmd_collect(args: argparse.Namespace, env_factory: Callable[..., Any] | None
     from .collect import collect_rollouts, save_rollouts
 
     suite = load_suite(args.suite)
-    policy = _load_policy(args.policy)
+    policy = _load_policy(args.policy, args.device)
     torch.set_num_threads(1)
-    seeds = list(range(args.seed_start, args.seed_start + args.n)) if args.seed_start is not None else None
+    n = args.episodes_per_task
+    seeds = list(range(args.seed_start, args.seed_start + n)) if args.seed_start is not None else None
 
     def show(r: Any) -> None:
         print(f"{r.task:<28} seed {r.seed:<6} {'success' if r.success else 'failure'} ({r.length} steps)", flush=True)
 
     with torch.inference_mode():
-        rollouts = collect_rollouts(suite, policy, _csv(args.sites), split=args.split, n=args.n, offset=args.offset,
+        rollouts = collect_rollouts(suite, policy, _csv(args.sites), split=args.split, n=n, offset=args.offset,
                                     seeds=seeds, tasks=_csv(args.tasks) if args.tasks else None, keep=args.keep,
                                     env_factory=env_factory, progress=show)
     meta = {"suite": suite.name, "policy": args.policy, "split": args.split, "offset": args.offset,
@@ -107,7 +106,7 @@ def cmd_eval(args: argparse.Namespace, env_factory: Callable[..., Any] | None = 
     from .intervention import SteeredPolicy, SteeringArtifact
 
     suite = load_suite(args.suite)
-    policy = _load_policy(args.policy)
+    policy = _load_policy(args.policy, args.device)
     art = SteeringArtifact.load(args.artifact)
     controls = _csv(args.controls)
     controls = ["shrinkage", "random_matched"] + [c for c in controls if c not in ("shrinkage", "random_matched")]
@@ -282,81 +281,3 @@ def cmd_presets(args: argparse.Namespace) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"command": "lstack " + " ".join(sys.argv[1:]), "pairs": res}, indent=2) + "\n")
     return 0
-
-
-def add_steer_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``steer {collect,fit,eval}`` to an ``argparse`` subparsers object; returns the ``steer`` parser."""
-    st = subparsers.add_parser("steer", help="COAST conceptor steering: collect rollouts, fit, evaluate")
-    sub = st.add_subparsers(dest="steer_command", required=True)
-
-    c = sub.add_parser("collect", help="unsteered rollouts on fit seeds, success labels, tapped expert layers")
-    c.add_argument("--suite", default=DEFAULT_SUITE)
-    c.add_argument("--policy", default=DEFAULT_POLICY)
-    c.add_argument("--sites", default=DEFAULT_SITES, help="comma-separated latent site names")
-    c.add_argument("--split", default="fit", choices=["fit", "train", "select"], help="never test")
-    c.add_argument("--n", type=int, default=15, help="episodes per task")
-    c.add_argument("--offset", type=int, default=0, help="first seed index within the split")
-    c.add_argument("--seed-start", type=int, default=None, help="explicit seeds seed_start..seed_start+n-1")
-    c.add_argument("--tasks", default=None, help="comma-separated subset of the suite's tasks")
-    c.add_argument("--keep", default="tokens", choices=["tokens", "mean"],
-                   help="store every action token (repo preset) or their mean (paper preset only)")
-    c.add_argument("--out", required=True, help="rollouts .safetensors")
-    c.set_defaults(func=cmd_collect)
-
-    f = sub.add_parser("fit", help="fit C_success AND NOT C_failure per site/strategy/aperture")
-    f.add_argument("--rollouts", required=True)
-    f.add_argument("--preset", default="paper", choices=["paper", "repo"])
-    f.add_argument("--sites", default=None, help="default: every site in the rollouts")
-    f.add_argument("--alphas", default="0.1,0.5,1,2,10")
-    f.add_argument("--strategies", default="global,per_step")
-    f.add_argument("--per-task", action="store_true", help="one fit per task (spec default) instead of pooled")
-    f.add_argument("--beta", type=float, default=0.3, help="default beta recorded in the card")
-    f.add_argument("--control-seed", type=int, default=0, help="seed recorded for random_matched")
-    f.add_argument("--out", required=True, help="artifact directory, e.g. policies/<name>/conceptors")
-    f.set_defaults(func=cmd_fit)
-
-    e = sub.add_parser("eval", help="paired base / coast / controls on one split")
-    e.add_argument("--suite", default=DEFAULT_SUITE)
-    e.add_argument("--policy", default=DEFAULT_POLICY)
-    e.add_argument("--artifact", required=True, help="artifact stem (.safetensors + .json)")
-    e.add_argument("--beta", type=float, default=None)
-    e.add_argument("--controls", default="shrinkage,random_matched,linear",
-                   help="shrinkage and random_matched are always run (spec §9); add linear / positive_only")
-    e.add_argument("--linear-magnitude", type=float, default=1.0)
-    e.add_argument("--control-seed", type=int, default=0)
-    e.add_argument("--episodes-per-task", type=int, default=10)
-    e.add_argument("--split", default="select", choices=["select", "test"])
-    e.add_argument("--rollouts", default=None, help="stored unsteered states for the offline gate diagnostic")
-    e.add_argument("--out", default=None)
-    e.add_argument("--quiet", action="store_true")
-    e.set_defaults(func=cmd_eval)
-
-    y = sub.add_parser("study", help="select (heuristic + grid on select seeds), then base/COAST/controls on test seeds")
-    y.add_argument("--suite", default=DEFAULT_SUITE)
-    y.add_argument("--policy", default="policies/vla_metaworld_mt6_weak")
-    y.add_argument("--rollouts", required=True, help="fit rollouts from `steer collect` (diagnostics, CAA scale)")
-    y.add_argument("--conceptors", required=True, help="directory of `steer fit` artifacts")
-    y.add_argument("--preset", default="paper", choices=["paper", "repo"])
-    y.add_argument("--sites", default=DEFAULT_SITES)
-    y.add_argument("--betas", default="0.1,0.3")
-    y.add_argument("--caa-scales", default="0.1,0.3", help="CAA magnitude = scale x mean |h| at the site")
-    y.add_argument("--select-episodes", type=int, default=10)
-    y.add_argument("--test-episodes", type=int, default=30)
-    y.add_argument("--control-seed", type=int, default=0)
-    y.add_argument("--overhead-reps", type=int, default=300)
-    y.add_argument("--workers", type=int, default=2, help="evaluation processes (tasks are sharded)")
-    y.add_argument("--stage", default="all", choices=["all", "select", "test", "overhead"],
-                   help="test reuses <out>/selection.json (frozen before any test seed runs); overhead re-times "
-                        "the frozen conditions and updates <out>/coast.json's overhead fields only")
-    y.add_argument("--ship", default=None, help="copy the chosen artifacts (+ CARD.md) here, e.g. policies/<name>/conceptors")
-    y.add_argument("--out", default="reports/coast")
-    y.add_argument("--quiet", action="store_true")
-    y.set_defaults(func=cmd_study)
-
-    q = sub.add_parser("presets", help="offline paper-vs-repo comparison of fitted global conceptors (D1-D3)")
-    q.add_argument("--conceptors", required=True)
-    q.add_argument("--sites", default=DEFAULT_SITES)
-    q.add_argument("--alphas", default="0.5,1,10")
-    q.add_argument("--out", required=True, help="JSON file")
-    q.set_defaults(func=cmd_presets)
-    return st

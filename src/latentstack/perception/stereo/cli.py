@@ -1,10 +1,13 @@
-"""``lstack stereo gen-data | pretrain | train | eval`` (heavy imports inside the commands)."""
+"""``lstack stereo gen-data | pretrain | train | eval`` commands; the flags are in :mod:`latentstack.cli.stereo`
+(torch-free). Heavy imports inside the commands."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-__all__ = ["add_stereo_parser"]
+from latentstack.core.device import call_with_device
+
+__all__ = ["cmd_eval", "cmd_gen_data", "cmd_pretrain", "cmd_train"]
 
 
 def _threads(n: int) -> None:
@@ -19,7 +22,7 @@ def cmd_gen_data(args: argparse.Namespace) -> int:
     cfg = StereoSceneConfig(height=args.height, width=args.width)
     for split, n in (("test", args.test), ("val", args.val), ("train", args.train)):
         if n > 0:
-            print(generate_split(split, n, Path(args.out) / f"{split}.npz", cfg))
+            print(generate_split(split, n, Path(args.data) / f"{split}.npz", cfg))
     return 0
 
 
@@ -30,7 +33,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     _threads(args.threads)
     data = StereoSplit.load(Path(args.data) / "train.npz")
     recipe = TrainRecipe(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, threads=args.threads)
-    print(pretrain_mono(data, args.out, recipe))
+    print(call_with_device(pretrain_mono, args.device, "stereo pretraining", data, args.out, recipe))
     return 0
 
 
@@ -48,7 +51,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     data = StereoSplit.load(Path(args.data) / "train.npz")
     val = StereoSplit.load(Path(args.data) / "val.npz", limit=32)
     recipe = TrainRecipe(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, threads=args.threads)
-    print(train_stereo(config, args.encoder, data, args.out, recipe, val=val))
+    print(call_with_device(train_stereo, args.device, "stereo training", config, args.encoder, data, args.out, recipe,
+                           val=val))
     return 0
 
 
@@ -63,7 +67,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         name, _, path = spec.partition("=")
         if not path:
             raise SystemExit(f"--model wants name=checkpoint_dir, got {spec!r}")
-        models[name] = load_stereo_model(path)
+        models[name] = load_stereo_model(path, device=args.device)
         paths[name] = path
     data = StereoSplit.load(Path(args.data) / f"{args.split}.npz", limit=args.limit)
     res = evaluate_methods(models, data, tuple(args.turbidity), iters=args.iters, init_control=args.init_control,
@@ -99,52 +103,3 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"k={k}  {row}")
     print(f"report -> {out / 'stereo.json'}")
     return 0
-
-
-def add_stereo_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("stereo", help="StereoAdapter-2 (SA2-tiny) stereo depth on synthetic underwater scenes")
-    s = p.add_subparsers(dest="stereo_command", required=True)
-
-    g = s.add_parser("gen-data", help="render train/val/test splits with MuJoCo (disjoint seeds)")
-    g.add_argument("--out", default="data/stereo")
-    g.add_argument("--train", type=int, default=3000)
-    g.add_argument("--val", type=int, default=200)
-    g.add_argument("--test", type=int, default=400)
-    g.add_argument("--height", type=int, default=64)
-    g.add_argument("--width", type=int, default=128)
-    g.set_defaults(func=cmd_gen_data)
-
-    def common(q: argparse.ArgumentParser, steps: int, lr: float, batch: int) -> None:
-        q.add_argument("--data", default="data/stereo")
-        q.add_argument("--steps", type=int, default=steps)
-        q.add_argument("--batch-size", type=int, default=batch)
-        q.add_argument("--lr", type=float, default=lr)
-        q.add_argument("--seed", type=int, default=0)
-        q.add_argument("--threads", type=int, default=1)
-
-    pt = s.add_parser("pretrain", help="monocular pretraining of the encoder + depth head")
-    common(pt, 900, 1e-3, 8)
-    pt.add_argument("--out", default="data/stereo/run")
-    pt.set_defaults(func=cmd_pretrain)
-
-    t = s.add_parser("train", help="train SA2-tiny or the ConvGRU twin (same recipe) on a frozen, adapted encoder")
-    common(t, 700, 4e-4, 4)
-    t.add_argument("--preset", default="sa2_tiny")
-    t.add_argument("--encoder", default="data/stereo/run/encoder.safetensors")
-    t.add_argument("--iters", type=int, default=8, help="refinement iterations (train and eval)")
-    t.add_argument("--out", required=True)
-    t.set_defaults(func=cmd_train)
-
-    e = s.add_parser("eval", help="held-out evaluation: models vs SGBM per turbidity; JSON + PNG")
-    e.add_argument("--model", action="append", default=[], help="name=checkpoint_dir (repeat)")
-    e.add_argument("--data", default="data/stereo")
-    e.add_argument("--split", default="test", choices=["val", "test"])
-    e.add_argument("--limit", type=int, default=None)
-    e.add_argument("--turbidity", type=float, nargs="+", default=[0, 1, 2, 3, 4])
-    e.add_argument("--iters", type=int, default=8)
-    e.add_argument("--init-control", default=None, help="also score this model's mono initialisation alone")
-    e.add_argument("--threads", type=int, default=1)
-    e.add_argument("--batch-size", type=int, default=8)
-    e.add_argument("--out", default="reports/stereo")
-    e.add_argument("--command-line", default="", help=argparse.SUPPRESS)
-    e.set_defaults(func=cmd_eval)

@@ -10,11 +10,10 @@ Outputs in ``out_dir``: ``config.json`` + ``model.safetensors`` (``ACTPolicy.sav
 pre/post-processor JSON + safetensors, ``train_log.json`` and ``loss_curve.png``. The loop is the shared
 :func:`latentstack.training.train_supervised` (this module gives it the batches and the loss).
 
-CLI: ``python -m latentstack.policies.lerobot_act.train --dataset ROOT --out DIR --steps N --time-budget-s S``.
+CLI: ``lstack act train --data ROOT --out DIR --steps N --time-budget-s S`` (flags in :mod:`latentstack.cli.act`).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 from dataclasses import dataclass
@@ -101,19 +100,3 @@ def train_act(cfg: ACTTrainConfig) -> Path:
     (out / "train_log.json").write_text(json.dumps(log, indent=1))
     plot_history(history, out / "loss_curve.png", ("l1_loss",))
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Same arguments as ``lstack act train``."""
-    import sys
-
-    from latentstack.policies.lerobot_act.cli import add_act_parser
-
-    ap = argparse.ArgumentParser(prog="python -m latentstack.policies.lerobot_act.train")
-    add_act_parser(ap.add_subparsers(dest="command", required=True))
-    a = ap.parse_args(["act", "train", *(sys.argv[1:] if argv is None else argv)])
-    return a.func(a)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
