@@ -1,17 +1,35 @@
-"""ament_python needs data files (resource index marker, package.xml, launch/config/graph
-files) and node executables under lib/latentstack that pyproject.toml cannot express; everything
-else lives in pyproject.toml."""
+"""ament_python needs data files (resource index marker, package.xml, launch/param/graph files, suites,
+default configs) and node executables under lib/latentstack that pyproject.toml cannot express;
+everything else lives in pyproject.toml.
+
+The same layout serves a wheel install (``pip install``: files under ``<prefix>/share/latentstack`` and
+``<prefix>/lib/latentstack``) and a colcon install; :mod:`latentstack.core.paths` finds the data by name
+in either. Node executables are plain scripts in ``ros/bin`` installed to ``lib/latentstack``, where
+``ros2 run latentstack <node>`` looks, so a pip user's PATH only gains ``lstack``.
+"""
 from glob import glob
 
 from setuptools import setup
 
+PKG = "latentstack"
+
+
+def files(pattern: str) -> list[str]:
+    found = sorted(glob(pattern))
+    if not found:  # an empty glob would silently ship a package without its data
+        raise SystemExit(f"setup.py: no files match {pattern!r}")
+    return found
+
+
 setup(
     data_files=[
-        ("share/ament_index/resource_index/packages", ["resource/latentstack"]),
-        ("share/latentstack", ["package.xml"]),
-        ("share/latentstack/launch", glob("ros/launch/*.launch.py")),
-        ("share/latentstack/config", glob("ros/config/*.yaml")),
-        ("share/latentstack/graphs", glob("ros/graphs/*.yaml")),
+        ("share/ament_index/resource_index/packages", [f"resource/{PKG}"]),
+        (f"share/{PKG}", ["package.xml"]),
+        (f"share/{PKG}/launch", files("ros/launch/*.launch.py")),
+        (f"share/{PKG}/config", files("ros/config/*.yaml")),
+        (f"share/{PKG}/graphs", files("ros/graphs/*.yaml")),
+        (f"share/{PKG}/suites", files("sim/suites/*.yaml")),
+        (f"share/{PKG}/configs", files("configs/*.yaml")),
+        (f"lib/{PKG}", files("ros/bin/*_node")),
     ],
-    # Node executables are [project.scripts] in pyproject.toml; setup.cfg puts them in lib/latentstack.
 )

@@ -14,12 +14,15 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any
 
 from latentstack import msgs
 
 from .names import resolve_topic
 from .qos import QoSProfile, qos_profile
+
+if TYPE_CHECKING:  # typing.Self is Python >= 3.11: imported for type checkers only
+    from typing import Self
 
 __all__ = ["NodeId", "Publisher", "Subscription", "TopicTypeError", "Transport", "TransportError"]
 
