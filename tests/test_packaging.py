@@ -170,13 +170,23 @@ def _check_node_executable(python: str, prefix: Path, cwd: Path, env: dict[str, 
         assert out.returncode == 2 and "rclpy is not importable" in out.stderr, out.stderr[-2000:]
 
 
+def _pip_install(wheel: Path, venv: Path, *extra: str) -> None:
+    """pip runs *inside* ``venv`` (``--python``): never against this environment, whose editable latentstack a
+    ``--prefix`` install would otherwise uninstall."""
+    _run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q", "--no-deps",
+          "--no-index", "--no-compile", *extra, str(wheel)], cwd=venv.parent, env=_clean_env())
+
+
+def _new_venv(path: Path) -> Path:
+    _run([sys.executable, "-m", "venv", "--without-pip", str(path)], cwd=path.parent)
+    return path
+
+
 def test_wheel_in_a_venv_finds_data_by_name(wheel: Path, tmp_path: Path):
     """``pip install latentstack`` into a venv: data under ``sys.prefix/share/latentstack``, nodes in lib."""
-    venv = tmp_path / "venv"
-    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], cwd=tmp_path)
+    venv = _new_venv(tmp_path / "venv")
+    _pip_install(wheel, venv)
     py = str(venv / "bin" / "python")
-    _run([sys.executable, "-m", "pip", "--python", py, "install", "-q", "--no-deps", "--no-index", "--no-compile",
-          str(wheel)], cwd=tmp_path, env=_clean_env())
     # the dependencies (torch, numpy, yaml, ...) from this interpreter's site-packages, after the wheel's copy;
     # a plain path entry, so this environment's editable latentstack (a .pth inside it) is not picked up
     site = Path(_run([py, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], cwd=tmp_path).strip())
@@ -194,8 +204,7 @@ def test_colcon_style_prefix_finds_data_through_ament_prefix_path(wheel: Path, t
     """An install prefix that is not ``sys.prefix`` (colcon's ``install/latentstack``), found as ``ros2 run``
     finds it: through ``AMENT_PREFIX_PATH``."""
     prefix = tmp_path / "install" / PKG
-    _run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--no-compile",
-          "--prefix", str(prefix), str(wheel)], cwd=tmp_path, env=_clean_env())
+    _pip_install(wheel, _new_venv(tmp_path / "pip_env"), "--ignore-installed", "--prefix", str(prefix))
     assert (prefix / "share" / "ament_index" / "resource_index" / "packages" / PKG).is_file()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
