@@ -3,6 +3,11 @@
 A node is a core + a transport: ``PolicyNodeCore(make_transport("inproc"), PolicyNodeParams(...))``.
 The thin rclpy wrappers live in :mod:`latentstack.ros`; graphs of nodes are run by
 :mod:`latentstack.ros.launcher` (``lstack launch``).
+
+Every core that holds a model (``policy``, ``lidar_detection``, ``stereo_depth``) has a ``device`` parameter
+(default ``cpu``; syntax checked with the other parameters, availability when the model loads, which is where
+it is placed). The sim bridge (MuJoCo steps on the CPU; images leave it as messages) and the recorder (writes
+message bytes) hold no model and have none.
 """
 from __future__ import annotations
 
