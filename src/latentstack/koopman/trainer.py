@@ -15,6 +15,8 @@ from typing import Any, Protocol
 
 import torch
 
+from latentstack.sim.rollout import rollout_batched
+
 from .configuration_korr import PPOConfig
 from .diagnostics import koopman_diagnostics
 from .modeling_korr import ResidualActorCritic
@@ -71,15 +73,17 @@ def collect(env: BatchedEnv, base: BatchedBase, model: ResidualActorCritic | Non
             deterministic: bool, generator: torch.Generator | None = None,
             normalize_obs: Callable[[torch.Tensor], torch.Tensor] = _identity,
             denormalize_action: Callable[[torch.Tensor], torch.Tensor] = _identity) -> Rollout:
-    """One synchronized episode per env. ``model=None`` runs the base alone (residual ≡ 0)."""
-    raw = env.reset(seed)
-    base.reset(env.num_envs, seed)
+    """One synchronized episode per env. ``model=None`` runs the base alone (residual ≡ 0).
+
+    Steps through :func:`latentstack.sim.rollout.rollout_batched`, the batched form of the shared rollout
+    loop (lockstep envs, fixed horizon: see there why it is not the per-episode loop)."""
     n = env.num_envs
     done = torch.zeros(n, dtype=torch.bool)
     bufs: dict[str, list[torch.Tensor]] = {k: [] for k in
                                            ("obs", "base_action", "residual", "action", "logprob", "value",
                                             "reward", "dones")}
-    for _ in range(num_steps):
+
+    def act(raw: torch.Tensor) -> torch.Tensor:
         a_b = base.action(raw)
         o = normalize_obs(raw)
         if model is None:
@@ -89,11 +93,18 @@ def collect(env: BatchedEnv, base: BatchedBase, model: ResidualActorCritic | Non
             out = model.sample(o, a_b, deterministic=deterministic, generator=generator)
         bufs["obs"].append(o)
         bufs["base_action"].append(a_b)
-        bufs["dones"].append(done.float())
+        bufs["dones"].append(done.float())  # done flag before this step
         for k in ("residual", "action", "logprob", "value"):
             bufs[k].append(out[k])
-        raw, rew, done, _ = env.step(denormalize_action(out["action"]))
-        bufs["reward"].append(rew)
+        return denormalize_action(out["action"])
+
+    def on_step(obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Tensor, reward: torch.Tensor,
+                step_done: torch.Tensor) -> None:
+        nonlocal done
+        done = step_done
+        bufs["reward"].append(reward)
+
+    raw, _ = rollout_batched(env, seed, num_steps, act, on_step, reset=lambda s: base.reset(n, s))
     stacked = {k: torch.stack(v) for k, v in bufs.items()}
     last_obs = normalize_obs(raw)
     ro = Rollout(**stacked, next_obs=torch.cat([stacked["obs"][1:], last_obs[None]]), last_obs=last_obs,

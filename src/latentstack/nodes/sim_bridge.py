@@ -7,7 +7,9 @@ instruction (``instruction``, latched) and ``episode`` start/end events; applies
 
 ``lockstep=True``: the env steps exactly when an action for the current observation
 arrives, so a closed loop through the node graph reproduces
-:func:`latentstack.sim.evaluation.run_episode` on the same seeds. The observation is
+:func:`latentstack.sim.evaluation.run_episode` on the same seeds (both keep the episode's books with
+:class:`latentstack.sim.rollout.EpisodeState`; this node is event-driven, so it shares the per-step
+function, not the loop). The observation is
 re-sent every ``republish_s`` while no action comes (late subscribers over DDS).
 ``lockstep=False``: the env steps at ``rate_hz`` with the newest action, or the hold
 action (zero motion, gripper kept) when none arrived within ``action_timeout_s``.
@@ -25,7 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from latentstack import msgs
-from latentstack.sim.evaluation import EpisodeResult
+from latentstack.sim.rollout import EpisodeResult, EpisodeState
 
 from .base import NodeCore, check, check_finite
 from .interfaces import (
@@ -143,9 +145,7 @@ class SimBridgeCore(NodeCore):
         self.env: Any = None
         self._env_task: str | None = None
         self._ep_index = -1
-        self._obs: dict[str, Any] | None = None
-        self._t = 0
-        self._success = False
+        self._episode: EpisodeState | None = None  # the shared per-episode bookkeeping (obs, t, success)
         self._awaiting = False
         self._last_sent_ns = 0
         self._latest_action: tuple[np.ndarray, int] | None = None
@@ -167,6 +167,14 @@ class SimBridgeCore(NodeCore):
             self.create_timer(1.0 / p.rate_hz, self._free_run_step)
 
     # -- properties
+    @property
+    def _obs(self) -> Any:
+        return None if self._episode is None else self._episode.obs
+
+    @property
+    def _t(self) -> int:
+        return 0 if self._episode is None else self._episode.t
+
     @property
     def finished(self) -> bool:
         return self._started and self._ep_index >= len(self.episodes)
@@ -208,7 +216,7 @@ class SimBridgeCore(NodeCore):
             return
         env = self._make_env(ep)
         obs, _ = env.reset(seed=ep.seed)
-        self._obs, self._t, self._success = obs, 0, False
+        self._episode = EpisodeState(obs)
         self._latest_action = None
         self._last_applied = None
         self.episode_pub.publish(episode_event_msg(
@@ -221,8 +229,8 @@ class SimBridgeCore(NodeCore):
     def _end_episode(self) -> None:
         ep = self.current
         assert ep is not None
-        res = EpisodeResult(task=getattr(self.env, "task", ep.task), seed=int(ep.seed), success=self._success,
-                            length=self._t)
+        assert self._episode is not None
+        res = self._episode.result(getattr(self.env, "task", ep.task), ep.seed)
         self.results.append(res)
         self.episode_pub.publish(episode_event_msg(
             EpisodeEvent("end", ep.task, ep.seed, ep.instruction, success=res.success, length=res.length,
@@ -304,12 +312,10 @@ class SimBridgeCore(NodeCore):
 
     def _step(self, action: np.ndarray) -> None:
         self._awaiting = False
-        obs, _, terminated, truncated, info = self.env.step(action)
+        assert self._episode is not None
+        tr = self._episode.step(self.env, action)  # the rollout loop's step: same books as run_episode
         self._last_applied = action
-        self._t += 1
-        self._obs = obs
-        self._success = self._success or bool(info.get("success", False))
-        if terminated or truncated:
+        if tr.terminated or tr.truncated:
             self._end_episode()
         else:
             self._publish_observation()

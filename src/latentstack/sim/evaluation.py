@@ -7,7 +7,6 @@ the seeds; latency is measured wall time and is reported apart from the outcome 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,15 +16,11 @@ import numpy as np
 from latentstack.policies.protocol import Policy
 from latentstack.stats import percentile_ms, wilson_interval
 
+from .rollout import EpisodeResult, LatencyRecorder, RolloutHook, rollout
 from .suites import Suite
 
-
-@dataclass(frozen=True)
-class EpisodeResult:
-    task: str
-    seed: int
-    success: bool
-    length: int
+__all__ = ["ConditionResult", "EpisodeResult", "evaluate", "evaluate_sharded", "latency_table", "outcome_table",
+           "run_episode", "write_report"]
 
 
 @dataclass
@@ -71,23 +66,14 @@ def _success_block(eps: Sequence[EpisodeResult]) -> dict:
 PolicyFactory = Callable[[], Policy]
 
 
-def run_episode(env, policy: Policy, seed: int, latencies_s: list[float] | None = None) -> EpisodeResult:
-    """One closed-loop episode; ``seed`` fixes both the initial state and the policy's noise."""
-    obs, _ = env.reset(seed=seed)
-    policy.reset(seed=seed)
-    length = 0
-    success = False
-    while True:
-        t0 = time.perf_counter()
-        action = policy.select_action(obs)
-        if latencies_s is not None:
-            latencies_s.append(time.perf_counter() - t0)
-        obs, _, terminated, truncated, info = env.step(action)
-        length += 1
-        success = success or bool(info.get("success", False))
-        if terminated or truncated:
-            break
-    return EpisodeResult(task=env.task, seed=int(seed), success=success, length=length)
+def run_episode(env, policy: Policy, seed: int, latencies_s: list[float] | None = None,
+                hooks: Sequence[RolloutHook] = ()) -> EpisodeResult:
+    """One closed-loop episode; ``seed`` fixes both the initial state and the policy's noise.
+
+    Runs :func:`latentstack.sim.rollout.rollout` (ends at success or truncation); ``latencies_s`` receives
+    the wall time of each ``select_action`` call; ``hooks`` are more rollout hooks (e.g. tapping latents)."""
+    all_hooks = [*hooks, *([LatencyRecorder(latencies_s)] if latencies_s is not None else [])]
+    return rollout(env, policy.select_action, seed, reset=lambda s: policy.reset(seed=s), hooks=all_hooks)
 
 
 def evaluate(

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .rollout import RolloutHook, Transition, rollout
 from .suites import Suite, load_suite
 
 if TYPE_CHECKING:
@@ -61,22 +62,30 @@ def demo_features(image_size: int) -> dict:
     }
 
 
+class _ExpertFrames(RolloutHook):
+    """(image, state, action) per step, the observation seen before its action; the first success step."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.first_success: int | None = None
+
+    def on_action(self, obs, action, seconds: float) -> None:
+        self.frames.append((obs["image"], obs["state"], action))
+
+    def on_step(self, tr: Transition) -> None:
+        if self.first_success is None and tr.info["success"]:
+            self.first_success = tr.t
+
+
 def run_expert_episode(env, expert, seed: int, steps_after_success: int = STEPS_AFTER_SUCCESS):
-    """One expert episode. Returns (frames, first_success_step or None); frames are (image, state, action)."""
-    obs, _ = env.reset(seed=seed)
-    frames: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    first_success: int | None = None
-    while True:
-        action = expert(env.full_state)
-        frames.append((obs["image"], obs["state"], action))
-        obs, _, _, truncated, info = env.step(action)
-        if first_success is None and info["success"]:
-            first_success = len(frames)
-        if truncated:
-            break
-        if first_success is not None and len(frames) >= first_success + steps_after_success:
-            break
-    return frames, first_success
+    """One expert episode. Returns (frames, first_success_step or None); frames are (image, state, action).
+
+    The shared rollout loop, run on past MetaWorld's terminate-at-success until ``steps_after_success``
+    steps after the first success (or truncation)."""
+    rec = _ExpertFrames()
+    rollout(env, lambda obs: expert(env.full_state), seed, hooks=[rec], end_on_terminated=False,
+            steps_after_success=steps_after_success, task=getattr(env, "task", ""))
+    return rec.frames, rec.first_success
 
 
 def record_demos(

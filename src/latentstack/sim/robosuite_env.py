@@ -187,17 +187,18 @@ class LiftExpert:
 def rollout_expert(env: RobosuiteVecEnv, expert: LiftExpert, seeds: Sequence[int]
                    ) -> tuple[list[np.ndarray], list[np.ndarray], list[bool]]:
     """Expert episodes (obs (T, d), actions (T, 4), success) for each batch seed."""
+    from .rollout import rollout_batched
+
+    def act(o: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(expert.act(o.numpy()))
+
     obs_l, act_l, ok = [], [], []
     for s in seeds:
-        o = env.reset(s).numpy()
-        expert.reset(env.num_envs)
-        os_, as_ = [], []
-        for _ in range(env.config.horizon):
-            a = expert.act(o)
-            os_.append(o)
-            as_.append(a)
-            o_t, _, _, _ = env.step(torch.from_numpy(a))
-            o = o_t.numpy()
+        os_: list[np.ndarray] = []
+        as_: list[np.ndarray] = []
+        rollout_batched(env, s, env.config.horizon, act,
+                        lambda o, a, *_, os_=os_, as_=as_: (os_.append(o.numpy()), as_.append(a.numpy())),
+                        reset=lambda _: expert.reset(env.num_envs))
         os_a, as_a = np.stack(os_, 1), np.stack(as_, 1)
         for i in range(env.num_envs):
             obs_l.append(os_a[i])

@@ -2,7 +2,8 @@
 fit seeds, label each episode by success, and Tap the chosen latent sites at every denoise step.
 
 Uses the evaluation harness's :func:`~latentstack.sim.evaluation.run_episode` (same reset / seeding /
-success rule as ``evaluate``), with a ``Tap`` active for the whole episode. States per episode and
+success rule as ``evaluate``; the shared rollout loop), with a ``Tap`` active for the whole episode
+(:class:`~latentstack.sim.rollout.TapLatents`). States per episode and
 site come back as ``(T, D, S, d)`` (``keep="mean"`` stores the token mean, ``S = 1``, which is
 exactly what the ``paper`` preset's mean-pooling builder needs and 16x smaller).
 
@@ -20,8 +21,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-
-from latentstack.latent import Tap
 
 from .fit import states_from_records
 
@@ -56,6 +55,7 @@ def collect_rollouts(
     ``seeds`` (explicit) or the ``n`` seeds of ``suite.seeds[split]`` starting at ``offset``.
     """
     from latentstack.sim.evaluation import run_episode
+    from latentstack.sim.rollout import TapLatents
 
     if keep not in ("tokens", "mean"):
         raise ValueError(f"keep must be 'tokens' or 'mean', got {keep!r}")
@@ -88,8 +88,8 @@ def collect_rollouts(
                           max_episode_steps=spec.max_episode_steps, instruction=spec.instruction)
         try:
             for seed in seed_list:
-                with Tap(policy, list(sites)) as tap:
-                    ep = run_episode(env, policy, seed)
+                tap = TapLatents(policy, sites)
+                ep = run_episode(env, policy, seed, hooks=[tap])
                 states = {}
                 for site in sites:
                     H = states_from_records(tap.records[site]).float()
