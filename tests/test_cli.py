@@ -275,3 +275,38 @@ def test_train_config_errors(trainers, tmp_path):
     with pytest.raises(SystemExit, match="no trainer for type 'nerf'"):
         main(["train", "--config", str(cfg)])
     assert not trainers
+
+
+def test_act_preset_choices_match_the_presets():
+    from latentstack.cli.act import ACT_PRESET_NAMES
+    from latentstack.policies.lerobot_act.configuration_act import ACT_PRESETS
+
+    assert set(ACT_PRESET_NAMES) == set(ACT_PRESETS)
+
+
+@pytest.mark.slow
+def test_train_config_of_type_lion_trains_end_to_end(tmp_path):
+    from latentstack.perception.lion.modeling_lion import load_detector
+
+    cfg = tmp_path / "lion.yaml"
+    cfg.write_text(f"type: lion\ntrain:\n  preset: lion_tiny_identity\n  data: {tmp_path / 'data'}\n"
+                   "  train-scans: 2\n  batch_size: 1\n")
+    assert main(["train", "--config", str(cfg), "--steps", "2", "--out", str(tmp_path / "ck"), "--device", "cpu"]) == 0
+    log = json.loads((tmp_path / "ck" / "train_log.json").read_text())
+    summary = log["summary"]  # flag (--steps) over config (train-scans, batch_size, preset) over defaults (lr)
+    assert (summary["preset"], summary["num_train_scans"], summary["train"]["iterations"]) == ("lion_tiny_identity", 2, 2)
+    assert (summary["train"]["batch_size"], summary["train"]["lr"]) == (1, 3e-3)
+    model = load_detector(tmp_path / "ck", device="cpu")
+    assert {p.device.type for p in model.parameters()} == {"cpu"}
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_eval_on_cuda_runs_and_records_the_device(tmp_path):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    res = run_evaluation("metaworld_mt6", {"vla": SHIPPED}, 1, "test", tmp_path, progress=False, device="cuda")
+    assert res["meta"]["device"] == "cuda"
+    assert json.loads((tmp_path / "eval.json").read_text())["conditions"]["vla"]

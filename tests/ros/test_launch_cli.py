@@ -28,7 +28,7 @@ def test_launch_inprocess_matches_evaluate(tmp_path, capsys):
     pytest.importorskip("metaworld")
     out = tmp_path / "run.json"
     bag = tmp_path / "bag"
-    args = parse(["launch", "ros/graphs/metaworld.yaml", "--tasks", "drawer-close-v3", "--episodes", "2",
+    args = parse(["launch", "ros/graphs/metaworld.yaml", "--tasks", "drawer-close-v3", "--episodes-per-task", "2",
                   "--policy", "vla_tiny", "--set", "sim_bridge.max_episode_steps=12", "--compare-eval",
                   "--record", str(bag), "--out", str(out)])
     assert args.func(args) == 0
