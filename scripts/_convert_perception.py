@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -27,7 +28,9 @@ from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parents[1]
+# LATENTSTACK_ROOT: convert a copy of the checkout (a dry run); the code always comes from this checkout
+ROOT = Path(os.environ.get("LATENTSTACK_ROOT", HERE)).resolve()
 RECORD = ROOT / "reports" / "artifacts" / "conversion.json"
 
 
@@ -270,11 +273,11 @@ def _act_obs() -> dict[str, Any]:
 
 
 def convert_act(path: Path) -> dict[str, Any]:
-    from latentstack.policies.lerobot_act.artifact import LEROBOT_DIR, load_act_artifact, seal_act_artifact
     from lerobot.policies.act.modeling_act import ACTPolicy
     from lerobot.processor import PolicyProcessorPipeline
     from lerobot.processor.converters import policy_action_to_transition, transition_to_policy_action
 
+    from latentstack.policies.lerobot_act.artifact import LEROBOT_DIR, load_act_artifact, seal_act_artifact
     from latentstack.policies.lerobot_act.modeling_act import ACTAdapter
 
     doc = _legacy_doc(path)
@@ -312,6 +315,16 @@ def convert_act(path: Path) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------- driver
+def recard(path: Path) -> None:
+    """The card keeps its text and numbers (nothing was re-measured); its ``## Artifact`` block is rendered from
+    the new ``config.json`` by the one card renderer (type, version, source, provenance, file hashes)."""
+    from latentstack.core.card import with_provenance
+
+    card = path / "CARD.md"
+    if card.is_file():
+        card.write_text(with_provenance(card.read_text(), json.loads((path / "config.json").read_text())))
+
+
 def _finish(path: Path, before: dict[str, str], after: dict[str, str], out_old: Any, out_new: Any, fmt: str
             ) -> dict[str, Any]:
     from latentstack.core.artifacts import artifact_fingerprint
@@ -320,6 +333,7 @@ def _finish(path: Path, before: dict[str, str], after: dict[str, str], out_old: 
     if before != after:
         raise AssertionError(f"{path}: tensors changed in conversion: "
                              f"{sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))[:8]}")
+    recard(path)
     doc = json.loads((path / "config.json").read_text())
     return {"artifact": portable_path(path), "type": doc["type"], "from_format": fmt,
             "format_version": doc["format_version"], "fingerprint": artifact_fingerprint(path),
@@ -362,11 +376,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("names", nargs="*", help=f"artifacts under policies/ (default: {' '.join(ARTIFACTS)})")
     ap.add_argument("--policies", default=str(ROOT / "policies"))
+    ap.add_argument("--recard", action="store_true", help="only refresh the cards' artifact blocks")
     a = ap.parse_args(argv)
     torch.manual_seed(0)
     done: dict[str, dict[str, Any]] = {}
     for name in a.names or list(ARTIFACTS):
         path = Path(a.policies) / name
+        if a.recard:
+            recard(path)
+            continue
         if is_converted(path):
             print(f"{name}: already format 2, skipped")
             continue
@@ -379,5 +397,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT / "src"))
+    sys.path.insert(0, str(HERE / "src"))
     raise SystemExit(main())

@@ -48,7 +48,11 @@ def tiny_dir(tmp_path_factory):
 def test_factory_dispatch_and_protocol(act):
     assert isinstance(act, ACTAdapter) and isinstance(act, Policy)
     assert is_act_checkpoint(SHIPPED) and not is_act_checkpoint(VLA)
-    assert json.loads((SHIPPED / "config.json").read_text())["type"] == "act"
+    doc = json.loads((SHIPPED / "config.json").read_text())
+    assert doc["type"] == "lerobot_act" and doc["format_version"] == 2
+    # LeRobot's own files sit, hashed, in the artifact's LeRobot folder
+    assert json.loads((SHIPPED / "lerobot" / "config.json").read_text())["type"] == "act"
+    assert {"lerobot/config.json", "lerobot/model.safetensors", "lerobot/policy_preprocessor.json"} <= set(doc["files"])
     assert not act.training
 
 
@@ -115,7 +119,7 @@ def test_roundtrip_is_exact(tiny_dir):
 
     a = ACTAdapter.from_pretrained(tiny_dir)
     b = make_policy(str(tiny_dir))
-    assert set(tiny_dir.iterdir()) >= {tiny_dir / "config.json", tiny_dir / "model.safetensors"}
+    assert (tiny_dir / "config.json").is_file() and (tiny_dir / "lerobot" / "model.safetensors").is_file()
     np.testing.assert_array_equal(a.predict_action_chunk(_obs(2)), b.predict_action_chunk(_obs(2)))
 
 
@@ -133,23 +137,61 @@ def test_untrained_twin_shares_stats_not_weights(act):
 
 
 def test_loader_refuses_mismatched_checkpoints(tiny_dir, tmp_path):
+    from latentstack.core.artifacts import ArtifactError, sha256_file
+
     bad = tmp_path / "bad"
     shutil.copytree(tiny_dir, bad)
-    cfg = json.loads((bad / "config.json").read_text())
-    cfg["dim_model"] = 48  # weights were saved with dim_model 32
-    (bad / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match="do not match"):
+    doc = json.loads((bad / "config.json").read_text())
+
+    def write(d: dict) -> None:
+        (bad / "config.json").write_text(json.dumps(d))
+
+    # LeRobot's config edited: its hash no longer matches; re-hashed, the weights do not fit it
+    original = (bad / "lerobot" / "config.json").read_bytes()
+    lcfg = json.loads(original)
+    (bad / "lerobot" / "config.json").write_text(json.dumps({**lcfg, "dim_model": 48}))  # saved with 32
+    with pytest.raises(ArtifactError, match="sha256"):
         ACTAdapter.from_pretrained(bad)
-    cfg["type"] = "diffusion"
-    (bad / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match="not a LeRobot ACT checkpoint"):
+    write({**doc, "files": {**doc["files"], "lerobot/config.json": sha256_file(bad / "lerobot" / "config.json")}})
+    with pytest.raises(ArtifactError, match="do not fit"):
         ACTAdapter.from_pretrained(bad)
-    cfg["type"] = "act"
-    cfg["dim_model"] = 32
-    (bad / "config.json").write_text(json.dumps(cfg))
-    (bad / "policy_preprocessor.json").unlink()
-    with pytest.raises(FileNotFoundError, match="policy_preprocessor.json"):
+    (bad / "lerobot" / "config.json").write_bytes(original)
+    # our config disagreeing with LeRobot's, a wrong type / version, an unknown key, a missing file
+    write({**doc, "config": {**doc["config"], "chunk_size": 8}})
+    with pytest.raises(ArtifactError, match="disagrees"):
         ACTAdapter.from_pretrained(bad)
+    write({**doc, "config": {**doc["config"], "weights_dtype": "float16"}})
+    with pytest.raises(ArtifactError, match="stored in float32"):
+        ACTAdapter.from_pretrained(bad)
+    write({**doc, "config": {**doc["config"], "extra_key": 1}})
+    with pytest.raises(ValueError, match="extra_key"):
+        ACTAdapter.from_pretrained(bad)
+    write({**doc, "type": "act"})
+    with pytest.raises(ArtifactError, match="expected"):
+        ACTAdapter.from_pretrained(bad)
+    write({**doc, "format_version": 1})
+    with pytest.raises(ArtifactError, match="format_version"):
+        ACTAdapter.from_pretrained(bad)
+    assert not is_act_checkpoint(bad)
+    write(doc)
+    assert is_act_checkpoint(bad)
+    ACTAdapter.from_pretrained(bad)  # restored: loads again
+    (bad / "lerobot" / "policy_preprocessor.json").unlink()
+    with pytest.raises(ArtifactError, match="policy_preprocessor.json missing"):
+        ACTAdapter.from_pretrained(bad)
+
+
+def test_saved_processors_are_cpu_and_load_on_the_requested_device(tiny_dir):
+    from latentstack.policies.lerobot_act.processor_act import pipeline_devices
+
+    for name in ("policy_preprocessor.json", "policy_postprocessor.json"):
+        steps = json.loads((tiny_dir / "lerobot" / name).read_text())["steps"]
+        assert [s["config"]["device"] for s in steps if s["registry_name"] == "device_processor"] == ["cpu"]
+    a = ACTAdapter.from_pretrained(tiny_dir, device="cpu")
+    assert a.device == torch.device("cpu") and pipeline_devices(a.preprocessor) == ["cpu"]
+    if torch.cuda.is_available():  # the GPU box: the pipelines follow the load call's device
+        g = ACTAdapter.from_pretrained(tiny_dir, device="cuda")
+        assert g.device.type == "cuda" and pipeline_devices(g.preprocessor)[0].startswith("cuda")
 
 
 def test_compact_weights_stores_fp16_and_loads_the_rounded_weights(tiny_dir, tmp_path):
@@ -160,8 +202,9 @@ def test_compact_weights_stores_fp16_and_loads_the_rounded_weights(tiny_dir, tmp
     src = ACTAdapter.from_pretrained(tiny_dir)
     dst = tmp_path / "compact"
     shutil.copytree(tiny_dir, dst)
-    size_before = (dst / "model.safetensors").stat().st_size
+    size_before = (dst / "lerobot" / "model.safetensors").stat().st_size
     assert ACTAdapter.compact_weights(dst) < 0.6 * size_before
+    assert json.loads((dst / "config.json").read_text())["config"]["weights_dtype"] == "float16"
     got = ACTAdapter.from_pretrained(dst)  # strict load, fp32 model
     want = {k: v.detach().to(torch.float16).float() for k, v in src.state_dict().items() if v.is_floating_point()}
     for k, v in got.state_dict().items():

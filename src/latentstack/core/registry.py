@@ -20,3 +20,18 @@ register_artifact_type("vla", "latentstack.policies.checkpoint:from_pretrained",
 register_artifact_type("vla_quantized", "latentstack.quant.artifact:load_quantized_policy")
 # COAST conceptors fitted on a "vla" artifact's latent site (not a policy: applied to one)
 register_artifact_type("conceptor", "latentstack.steering.intervention:SteeringArtifact.load", kind="conceptor")
+
+# ----------------------------------------------------------------------------- perception, KORR, ACT adapter
+register_lazy_config("lion", "latentstack.perception.lion.configuration_lion:LionConfig")
+register_artifact_type("lion", "latentstack.perception.lion.modeling_lion:load_detector", kind="detector")
+register_lazy_config("stereo", "latentstack.perception.stereo.configuration_stereo:StereoConfig")
+register_artifact_type("stereo", "latentstack.perception.stereo.model:load_stereo_model", kind="depth")
+# KORR: the chunked BC base is a policy; residual heads are derived from it (their source) and wrap a policy
+register_lazy_config("korr_base", "latentstack.koopman.base_policy:ChunkBaseConfig")
+register_artifact_type("korr_base", "latentstack.koopman.base_policy:load_base_policy")
+register_lazy_config("korr_residual", "latentstack.koopman.configuration_korr:ResidualConfig")
+register_artifact_type("korr_residual", "latentstack.koopman.artifact:load_residual_head", kind="residual")
+# LeRobot's ACT behind the adapter: LeRobot's own files inside the artifact's lerobot/ folder
+register_lazy_config("lerobot_act", "latentstack.policies.lerobot_act.configuration_act:ACTAdapterConfig")
+register_artifact_type("lerobot_act", "latentstack.policies.lerobot_act.artifact:load_act_artifact",
+                       random="latentstack.policies.lerobot_act.modeling_act:make_act_random_like")

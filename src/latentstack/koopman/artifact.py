@@ -51,4 +51,9 @@ def load_residual(directory: str | Path, expect: ResidualConfig | None = None,
     return model, art.extra
 
 
-__all__ = ["load_residual", "residual_source", "save_residual"]
+def load_residual_head(directory: str | Path, *, device: str | None = None, **kw: Any) -> ResidualActorCritic:
+    """The residual model alone (the artifact-type loader of ``"korr_residual"``)."""
+    return load_residual(directory, device=device, **kw)[0]
+
+
+__all__ = ["load_residual", "load_residual_head", "residual_source", "save_residual"]

@@ -163,6 +163,11 @@ def load_chunk_base(directory: str | Path, device: str | None = None) -> tuple[C
     return model, art.extra
 
 
+def load_base_policy(directory: str | Path, *, device: str | None = None) -> ChunkBasePolicy:
+    """The base as a Policy (the artifact-type loader of ``"korr_base"``)."""
+    return ChunkBasePolicy(load_chunk_base(directory, device=device)[0])
+
+
 class BatchedChunkBase:
     """Trainer-side view of the base: one chunk queue shared by all envs (they reset together), normalized
     actions out, raw observations in."""
@@ -224,4 +229,4 @@ class ChunkBasePolicy:
 
 
 __all__ = ["BatchedChunkBase", "ChunkBaseConfig", "ChunkBasePolicy", "ChunkMLPBase", "MinMaxNormalizer",
-           "chunk_targets", "load_chunk_base", "save_chunk_base", "train_chunk_base"]
+           "chunk_targets", "load_base_policy", "load_chunk_base", "save_chunk_base", "train_chunk_base"]

@@ -7,21 +7,19 @@ import json
 from pathlib import Path
 from typing import Any
 
-from latentstack.policies.card import evaluation_lines
+from latentstack.core.card import bullet_lines, commands_lines, evaluation_lines, provenance_lines, render
 
 
 def render_act_card(name: str, config: dict[str, Any], train_log: dict[str, Any], evaluation: dict[str, Any],
-                    commands: list[str], notes: list[str]) -> str:
+                    commands: list[str], notes: list[str], artifact: dict[str, Any] | None = None) -> str:
+    """``config``: LeRobot's ACT config (``lerobot/config.json``); ``artifact``: the artifact's own
+    ``config.json`` document (weights dtype, file hashes: the card's ``## Artifact`` block)."""
     tc = train_log["train_config"]
-    size_mb = sum(p.stat().st_size for p in Path(tc["out_dir"]).glob("*.safetensors")) / 2**20 \
-        if Path(tc["out_dir"]).is_dir() else float("nan")
-    stored = "fp32"
-    weights = Path(tc["out_dir"]) / "model.safetensors"
-    if weights.is_file():
-        from safetensors import safe_open
-
-        with safe_open(str(weights), "pt") as f:
-            stored = (f.metadata() or {}).get("stored_dtype", "fp32")
+    out_dir = Path(tc["out_dir"])
+    size_mb = sum(p.stat().st_size for p in out_dir.rglob("*.safetensors")) / 2**20 \
+        if out_dir.is_dir() else float("nan")
+    stored = (artifact or {}).get("config", {}).get("weights_dtype", "float32")
+    stored = "fp32" if stored == "float32" else stored
     lines = [
         f"# {name}",
         "",
@@ -48,20 +46,11 @@ def render_act_card(name: str, config: dict[str, Any], train_log: dict[str, Any]
         f"{tc['num_threads']} torch thread(s); final L1 (mean of last 10 logs) {train_log['final_l1_loss_mean_last10']:.4f} "
         "(`loss_curve.png`)"),
         "",
-        "Commands:",
-        "",
-        "```bash",
-        *commands,
-        "```",
-        "",
-        *evaluation_lines(evaluation, "`untrained` = same config and normalisation, random weights, same run."),
-        "Files: `eval/eval.json`, `eval/eval.png`.",
-        "",
-        "## Notes",
-        "",
     ]
-    lines += [f"- {n}" for n in notes]
-    return "\n".join(lines) + "\n"
+    return render(lines, commands_lines(commands),
+                  evaluation_lines(evaluation, "`untrained` = same config and normalisation, random weights, same run.")
+                  + ["Files: `eval/eval.json`, `eval/eval.png`."],
+                  bullet_lines(notes, "Notes"), provenance_lines(artifact) if artifact else [])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,9 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--note", action="append", default=[])
     a = ap.parse_args(argv)
     art = Path(a.artifact)
-    card = render_act_card(art.name, json.loads((art / "config.json").read_text()),
-                           json.loads((art / "train_log.json").read_text()), json.loads(Path(a.eval).read_text()),
-                           a.command, a.note)
+    doc = json.loads((art / "config.json").read_text())
+    lerobot_cfg = json.loads((art / doc["config"]["lerobot_dir"] / "config.json").read_text())
+    card = render_act_card(art.name, lerobot_cfg, json.loads((art / "train_log.json").read_text()),
+                           json.loads(Path(a.eval).read_text()), a.command, a.note, artifact=doc)
     (art / "CARD.md").write_text(card)
     print(card)
     return 0

@@ -12,11 +12,14 @@ Language: ACT has no language input. The task is not given to the model; it is i
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-ACT_TYPE = "act"  # the "type" LeRobot writes into config.json; factory.make_policy dispatches on it
+from latentstack.core.config import DTYPES, ModelConfig, register_config
+
+ACT_TYPE = "act"  # the "type" LeRobot writes into its own config.json (inside the artifact's LeRobot folder)
 IMAGE_KEY = "observation.image"
 STATE_KEY = "observation.state"
 ACTION_KEY = "action"
@@ -63,6 +66,40 @@ ACT_PRESETS: dict[str, dict[str, Any]] = {
         "n_action_steps": 8,
     },
 }
+
+
+@register_config("lerobot_act")
+@dataclass(frozen=True)
+class ACTAdapterConfig(ModelConfig):
+    """The artifact config of the ACT adapter (type ``"lerobot_act"``).
+
+    The model itself is described by LeRobot's own ``config.json`` (draccus-parsed ``ACTConfig``), kept with
+    the weights and processor files, unchanged, in the artifact's ``lerobot_dir`` and hashed in ``files``. The
+    fields below repeat what the project relies on (feature shapes, chunking) plus how the weights are stored;
+    the loader refuses an artifact whose LeRobot config disagrees with them."""
+
+    lerobot_dir: str = "lerobot"
+    chunk_size: int = 16
+    n_action_steps: int = 8
+    image_shape: tuple[int, ...] = (3, 64, 64)
+    state_dim: int = 4
+    action_dim: int = 4
+    weights_dtype: str = "float32"  # floating tensors of lerobot_dir/model.safetensors (loaded into fp32)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.weights_dtype not in DTYPES:
+            raise ValueError(f"weights_dtype must be one of {DTYPES}, got {self.weights_dtype!r}")
+        if len(self.image_shape) != 3:
+            raise ValueError(f"image_shape is (C, H, W), got {self.image_shape}")
+
+    @classmethod
+    def from_lerobot(cls, config: Any, **fields: Any) -> ACTAdapterConfig:
+        """The fields LeRobot's ``ACTConfig`` determines (``fields``: the rest, e.g. ``weights_dtype``)."""
+        return cls(chunk_size=int(config.chunk_size), n_action_steps=int(config.n_action_steps),
+                   image_shape=tuple(int(x) for x in config.input_features[IMAGE_KEY].shape),
+                   state_dim=int(config.input_features[STATE_KEY].shape[0]),
+                   action_dim=int(config.output_features[ACTION_KEY].shape[0]), **fields)
 
 
 def make_act_config(preset: str = "act_small", image_size: int = 64, state_dim: int = 4, action_dim: int = 4,

@@ -27,7 +27,6 @@ each chunk prediction is one call, annotated ``denoise_step=0`` (COAST's D = 1) 
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -39,12 +38,9 @@ from torch import Tensor, nn
 
 from latentstack.latent.context import annotate
 from latentstack.latent.site import Site
-from latentstack.policies.lerobot_act.configuration_act import ACT_TYPE, IMAGE_KEY, STATE_KEY
+from latentstack.policies.lerobot_act.configuration_act import IMAGE_KEY, STATE_KEY
 from latentstack.policies.lerobot_act.processor_act import ACTProcessor
 from latentstack.policies.protocol import ActionChunkQueue, Observation
-
-PREPROCESSOR_CONFIG = "policy_preprocessor.json"
-POSTPROCESSOR_CONFIG = "policy_postprocessor.json"
 
 
 class BatchFirstTokens(nn.Identity):
@@ -65,14 +61,11 @@ def attach_batch_first_view(module: nn.Module) -> None:
 
 
 def is_act_checkpoint(path: str | os.PathLike) -> bool:
-    """True for a directory with a LeRobot ``config.json`` whose ``type`` is ``"act"``."""
-    cfg = Path(path) / "config.json"
-    if not cfg.is_file():
-        return False
-    try:
-        return json.loads(cfg.read_text()).get("type") == ACT_TYPE
-    except (OSError, ValueError):
-        return False
+    """True for an ACT adapter artifact folder (``config.json`` of type ``"lerobot_act"``, format 2)."""
+    from latentstack.core.artifacts import is_artifact
+    from latentstack.policies.lerobot_act.configuration_act import ACTAdapterConfig
+
+    return is_artifact(path, ACTAdapterConfig.type)
 
 
 class ACTAdapter(nn.Module):
@@ -121,57 +114,35 @@ class ACTAdapter(nn.Module):
         return cls(policy, pre, post)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike) -> ACTAdapter:
-        """Load a directory written by :meth:`save_pretrained` / LeRobot (strict: every weight must match)."""
-        from lerobot.policies.act.modeling_act import ACTPolicy
-        from lerobot.processor import PolicyProcessorPipeline
-        from lerobot.processor.converters import policy_action_to_transition, transition_to_policy_action
+    def from_pretrained(cls, path: str | os.PathLike, device: str | None = None) -> ACTAdapter:
+        """Load an artifact written by :meth:`save_pretrained` on ``device`` (strict: every weight must match;
+        see :func:`latentstack.policies.lerobot_act.artifact.load_act_artifact` for what is refused)."""
+        from latentstack.policies.lerobot_act.artifact import load_act_artifact
 
-        path = Path(path)
-        if not is_act_checkpoint(path):
-            raise ValueError(f"{path} is not a LeRobot ACT checkpoint (config.json with \"type\": \"act\")")
-        for name in ("model.safetensors", PREPROCESSOR_CONFIG, POSTPROCESSOR_CONFIG):
-            if not (path / name).is_file():
-                raise FileNotFoundError(f"ACT checkpoint {path} lacks {name}")
-        try:
-            policy = ACTPolicy.from_pretrained(str(path), strict=True)
-        except RuntimeError as exc:  # missing / unexpected / mis-shaped weights
-            raise ValueError(f"ACT checkpoint {path}: weights do not match its config.json: {exc}") from exc
-        # The device saved in the pipelines is where the artifact was made; build them on the CPU (loadable on
-        # any machine) and let the adapter point them at the model's device when it runs.
-        on_cpu = {"device_processor": {"device": "cpu"}}
-        pre = PolicyProcessorPipeline.from_pretrained(str(path), config_filename=PREPROCESSOR_CONFIG,
-                                                      overrides=on_cpu)
-        post = PolicyProcessorPipeline.from_pretrained(
-            str(path), config_filename=POSTPROCESSOR_CONFIG, overrides=on_cpu,
-            to_transition=policy_action_to_transition, to_output=transition_to_policy_action)
-        return cls(policy, pre, post)
+        return load_act_artifact(path, device=device)
 
-    def save_pretrained(self, path: str | os.PathLike) -> None:
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        self.policy.save_pretrained(path)
+    def save_pretrained(self, path: str | os.PathLike, *, weights_dtype: str = "float32",
+                        files: Mapping[str, bytes | str] | None = None) -> Path:
+        """Save as a ``"lerobot_act"`` artifact (LeRobot's own files in its ``lerobot/`` folder, hashed)."""
+        from latentstack.policies.lerobot_act.artifact import save_act_artifact
+
         # processors are saved as CPU pipelines (a saved "cuda" would not load on a CPU-only machine)
         device = self._processor.device
         self._processor.to("cpu")
         try:
-            self.preprocessor.save_pretrained(path)
-            self.postprocessor.save_pretrained(path)
+            return save_act_artifact(self.policy, self.preprocessor, self.postprocessor, path,
+                                     weights_dtype=weights_dtype, files=files)
         finally:
             self._processor.to(device)
 
     @staticmethod
     def compact_weights(path: str | os.PathLike, dtype: torch.dtype = torch.float16) -> int:
-        """Re-store ``model.safetensors`` with floating tensors in ``dtype`` (the ResNet18 backbone makes the
-        fp32 file ~47 MB); loading casts back into the fp32 model, so the policy *is* the rounded weights.
-        Returns the new file size in bytes. Evaluate after compacting, never before."""
-        from safetensors.torch import load_file, save_file
+        """Re-store the artifact's weights with floating tensors in ``dtype`` and re-seal it (the ResNet18
+        backbone makes the fp32 file ~47 MB); loading casts back into the fp32 model, so the policy *is* the
+        rounded weights. Returns the new file size in bytes. Evaluate after compacting, never before."""
+        from latentstack.policies.lerobot_act.artifact import compact_act_artifact
 
-        f = Path(path) / "model.safetensors"
-        tensors = load_file(str(f))
-        out = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in tensors.items()}
-        save_file(out, str(f), metadata={"format": "pt", "stored_dtype": str(dtype).removeprefix("torch.")})
-        return f.stat().st_size
+        return compact_act_artifact(path, str(dtype).removeprefix("torch."))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -238,19 +209,19 @@ class ACTAdapter(nn.Module):
         return sites
 
 
-def load_act_policy(path: str | os.PathLike) -> ACTAdapter:
-    return ACTAdapter.from_pretrained(path)
+def load_act_policy(path: str | os.PathLike, device: str | None = None) -> ACTAdapter:
+    return ACTAdapter.from_pretrained(path, device=device)
 
 
-def make_act_random_like(path: str | os.PathLike, seed: int = 0) -> ACTAdapter:
+def make_act_random_like(path: str | os.PathLike, seed: int = 0, device: str | None = None) -> ACTAdapter:
     """The untrained twin: same config and normalisation statistics as the checkpoint, fresh weights."""
-    trained = ACTAdapter.from_pretrained(path)
+    trained = ACTAdapter.from_pretrained(path, device=device)
     from lerobot.policies.act.modeling_act import ACTPolicy
 
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         policy = ACTPolicy(trained.config)
-    return ACTAdapter(policy, trained.preprocessor, trained.postprocessor)
+    return ACTAdapter(policy, trained.preprocessor, trained.postprocessor).to(trained.device)
 
 
 __all__ = ["ACTAdapter", "BatchFirstTokens", "attach_batch_first_view", "is_act_checkpoint", "load_act_policy",

@@ -6,9 +6,10 @@ with ``action_is_pad`` past each episode's end (what LeRobot's ``delta_timestamp
 Images go in as float [0, 1] and are normalised by the LeRobot preprocessor (ImageNet statistics).
 Optimiser as LeRobot's ACT preset: AdamW (lr, weight decay from the config), constant LR, grad-norm clip 10.
 
-Outputs in ``out_dir``: ``config.json`` + ``model.safetensors`` (``ACTPolicy.save_pretrained``), the
-pre/post-processor JSON + safetensors, ``train_log.json`` and ``loss_curve.png``. The loop is the shared
-:func:`latentstack.training.train_supervised` (this module gives it the batches and the loss).
+Outputs in ``out_dir``: a ``"lerobot_act"`` artifact (``config.json``; LeRobot's ``config.json`` +
+``model.safetensors`` + pre/post-processor files in ``lerobot/``), ``train_log.json`` and ``loss_curve.png``.
+The loop is the shared :func:`latentstack.training.train_supervised` (this module gives it the batches and
+the loss).
 
 CLI: ``lstack act train --data ROOT --out DIR --steps N --time-budget-s S`` (flags in :mod:`latentstack.cli.act`).
 """
@@ -52,6 +53,7 @@ def train_act(cfg: ACTTrainConfig) -> Path:
     from lerobot.policies.act.modeling_act import ACTPolicy
     from lerobot.policies.act.processor_act import make_act_pre_post_processors
 
+    from latentstack.policies.lerobot_act.artifact import save_act_artifact
     from latentstack.policies.train import load_frames
     from latentstack.training import plot_history, train_supervised
 
@@ -88,15 +90,13 @@ def train_act(cfg: ACTTrainConfig) -> Path:
     )
     history = result.history
     policy.eval()
-    policy.save_pretrained(out)
-    pre.save_pretrained(out)
-    post.save_pretrained(out)
     log = {"train_config": dataclasses.asdict(cfg), "steps_done": result.step,
            "wall_s": float(history[-1]["elapsed_s"]) if history else result.wall_s,
            "frames": len(frames), "episodes": frames.num_episodes, "tasks": frames.tasks,
            "parameters": log_extra["parameters"],
            "final_l1_loss_mean_last10": (sum(h["l1_loss"] for h in history[-10:]) / max(1, len(history[-10:]))),
            "history": history}
-    (out / "train_log.json").write_text(json.dumps(log, indent=1))
+    # a "lerobot_act" artifact: LeRobot's files in out/lerobot, the training log hashed with them
+    save_act_artifact(policy, pre, post, out, files={"train_log.json": json.dumps(log, indent=1)})
     plot_history(history, out / "loss_curve.png", ("l1_loss",))
     return out
