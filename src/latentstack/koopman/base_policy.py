@@ -114,7 +114,10 @@ def chunk_targets(actions: Sequence[np.ndarray], horizon: int) -> tuple[np.ndarr
 def train_chunk_base(obs: Sequence[np.ndarray], actions: Sequence[np.ndarray], config: ChunkBaseConfig,
                      steps: int = 3000, batch_size: int = 256, lr: float = 1e-3, seed: int = 0,
                      progress: bool = True) -> tuple[ChunkMLPBase, list[float]]:
-    """Behaviour cloning (MSE on normalized chunks), AdamW with cosine decay. Returns (model, losses)."""
+    """Behaviour cloning (MSE on normalized chunks), AdamW with cosine decay, on the shared loop
+    :func:`latentstack.training.train_supervised`. Returns (model, per-step losses)."""
+    from latentstack.training import train_supervised
+
     torch.manual_seed(seed)
     all_obs = np.concatenate(obs, 0)
     all_act = np.concatenate(actions, 0)
@@ -127,21 +130,15 @@ def train_chunk_base(obs: Sequence[np.ndarray], actions: Sequence[np.ndarray], c
     opt = torch.optim.AdamW(model.net.parameters(), lr=lr, weight_decay=1e-6)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     g = torch.Generator().manual_seed(seed)
-    losses = []
-    it: Any = range(steps)
-    if progress:
-        from tqdm import tqdm
-        it = tqdm(it, desc="BC base", leave=False)
-    for _ in it:
+
+    def step_fn(step: int) -> tuple[torch.Tensor, dict[str, float]]:
         b = torch.randint(0, len(x), (batch_size,), generator=g)
-        loss = torch.mean((model(x[b]) - y[b]) ** 2)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
+        return torch.mean((model(x[b]) - y[b]) ** 2), {}
+
+    result = train_supervised(model, step_fn, opt, steps=steps, scheduler=sched, state={"sampler": g},
+                              progress=progress, desc="BC base")
     model.eval()
-    return model, losses
+    return model, [h["loss"] for h in result.history]
 
 
 def save_chunk_base(model: ChunkMLPBase, directory: str | Path, meta: Mapping[str, Any] | None = None) -> Path:

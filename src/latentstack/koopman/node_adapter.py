@@ -48,7 +48,8 @@ def residual_adapter(policy: Policy, params: Any) -> Policy:
     if not path:
         return policy
     base = residual_source(path)  # the base artifact it was trained on: its fingerprint is checked on load
-    model, meta = load_residual(path, source=base)
+    # on the policy node's device (its `device` parameter), next to the policy it wraps
+    model, meta = load_residual(path, source=base, device=getattr(params, "device", None))
     obs_norm, action_norm = residual_normalizers(meta, base)
     wrapped = ResidualPolicy(policy, model, obs_norm=obs_norm, action_norm=action_norm,
                              state_key=getattr(params, "residual_state_key", "state"),
