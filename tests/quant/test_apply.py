@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from latentstack.kernels import W4A8Linear, W8A8Linear
+from latentstack.latent import Site, Tap
 from latentstack.quant import FakeQuantLinear, activation_calibration, get_preset, quantize_model
 
 from .conftest import predict
@@ -31,11 +32,20 @@ def test_int_model_matches_fake_model_and_fp32(vla_fp, obs_batch, preset, tol):
     qi, qf = copy.deepcopy(vla_fp), copy.deepcopy(vla_fp)
     quantize_model(qi, "paper", preset, impl="torch", verbose=False)
     quantize_model(qf, "paper", preset + "_fake", verbose=False)
-    yi, yf = predict(qi, obs_batch), predict(qf, obs_batch)
-    # same math (int GEMM vs float matmul); fp32 summation order flips a few rounding-boundary codes,
-    # which the 8 layers × 10 flow steps amplify to ~1e-3 (each layer alone agrees to 1e-5, above)
-    assert ((yi - yf).norm() / yf.norm()) < 5e-3
-    assert ((yi - ref).norm() / ref.norm()) < tol
+    res = [n for n, m in qi.named_modules() if isinstance(m, (W8A8Linear, W4A8Linear))]
+    assert len(res) == 32
+    with Tap(qi, {n: Site(n, kind="input") for n in res}) as tap:
+        yi = predict(qi, obs_batch)
+    # Same math (int GEMM vs float matmul of the dequantised operands), compared per layer on the inputs the
+    # int model actually produced: identical activation codes, so only fp32 summation order differs. End to
+    # end the two models are not compared: the float noise flips a few rounding-boundary codes, which
+    # 8 layers x 10 flow steps amplify to ~1e-3 by an amount that depends on the CPU's GEMM.
+    for n in res:
+        x = torch.cat([r.value.reshape(-1, r.value.shape[-1]) for r in tap.records[n]])
+        with torch.no_grad():
+            y_int, y_fake = qi.get_submodule(n)(x), qf.get_submodule(n)(x)
+        assert ((y_int - y_fake).norm() / y_fake.norm()) < 2e-6, n  # fake path's fp32 GEMM noise: ~2e-7
+    assert ((yi - ref).norm() / ref.norm()) < tol  # quantisation error vs fp32: sanity bound, far above flip noise
 
 
 @pytest.mark.parametrize("preset", ["paper_rtn_w4a8", "paper_duquant_w4a8", "code_duquant_w4a8"])
