@@ -38,7 +38,7 @@ class KorrProcessor:
         """float32 tensor on ``device`` (numpy / list / tensor)."""
         if isinstance(x, torch.Tensor):
             return x.to(device=self.device, dtype=torch.float32)
-        return torch.as_tensor(np.asarray(x, dtype=np.float32)).to(self.device)
+        return torch.as_tensor(np.asarray(x, dtype=np.float32), device=self.device)
 
     @staticmethod
     def numpy(t: torch.Tensor) -> np.ndarray:

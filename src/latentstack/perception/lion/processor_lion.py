@@ -26,7 +26,7 @@ def batch_points(clouds: Sequence[np.ndarray] | Sequence[torch.Tensor],
     rows = []
     for i, c in enumerate(clouds):
         t = c.detach().to(host, torch.float32) if isinstance(c, torch.Tensor) else torch.as_tensor(
-            np.asarray(c, dtype=np.float32))
+            np.asarray(c, dtype=np.float32), device=host)
         if t.dim() != 2 or t.shape[1] != 4:
             raise ValueError(f"cloud {i}: expected (P, 4) x, y, z, intensity, got {tuple(t.shape)}")
         rows.append(torch.cat([torch.full((len(t), 1), float(i), device=host), t], 1))

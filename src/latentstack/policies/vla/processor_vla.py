@@ -54,8 +54,9 @@ class VLAInputs:
         return int(self.images.shape[0])
 
 
-def _to_tensor(x: Any) -> Tensor:
-    return x if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x))
+def _to_tensor(x: Any, device: torch.device) -> Tensor:
+    # every factory call names its device, so none depends on a default device
+    return x.to(device) if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x), device=device)
 
 
 class VLAProcessor:
@@ -74,7 +75,7 @@ class VLAProcessor:
     # ---------------------------------------------------------------- pieces
     def images(self, images: Any) -> Tensor:
         """uint8 / float[0,1], (B,3,H,W) or (B,H,W,3), numpy or torch -> float (B,3,S,S) in [0, 1] on device."""
-        x = _to_tensor(images).to(self.device)
+        x = _to_tensor(images, self.device)
         if x.ndim == 3:
             x = x[None]
         if x.shape[1] != 3 and x.shape[-1] == 3:
@@ -86,17 +87,20 @@ class VLAProcessor:
         return x
 
     def state(self, state: Any) -> Tensor:
-        s = torch.as_tensor(state, dtype=torch.float32) if not isinstance(state, Tensor) else state.float()
-        s = s.to(self.device)
+        if isinstance(state, Tensor):
+            s = state.float().to(self.device)
+        else:
+            s = torch.as_tensor(state, dtype=torch.float32, device=self.device)
         return s[None] if s.ndim == 1 else s
 
     def language(self, batch: Mapping[str, Any], batch_size: int) -> tuple[Tensor, Tensor | None]:
         """Token ids (B, L) and mask on device; the mask is None when every token is real (decided here, on
         the host side, so the model never syncs on it)."""
         if "lang_tokens" in batch:
-            ids = torch.as_tensor(batch["lang_tokens"], dtype=torch.long)
+            host = torch.device("cpu")
+            ids = torch.as_tensor(batch["lang_tokens"], dtype=torch.long, device=host)
             mask = batch.get("lang_mask")
-            mask = (ids != 0) if mask is None else torch.as_tensor(mask, dtype=torch.bool)
+            mask = (ids != 0) if mask is None else torch.as_tensor(mask, dtype=torch.bool, device=host)
         else:
             texts = first_key(batch, TEXT_KEYS, "instruction text")
             if isinstance(texts, str):
@@ -114,13 +118,14 @@ class VLAProcessor:
         ids, mask = self.language(batch, images.shape[0])
         action = batch.get("action")
         is_pad = batch.get("action_is_pad")
+        dev = self.device
         return VLAInputs(
             images=images,
             state=state,
             lang_ids=ids,
             lang_mask=mask,
-            action=None if action is None else torch.as_tensor(action, dtype=torch.float32).to(self.device),
-            action_is_pad=None if is_pad is None else torch.as_tensor(is_pad, dtype=torch.bool).to(self.device),
+            action=None if action is None else torch.as_tensor(action, dtype=torch.float32, device=dev),
+            action_is_pad=None if is_pad is None else torch.as_tensor(is_pad, dtype=torch.bool, device=dev),
         )
 
     def _move(self, x: VLAInputs) -> VLAInputs:
