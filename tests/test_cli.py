@@ -71,7 +71,7 @@ LEAVES = dict(_leaves(build_parser()))
 MODEL_COMMANDS = [("train",), ("eval",), ("demo",), ("launch",), ("quantize",), ("act", "train"), ("lion", "train"),
                   ("lion", "eval"), ("stereo", "pretrain"), ("stereo", "train"), ("stereo", "eval"),
                   ("korr", "train"), ("korr", "eval"), ("korr", "compare"), ("korr", "robosuite"),
-                  ("steer", "collect"), ("steer", "eval")]
+                  ("steer", "collect"), ("steer", "eval"), ("steer", "study")]
 # spellings replaced by the uniform flags: allowed only as hidden, deprecated aliases
 OLD_SPELLINGS = {"--dataset", "--data-dir", "--root", "--num-threads", "--n", "--episodes", "--base", "--output",
                  "--out-dir", "--output-dir", "--ckpt", "--checkpoint", "--cuda", "--gpu"}

@@ -88,6 +88,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="test reuses <out>/selection.json (frozen before any test seed runs); overhead re-times "
                         "the frozen conditions and updates <out>/coast.json's overhead fields only")
     y.add_argument("--ship", default=None, help="copy the chosen artifacts (+ CARD.md) here, e.g. policies/<name>/conceptors")
+    add_device_arg(y)
     add_out_arg(y, "reports/coast", help="report directory")
     y.add_argument("--quiet", action="store_true")
     y.set_defaults(func=LazyCommand(_CMD + "cmd_study"))

@@ -186,6 +186,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     import torch
 
+    from latentstack.core.device import device_kwargs
     from latentstack.sim.evaluation import evaluate_sharded, outcome_table, write_report
     from latentstack.sim.suites import load_suite
 
@@ -197,7 +198,8 @@ def cmd_study(args: argparse.Namespace) -> int:
                         preset=args.preset, sites=tuple(_csv(args.sites)), betas=tuple(_floats(args.betas)),
                         caa_scales=tuple(_floats(args.caa_scales)), select_episodes=args.select_episodes,
                         test_episodes=args.test_episodes, control_seed=args.control_seed,
-                        overhead_reps=args.overhead_reps)
+                        overhead_reps=args.overhead_reps,
+                        **device_kwargs(S.StudyConfig, getattr(args, "device", "cpu"), "the COAST study"))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     suite = load_suite(cfg.suite)
