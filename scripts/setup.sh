@@ -27,7 +27,8 @@ PY="$VENV/bin/python"
 pip_install() { "$PY" -m pip install -q "$@" 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2); }
 export PIP_CONSTRAINT="$PWD/constraints.txt"   # reaches isolated build environments too
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-pip_install torch==2.13.0
+TORCH_PIN=$(sed -n 's/^torch==//p' constraints.txt)   # the one place torch's version is written
+pip_install "torch==$TORCH_PIN"
 pip_install -c constraints.txt -r requirements.txt
 pip_install --no-deps -r requirements-nodeps.txt
 pip_install --no-deps --no-build-isolation -e .
@@ -40,9 +41,10 @@ echo "import _latentstack_torchvision_shim as _s; _s.install()" > "$SITE/_latent
 # The machines set PYTHONDONTWRITEBYTECODE=1; precompiled bytecode makes stack imports ~3x faster.
 "$PY" -m compileall -q -j 2 "$SITE" >/dev/null 2>&1 || true
 
-"$PY" - <<'PYCHECK'
+TORCH_PIN="$TORCH_PIN" "$PY" - <<'PYCHECK'
+import os
 import torch, torchvision, metaworld, lerobot, mujoco
-assert torch.__version__ == "2.13.0+cpu", torch.__version__
+assert torch.__version__ == os.environ["TORCH_PIN"] + "+cpu", torch.__version__
 print(f"[setup] torch {torch.__version__} torchvision {torchvision.__version__} mujoco {mujoco.__version__}")
 PYCHECK
 if "$PY" -m pip list 2>/dev/null | grep -i '^nvidia'; then
