@@ -20,7 +20,7 @@ _CMD = "latentstack.koopman.cli:"
 
 
 def _base(p: argparse.ArgumentParser, help: str) -> None:
-    add_flag(p, "--policy", dest="base", aliases=("--base",), default=None, help=help)
+    add_flag(p, "--policy", dest="base", aliases=("--base",), default=None, metavar="DIR", help=help)
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
