@@ -87,7 +87,7 @@ def test_intervention_on_keyword_input(data, mode):
 def test_reduce_records_a_statistic_per_call(data):
     x, mask = data
     m = Caller()
-    rms = lambda v, meta: v.pow(2).mean().sqrt()  # noqa: E731
+    rms = lambda v, meta: v.pow(2).mean().sqrt()
     with Tap(m, {"out": Site("attend"), "q": Site("attend", kind="input")}, reduce={"out": rms}) as tap:
         outs = m(x, mask)
     assert [float(r.value) for r in tap.records["out"]] == [float(o.pow(2).mean().sqrt()) for o in outs]

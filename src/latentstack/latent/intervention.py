@@ -7,13 +7,16 @@ order: an Intervention entered inside a Tap on the same site acts after the Tap 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from .context import current_annotations
 from .site import LatentSites, Site, get_value, lookup_site, put_input, put_value, site_name
+
+if TYPE_CHECKING:  # typing.Self is Python >= 3.11: imported for type checkers only
+    from typing import Self
 
 Edit = Callable[[torch.Tensor, dict[str, Any]], torch.Tensor]
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
@@ -46,7 +49,7 @@ class Intervention:
         self._calls = [0] * len(self.edits)
         self._handles: list[Any] = []
 
-    def __enter__(self) -> Intervention:
+    def __enter__(self) -> Self:
         if self._handles:
             raise RuntimeError("Intervention is already active")
         try:

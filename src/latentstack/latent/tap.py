@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import safe_open
@@ -20,6 +20,9 @@ from torch import nn
 
 from .context import current_annotations
 from .site import Site, SiteSpec, get_value, resolve_sites
+
+if TYPE_CHECKING:  # typing.Self is Python >= 3.11: imported for type checkers only
+    from typing import Self
 
 _SUFFIX = ".tap.safetensors"
 
@@ -77,7 +80,7 @@ class Tap:
         self._shards = dict.fromkeys(self.sites, 0)
         self._handles: list[Any] = []
 
-    def __enter__(self) -> Tap:
+    def __enter__(self) -> Self:
         if self._handles:
             raise RuntimeError("Tap is already active")
         if self.to is not None:
