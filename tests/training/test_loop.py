@@ -166,3 +166,43 @@ def test_non_finite_loss_is_refused_and_threads_restored():
     assert torch.get_num_threads() == before
     with pytest.raises(ValueError):
         train_supervised(model, step_fn, opt, steps=3, keep_last=0)
+
+
+def _torch_only(out: Path, **kw: Any):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(20, 3, generator=torch.Generator().manual_seed(5))
+
+    def step_fn(step: int):
+        rows = torch.randint(0, 20, (4,), generator=gen)
+        return model(x[rows]).pow(2).mean(), {}
+
+    res = train_supervised(model, step_fn, opt, steps=STEPS, state={"sampler": gen}, out_dir=out, progress=False,
+                           checkpoint_every=4, **kw)
+    return model, res
+
+
+def test_format_1_checkpoints_of_the_old_vla_trainer_resume(tmp_path):
+    """The VLA trainer's own format (v1: no numpy state, no log window) still resumes; a run that needs
+    more state than v1 holds is refused."""
+    full, full_res = _torch_only(tmp_path / "full")
+    _torch_only(tmp_path / "cut", session_steps=4)
+    state = tmp_path / "cut" / "checkpoints" / "step_0000004" / "training_state.json"
+    doc = json.loads(state.read_text())
+    v1 = {k: doc[k] for k in ("step", "scheduler", "optimizer", "history")} | {"format_version": 1}
+    state.write_text(json.dumps(v1))
+    model, res = _torch_only(tmp_path / "cut", resume=True)
+    assert [h["loss"] for h in res.history] == [h["loss"] for h in full_res.history]
+    assert torch.equal(model.weight, full.weight)
+
+    _run(tmp_path / "np", checkpoint_every=3, session_steps=3)
+    state = tmp_path / "np" / "checkpoints" / "step_0000003" / "training_state.json"
+    doc = json.loads(state.read_text())
+    state.write_text(json.dumps({**doc, "format_version": 1}))
+    with pytest.raises(ValueError, match="format-1"):
+        _run(tmp_path / "np", checkpoint_every=3, resume=True)
+    state.write_text(json.dumps({**doc, "format_version": 99}))
+    with pytest.raises(ValueError, match="unsupported"):
+        _run(tmp_path / "np", checkpoint_every=3, resume=True)

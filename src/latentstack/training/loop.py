@@ -169,9 +169,14 @@ def load_training_state(
     """Restores optimizer, scheduler, RNGs and named state in place; returns ``(step, history, window)``."""
     ckpt_dir = Path(ckpt_dir)
     doc = json.loads((ckpt_dir / STATE_JSON).read_text())
-    if doc.get("format_version") != STATE_FORMAT_VERSION:
-        raise ValueError(f"{ckpt_dir}: training state format {doc.get('format_version')} unsupported "
-                         f"(this loop reads {STATE_FORMAT_VERSION})")
+    version = doc.get("format_version")
+    if version not in (1, STATE_FORMAT_VERSION):
+        raise ValueError(f"{ckpt_dir}: training state format {version} unsupported "
+                         f"(this loop reads 1 and {STATE_FORMAT_VERSION})")
+    if version == 1:  # the VLA trainer's own checkpoints: torch generators only, no open log window
+        other = sorted(k for k, v in (state or {}).items() if not isinstance(v, torch.Generator))
+        if other:
+            raise ValueError(f"{ckpt_dir}: a format-1 training state holds no {other}; cannot resume this run")
     tensors = load_file(str(ckpt_dir / STATE_TENSORS))
     _optimizer_from_flat(optimizer, tensors, doc["optimizer"])
     if scheduler is not None:
