@@ -198,6 +198,7 @@ def test_wheel_in_a_venv_finds_data_by_name(wheel: Path, tmp_path: Path):
     env = _clean_env()
     _check_probe(_run([py, "-c", PROBE], cwd=elsewhere, env=env), venv)
     _check_node_executable(py, venv, elsewhere, env)
+    assert "launch" in _run([str(venv / "bin" / "lstack"), "--help"], cwd=elsewhere, env=env)
 
 
 def test_colcon_style_prefix_finds_data_through_ament_prefix_path(wheel: Path, tmp_path: Path):
