@@ -166,7 +166,8 @@ def _check_node_executable(python: str, prefix: Path, cwd: Path, env: dict[str, 
     try:
         import rclpy  # noqa: F401
     except ImportError:  # the script runs the installed wrapper, which explains what is missing
-        out = subprocess.run([python, str(exe)], cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False)
+        out = subprocess.run([python, str(exe)], cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
+                             check=False)
         assert out.returncode == 2 and "rclpy is not importable" in out.stderr, out.stderr[-2000:]
 
 
