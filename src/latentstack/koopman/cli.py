@@ -58,6 +58,7 @@ def cmd_robosuite(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     import torch
 
+    from .artifact import load_residual
     from .configuration_korr import ppo_config
     from .experiment import run_toy_comparison
     from .toy_env import ToyInsertionConfig
@@ -80,7 +81,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         f" --from-artifacts {args.from_artifacts}" if args.from_artifacts else "")
     for spec in args.histories_from:  # per-iteration diagnostics of separately trained residuals
         kind, _, d = spec.partition("=")
-        meta = json.loads((Path(d) / "config.json").read_text())["meta"]
+        meta = load_residual(d)[1]  # the training meta (history, seed) is the artifact's "extra"
         full.setdefault("histories", {}).setdefault(kind, {})[str(meta["train_seed"])] = meta["history"]
         full["command"] += f" --histories-from {spec}"
     if args.histories_from:
