@@ -1,4 +1,5 @@
-"""Checkpoint format (safetensors + config.json, no pickle), strict loading, and the policy factory."""
+"""VLA artifacts (type "vla" in the one artifact format: safetensors + config.json, no pickle), strict loading,
+and the policy factory."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from latentstack.core.artifacts import ArtifactError, sha256_file
 from latentstack.policies.checkpoint import (
     FORMAT_VERSION,
     checkpoint_fingerprint,
+    from_pretrained,
     load_policy,
     read_policy_config,
     save_policy,
@@ -75,13 +78,13 @@ def test_files_and_config_json(saved):
     p, out = saved
     assert sorted(f.name for f in out.iterdir()) == ["config.json", "model.safetensors"]
     doc = json.loads((out / "config.json").read_text())
-    assert doc["format"] == "latentstack.policy" and doc["format_version"] == FORMAT_VERSION
-    assert doc["class"] == "VLAPolicy"
+    assert doc["type"] == "vla" and doc["format_version"] == FORMAT_VERSION == 2
     assert doc["config"]["vocab"] == list(p.config.vocab)  # self-contained tokenizer
-    assert doc["num_parameters"] == p.num_parameters()
+    assert doc["extra"]["num_parameters"] == p.num_parameters()
+    assert doc["files"] == {"model.safetensors": sha256_file(out / "model.safetensors")}
     with safe_open(str(out / "model.safetensors"), framework="pt") as f:
         keys = set(f.keys())
-        assert f.metadata()["class"] == "VLAPolicy"
+        assert f.metadata()["type"] == "vla"
     assert "normalizer.state_std" in keys and "normalizer.action_mean" in keys  # stats travel with weights
     assert read_policy_config(out) == p.config
 
@@ -119,7 +122,7 @@ def _edit_config(out: Path, tmp_path: Path, **changes) -> Path:
     bad = _copy(out, tmp_path / "bad")
     doc = json.loads((bad / "config.json").read_text())
     for k, v in changes.items():
-        if k in ("class", "format_version", "format"):
+        if k in ("type", "format_version"):
             doc[k] = v
         else:
             doc["config"][k] = v
@@ -127,13 +130,21 @@ def _edit_config(out: Path, tmp_path: Path, **changes) -> Path:
     return bad
 
 
+def _rewrite_weights(out: Path, dst: Path, tensors: dict, meta: dict | None) -> Path:
+    """A copy whose weights are replaced *and* re-hashed in config.json: a consistently written but wrong
+    artifact, so the refusal tested is the model's check, not the hash check."""
+    bad = _copy(out, dst)
+    save_file(tensors, str(bad / "model.safetensors"), metadata=meta)
+    doc = json.loads((bad / "config.json").read_text())
+    doc["files"]["model.safetensors"] = sha256_file(bad / "model.safetensors")
+    (bad / "config.json").write_text(json.dumps(doc))
+    return bad
+
+
 def test_refuses_edited_d_model(saved, tmp_path):
     _, out = saved
     bad = _edit_config(out, tmp_path, d_model=48)
-    with pytest.raises(
-        ValueError,
-        match=r"shape/dtype mismatch .*backbone\.layers\.0\.attn\.q_proj\.weight: weights \(32, 32\)",
-    ):
+    with pytest.raises(ArtifactError, match="d_model: saved 32 vs config.json 48"):
         load_policy(bad)
 
 
@@ -149,9 +160,9 @@ def test_refuses_shape_preserving_architecture_edit(saved, tmp_path):
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"class": "OtherPolicy"}, "class 'OtherPolicy' unknown"),
+        ({"type": "act"}, r"is type 'act', expected \['vla'\]"),
         ({"format_version": 99}, "format_version 99 unsupported"),
-        ({"format": "pickle"}, "format 'pickle'"),
+        ({"format_version": 1}, "convert old artifacts with"),
     ],
 )
 def test_refuses_wrong_class_version_format(saved, tmp_path, change, message):
@@ -166,28 +177,39 @@ def test_refuses_tampered_weights(saved, tmp_path):
         meta = f.metadata()
     tensors = load_file(str(out / "model.safetensors"))
 
-    bad = _copy(out, tmp_path / "shape")
+    # any change to a file listed in config.json is refused by its sha256
+    bad = _copy(out, tmp_path / "flip")
+    raw = bytearray((bad / "model.safetensors").read_bytes())
+    raw[-1] ^= 1  # one bit of the last tensor's data
+    (bad / "model.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(ArtifactError, match="model.safetensors sha256 differs from config.json"):
+        load_policy(bad)
+
     t = dict(tensors)
     t["expert.action_out.weight"] = torch.zeros(5, t["expert.action_out.weight"].shape[1])
-    save_file(t, str(bad / "model.safetensors"), metadata=meta)
+    bad = _rewrite_weights(out, tmp_path / "shape", t, meta)
     with pytest.raises(
-        ValueError, match=r"expert\.action_out\.weight: weights \(5, 32\) float32 vs config \(4, 32\)"
+        ValueError, match=r"expert\.action_out\.weight: file \(5, 32\) torch.float32 vs model \(4, 32\)"
     ):
         load_policy(bad)
 
-    bad = _copy(out, tmp_path / "keys")
+    t = dict(tensors)
+    t["expert.action_out.bias"] = t["expert.action_out.bias"].double()
+    bad = _rewrite_weights(out, tmp_path / "dtype", t, meta)
+    with pytest.raises(ValueError, match=r"expert\.action_out\.bias: file \(4,\) torch.float64 vs model \(4,\) torch.float32"):
+        load_policy(bad)
+
     t = dict(tensors)
     del t["vision.proj.bias"]
     t["extra.tensor"] = torch.zeros(1)
-    save_file(t, str(bad / "model.safetensors"), metadata=meta)
+    bad = _rewrite_weights(out, tmp_path / "keys", t, meta)
     with pytest.raises(
         ValueError, match=r"missing keys \[vision\.proj\.bias\].*unexpected keys \[extra\.tensor\]"
     ):
         load_policy(bad)
 
-    bad = _copy(out, tmp_path / "nometa")
-    save_file(dict(tensors), str(bad / "model.safetensors"))
-    with pytest.raises(ValueError, match="format"):
+    bad = _rewrite_weights(out, tmp_path / "nometa", dict(tensors), None)
+    with pytest.raises(ArtifactError, match="not written by save_artifact"):
         load_policy(bad)
 
 
@@ -195,6 +217,7 @@ def test_fingerprint(saved, tmp_path):
     _, out = saved
     fp = checkpoint_fingerprint(out)
     assert fp == checkpoint_fingerprint(_copy(out, tmp_path / "same")) and len(fp) == 64
+    assert fp == sha256_file(out / "config.json")  # config.json lists every file's sha256
     q = load_policy(out)
     with torch.no_grad():
         q.expert.action_out.bias += 1.0
@@ -242,14 +265,46 @@ def test_make_policy_checkpoint_and_random_baseline(saved):
 def test_fields_added_later_read_as_defaults(saved, tmp_path):
     """Forward compatibility: a checkpoint written before a config field existed still loads."""
     _, out = saved
-    bad = _copy(out, tmp_path / "old")
     with safe_open(str(out / "model.safetensors"), framework="pt") as f:
         meta = dict(f.metadata())
-    arch = json.loads(meta["arch_config"])
-    del arch["flow_samples_per_obs"]  # pretend the field did not exist yet
-    meta["arch_config"] = json.dumps(arch)
-    save_file(load_file(str(out / "model.safetensors")), str(bad / "model.safetensors"), metadata=meta)
+    saved_cfg = json.loads(meta["config"])
+    del saved_cfg["flow_samples_per_obs"]  # pretend the field did not exist yet
+    meta["config"] = json.dumps(saved_cfg, sort_keys=True)
+    bad = _rewrite_weights(out, tmp_path / "old", load_file(str(out / "model.safetensors")), meta)
     doc = json.loads((bad / "config.json").read_text())
     del doc["config"]["flow_samples_per_obs"]
     (bad / "config.json").write_text(json.dumps(doc))
     assert load_policy(bad).config.flow_samples_per_obs == VLAConfig().flow_samples_per_obs
+    # ... but only where the field has its default: a saved non-default value is an architecture edit
+    doc["config"]["flow_samples_per_obs"] = 2
+    (bad / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(ArtifactError, match="flow_samples_per_obs: saved 1 vs config.json 2"):
+        load_policy(bad)
+
+
+def test_placement_overrides_and_device(saved):
+    p, out = saved
+    q = from_pretrained(out, device="cpu")
+    assert q.config.device == "cpu" and next(q.parameters()).device.type == "cpu"
+    assert torch.equal(chunk(p), chunk(q))
+    assert make_policy(out, device="cpu").config.device == "cpu"
+    with pytest.raises(ValueError, match="device"):
+        from_pretrained(out, device="")  # validated by ModelConfig
+    with pytest.raises(ValueError, match="only runtime fields"):
+        from_pretrained(out, vocab=("<pad>", "<unk>"))
+
+
+def test_factory_dispatches_on_type_without_importing_other_stacks(saved):
+    """make_policy on a "vla" artifact imports neither quant nor steering (dispatch by the type table)."""
+    import subprocess
+    import sys
+
+    _, out = saved
+    code = (
+        "import sys; from latentstack.policies.factory import make_policy; "
+        f"make_policy({str(out)!r}); "
+        "bad = [m for m in sys.modules if m.startswith(('latentstack.quant', 'latentstack.steering', "
+        "'latentstack.perception', 'latentstack.koopman'))]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

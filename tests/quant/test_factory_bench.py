@@ -1,4 +1,4 @@
-"""``make_policy`` on quantized artifacts (dir with card.json, ``quant:`` prefix, ``lstack eval`` name=dir)
+"""``make_policy`` on quantized artifacts (a "vla_quantized" artifact folder, ``quant:`` prefix, ``lstack eval`` name=dir)
 and a smoke of ``benchmarks/quantvla.py``'s condition builders (synthetic observations, no simulator)."""
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ def test_benchmark_condition_builders(vla_fp, obs_batch, tmp_path):
     assert info["layers"]["paper/w4a8"]["replaced"] == 32
     assert info["layers"]["all_linears/w4a8"]["replaced"] == 54
     assert info["memory"]["paper/w4a8"]["saving_vs_fp32"] >= 0.70
-    assert (tmp_path / "art" / "card.json").is_file()
+    assert (tmp_path / "art" / "config.json").is_file()
     a = info["atm_ohb"]
     # folding on load and folding in memory are the same ops on the same int state: exactly equal
     assert a["artifact_vs_in_memory_fold_max_abs_diff"] == 0.0

@@ -42,9 +42,13 @@ def test_artifact_roundtrip_and_refusals(vla_fp, vla, obs_batch, tmp_path):
     cal = ATMOHBCalibration({"expert.layers.0.attn": torch.tensor([1.0, 1.2, 0.9, 1.0])},
                             {"expert.layers.1.attn": 1.1}, "code", meta={"seeds": [10000]})
     out = save_quantized(vla, res, tmp_path / "art", source=SRC, calibration=cal)
-    card = json.loads((out / "card.json").read_text())
+    doc = json.loads((out / "config.json").read_text())
+    card = doc["config"]
+    assert doc["type"] == "vla_quantized" and doc["format_version"] == 2
+    assert doc["source"]["path"] == "policies/vla_metaworld_mt6" and set(doc["files"]) == {"quant.safetensors", "atm_ohb.json"}
     assert card["execution"] == "int" and len(card["replaced"]) == 32
-    assert card["memory"]["file_bytes"] >= card["memory"]["measured_bytes"]
+    assert doc["extra"]["memory"]["file_bytes"] == (out / "quant.safetensors").stat().st_size
+    assert doc["extra"]["memory"]["file_bytes"] >= doc["extra"]["memory"]["measured_bytes"]
     loaded, _ = load_quantized(out, impl="torch")
     assert isinstance(loaded.get_submodule("backbone.layers.0.mlp.fc1"), W4A8Linear)
     from latentstack.quant import apply_atm_ohb
@@ -68,12 +72,25 @@ def test_artifact_roundtrip_and_refusals(vla_fp, vla, obs_batch, tmp_path):
     cfg.write_text(cfg.read_text() + "\n")
     with pytest.raises(ArtifactMismatch, match="fingerprint"):
         load_quantized(out, other)
-    # a tampered tensor shape is refused
+    # a tampered atm_ohb.json is refused by its sha256
+    from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
+    from latentstack.core.artifacts import ArtifactError, sha256_file
+
+    cal_json = (out / "atm_ohb.json").read_text()
+    (out / "atm_ohb.json").write_text(cal_json.replace("1.1", "1.2"))
+    with pytest.raises(ArtifactError, match="atm_ohb.json sha256 differs"):
+        load_quantized(out)
+    (out / "atm_ohb.json").write_text(cal_json)
+    # a tampered tensor shape is refused (re-hashed, so the check that fires is the layer's)
+    with safe_open(str(out / "quant.safetensors"), "pt") as f:
+        meta = f.metadata()
     t = load_file(str(out / "quant.safetensors"))
     t["backbone.layers.0.mlp.fc1.weight_scale"] = torch.ones(3)
-    save_file(t, str(out / "quant.safetensors"))
+    save_file(t, str(out / "quant.safetensors"), metadata=meta)
+    doc["files"]["quant.safetensors"] = sha256_file(out / "quant.safetensors")
+    (out / "config.json").write_text(json.dumps(doc))
     with pytest.raises(ArtifactMismatch, match="weight_scale"):
         load_quantized(out)
 
@@ -98,9 +115,9 @@ def test_cli_parser():
 def test_artifact_layout_mismatch_refused(vla, tmp_path):
     res = quantize_model(vla, "paper", "w8a8", impl="torch", verbose=False)
     out = save_quantized(vla, res, tmp_path / "art", source=SRC)
-    card = json.loads((out / "card.json").read_text())
-    card["layout"] = "all_linears"
-    (out / "card.json").write_text(json.dumps(card))
+    doc = json.loads((out / "config.json").read_text())
+    doc["config"]["layout"] = "all_linears"
+    (out / "config.json").write_text(json.dumps(doc))
     with pytest.raises(ArtifactMismatch, match="layout"):
         load_quantized(out)
 
@@ -142,7 +159,7 @@ def test_cli_end_to_end(tmp_path, capsys):
     a = p.parse_args(["quantize", "--policy", SRC, "--calib-per-task", "1", "--out", str(tmp_path / "a")])
     assert a.func(a) == 0
     assert "32 layers" in capsys.readouterr().out
-    card = json.loads((tmp_path / "a" / "card.json").read_text())
+    card = json.loads((tmp_path / "a" / "config.json").read_text())["config"]
     assert card["atm_ohb"] and card["calibration"]["split"] == "select"
     policy, _ = load_quantized(tmp_path / "a", impl="torch")
     assert isinstance(policy.get_submodule("expert.layers.3.mlp.fc2"), W4A8Linear)

@@ -178,18 +178,21 @@ def test_artifact_roundtrip_and_d_mismatch(tmp_path):
     fit = toy_fit()
     art = SteeringArtifact.from_fit(fit, beta=0.3, layer=1, seeds={"fit": [0, 1, 2]})
     st, js = art.save(tmp_path / "c" / "layer1")
-    assert st.suffix == ".safetensors" and js.exists()
-    card = json.loads(js.read_text())
+    assert st.suffix == ".safetensors" and js.name == "config.json" and st.parent == tmp_path / "c" / "layer1"
+    doc = json.loads(js.read_text())
+    card = doc["config"]
+    assert doc["type"] == "conceptor" and doc["format_version"] == 2 and doc["source"] is None
     assert card["preset"]["name"] == "paper" and card["alpha"] == 1.0 and card["beta"] == 0.3
     assert card["layer"] == 1 and card["seeds"] == {"fit": [0, 1, 2]} and card["d"] == D
+    assert (st.parent / "CARD.md").read_text().startswith("# COAST conceptor `layer1`")
     back = SteeringArtifact.load(tmp_path / "c" / "layer1", expected_d=D)
     assert torch.equal(back.C, fit.C) and torch.equal(back.direction, fit.direction)
     assert back.C.dtype == torch.float32
     with pytest.raises(ValueError, match="d = 8"):
         SteeringArtifact.load(st, expected_d=128)
-    card["d"] = 16
-    js.write_text(json.dumps(card))
-    with pytest.raises(ValueError, match="card says d"):
+    doc["config"]["d"] = 16  # the card no longer matches the config the tensors were saved with
+    js.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="d: saved 8 vs config.json 16"):
         SteeringArtifact.load(st)
     m, x = ToyExpert(), torch.randn(2, 5, D)
     ref = m(x)

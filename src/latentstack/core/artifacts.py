@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from latentstack.core.paths import portable_path, resolve_path
+from latentstack.core.paths import portable_path, repo_root, resolve_path
 
 FORMAT_VERSION = 2  # v1: the per-component formats before the one artifact format (converted by scripts/)
 CONFIG_NAME = "config.json"
@@ -79,6 +79,40 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _source_ref(source: Path, out: Path) -> str:
+    """How a derived artifact names its source: repo-relative inside the checkout (or an install's data),
+    else relative to the derived artifact itself (``../base``): never an absolute path."""
+    root = repo_root()
+    if root is not None:
+        try:
+            return source.resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:
+            pass
+    rel = Path(os.path.relpath(source.resolve(), out.resolve())).as_posix()
+    return rel if rel.startswith("../") else "./" + rel
+
+
+def _sort_metadata(path: Path) -> None:
+    """Rewrite a safetensors header with its ``__metadata__`` keys sorted: the writer keeps them in a hash map
+    whose order changes from process to process, so without this the same save gives different bytes (and
+    sha256) each run. Same length, same tensors; left alone if the header would not re-serialise exactly."""
+    with open(path, "r+b") as fh:
+        n = int.from_bytes(fh.read(8), "little")
+        raw = fh.read(n)
+        text = raw.decode("utf-8")
+        head = json.loads(text)
+        compact = {"separators": (",", ":"), "ensure_ascii": False}
+        body = text.rstrip(" ")
+        if json.dumps(head, **compact) != body or "__metadata__" not in head:
+            return
+        meta = head.pop("__metadata__")
+        new = json.dumps({"__metadata__": dict(sorted(meta.items())), **head}, **compact)
+        new_raw = new.encode("utf-8") + b" " * (n - len(body.encode("utf-8")))
+        if len(new_raw) == n:
+            fh.seek(8)
+            fh.write(new_raw)
+
+
 def _canonical(config: Mapping[str, Any]) -> str:
     return json.dumps(config, sort_keys=True)
 
@@ -115,6 +149,7 @@ def save_artifact(
         state = {k: v.detach().to("cpu").contiguous() for k, v in group.items()}
         tmp = out / (name + ".tmp")
         save_file(state, str(tmp), metadata=header)
+        _sort_metadata(tmp)
         os.replace(tmp, out / name)
         hashes[name] = sha256_file(out / name)
     for name, data in (files or {}).items():
@@ -127,7 +162,7 @@ def save_artifact(
     src = None
     if source is not None:
         sp = resolve_path(source)
-        src = {"path": portable_path(sp), "sha256": artifact_fingerprint(sp)}
+        src = {"path": _source_ref(sp, out), "sha256": artifact_fingerprint(sp)}
     doc = {
         "type": type,
         "format_version": FORMAT_VERSION,
@@ -215,7 +250,10 @@ class Artifact:
         """The recorded source, resolved like a user-given path (cwd, then the checkout / installed data)."""
         if self.source is None:
             raise ArtifactError(f"artifact {self.path} names no source artifact")
-        return resolve_path(self.source["path"])
+        ref = self.source["path"]
+        if ref.startswith(("./", "../")):  # recorded relative to this artifact (source outside the checkout)
+            return (self.path / ref).resolve()
+        return resolve_path(ref)
 
 
 def read_artifact_doc(path: str | os.PathLike) -> dict[str, Any]:

@@ -76,6 +76,9 @@ def evaluation_lines(evaluation: Mapping[str, Any], what_untrained: str) -> list
 def _describe(value: Any) -> str:
     """One provenance value: ``path`` (sha256 ``…``) for a described file, else its JSON-ish text."""
     if isinstance(value, Mapping) and "path" in value and "sha256" in value:
+        if not value["sha256"]:
+            note = value.get("note") or "no content hash recorded"
+            return f"`{value['path']}` ({note})"
         return f"`{value['path']}` (sha256 `{str(value['sha256'])[:_SHORT]}…`)"
     if isinstance(value, Mapping):
         return ", ".join(f"{k}: {_describe(v)}" for k, v in value.items())

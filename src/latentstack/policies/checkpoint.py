@@ -1,221 +1,165 @@
-"""Policy checkpoints: ``model.safetensors`` + ``config.json`` in one directory. No pickle anywhere.
+"""VLA artifacts (type ``"vla"``): ``config.json`` + ``model.safetensors`` through the one artifact format
+(:mod:`latentstack.core.artifacts`). No pickle anywhere.
 
 ``config.json``::
 
-    {"format": "latentstack.policy", "format_version": 1, "class": "VLAPolicy",
-     "config": {... VLAConfig incl. the tokenizer vocab ...}, "num_parameters": N, "extra": {...}}
+    {"type": "vla", "format_version": 2, "config": {... VLAConfig incl. the tokenizer vocab ...},
+     "files": {"model.safetensors": sha256}, "source": null, "provenance": {...},
+     "extra": {"num_parameters": N, ...}}
 
-The safetensors header metadata repeats format, version and class, plus the architecture part of
-the config the weights were saved with. :func:`load_policy` refuses, with a ``ValueError`` naming the
-offending keys/fields, any mismatch: wrong format/version/class, missing or unexpected tensors,
-shape or dtype mismatches, or an architecture field in ``config.json`` that differs from the one the
-weights were trained with (e.g. ``num_heads``, which changes no shape). Runtime fields
-(``num_inference_steps``, ``n_action_steps``, ``clip_actions``, ``seed``) and ``name`` may be edited.
+:func:`from_pretrained` refuses, with an :class:`~latentstack.core.artifacts.ArtifactError` (a ``ValueError``)
+naming what differs: a wrong ``type`` or ``format_version``, a file whose sha256 differs from ``config.json``,
+an architecture field in ``config.json`` that differs from the config the weights were saved with (e.g.
+``num_heads``, which changes no shape), and missing / unexpected tensors or shape / dtype mismatches. Runtime
+fields (``num_inference_steps``, ``n_action_steps``, ``clip_actions``, ``seed``), the placement fields
+(``device``, ``dtype``) and ``name`` may differ; overrides at load time are limited to runtime and placement
+fields. ``save_policy`` / ``load_policy`` are the historical names of :func:`save_pretrained` /
+:func:`from_pretrained`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
-from latentstack.policies.vla.configuration_vla import RUNTIME_FIELDS, VLAConfig
+from latentstack.core.artifacts import (
+    FORMAT_VERSION,
+    ArtifactError,
+    artifact_fingerprint,
+    check_state_dict,
+    load_artifact,
+    save_artifact,
+)
+from latentstack.policies.vla.configuration_vla import OVERRIDABLE_FIELDS, RUNTIME_FIELDS, VLAConfig
 
-FORMAT = "latentstack.policy"
-FORMAT_VERSION = 1
+TYPE = "vla"
 WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
-_FREE_FIELDS = RUNTIME_FIELDS | {"name"}
-_MAX_LISTED = 12
+# config fields that may differ between config.json and the weights' header (never the architecture)
+_FREE_FIELDS = OVERRIDABLE_FIELDS | {"name"}
 
 
-def _policy_classes() -> dict[str, tuple[type, type]]:
+def save_pretrained(
+    policy: torch.nn.Module,
+    out_dir: str | os.PathLike,
+    extra: Mapping[str, Any] | None = None,
+    *,
+    provenance: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a ``"vla"`` artifact (``model.safetensors`` + ``config.json``) into ``out_dir``; returns it.
+
+    ``provenance``: data and code it was made from, by :func:`latentstack.core.artifacts.describe_file`
+    (repo-relative path + sha256)."""
     from latentstack.policies.vla.modeling_vla import VLAPolicy
 
-    return {"VLAPolicy": (VLAPolicy, VLAConfig)}
-
-
-def _arch_config(config_dict: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config_dict.items() if k not in _FREE_FIELDS}
-
-
-def _listing(items: list[str]) -> str:
-    shown = items[:_MAX_LISTED]
-    more = f" ... and {len(items) - len(shown)} more" if len(items) > len(shown) else ""
-    return "[" + ", ".join(shown) + "]" + more
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def save_policy(
-    policy: torch.nn.Module, out_dir: str | os.PathLike, extra: Mapping[str, Any] | None = None
-) -> Path:
-    """Write ``model.safetensors`` + ``config.json`` into ``out_dir`` (created); returns ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    cls_name = type(policy).__name__
-    if cls_name not in _policy_classes():
-        raise ValueError(f"save_policy: unsupported policy class {cls_name!r}")
-    config_dict = policy.config.to_dict()
-    state = {k: v.detach().cpu().contiguous() for k, v in policy.state_dict().items()}
-    metadata = {
-        "format": FORMAT,
-        "format_version": str(FORMAT_VERSION),
-        "class": cls_name,
-        "arch_config": json.dumps(_arch_config(config_dict), sort_keys=True),
-    }
-    tmp = out / (WEIGHTS_NAME + ".tmp")
-    save_file(state, str(tmp), metadata=metadata)
-    os.replace(tmp, out / WEIGHTS_NAME)
-    doc = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "class": cls_name,
-        "config": config_dict,
-        "num_parameters": int(sum(p.numel() for p in policy.parameters())),
-        "extra": dict(extra or {}),
-    }
-    _atomic_write_text(out / CONFIG_NAME, json.dumps(doc, indent=2) + "\n")
-    return out
-
-
-def _read_config_doc(path: Path) -> dict[str, Any]:
-    cfg_path = path / CONFIG_NAME
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"no {CONFIG_NAME} in policy checkpoint {path}")
-    doc = json.loads(cfg_path.read_text())
-    if doc.get("format") != FORMAT:
-        raise ValueError(f"{cfg_path}: format {doc.get('format')!r} is not {FORMAT!r}")
-    if doc.get("format_version") != FORMAT_VERSION:
-        raise ValueError(
-            f"{cfg_path}: format_version {doc.get('format_version')!r} unsupported (expected {FORMAT_VERSION})"
-        )
-    if doc.get("class") not in _policy_classes():
-        raise ValueError(
-            f"{cfg_path}: class {doc.get('class')!r} unknown; known: {sorted(_policy_classes())}"
-        )
-    if not isinstance(doc.get("config"), dict):
-        raise ValueError(f"{cfg_path}: missing 'config' object")  # noqa: TRY004 (a malformed file)
-    return doc
+    if not isinstance(policy, VLAPolicy):
+        raise TypeError(f"save_pretrained: unsupported policy class {type(policy).__name__!r}")
+    n_params = int(sum(p.numel() for p in policy.parameters()))
+    return save_artifact(
+        out_dir,
+        type=TYPE,
+        config=policy.config.to_dict(),
+        tensors={WEIGHTS_NAME: dict(policy.state_dict())},
+        provenance=provenance,
+        extra={"num_parameters": n_params, **(extra or {})},
+    )
 
 
 def read_policy_config(path: str | os.PathLike) -> VLAConfig:
-    """The (validated) config stored in a checkpoint directory, without loading weights."""
-    doc = _read_config_doc(Path(path))
-    _, config_cls = _policy_classes()[doc["class"]]
-    return config_cls.from_dict(doc["config"])
+    """The (validated) config stored in a ``"vla"`` artifact, without loading weights or hashing files."""
+    art = load_artifact(path, expect_type=TYPE, verify=False)
+    return _config(art.path, art.config, {})
 
 
 def _check_overrides(overrides: Mapping[str, Any]) -> None:
-    bad = sorted(set(overrides) - RUNTIME_FIELDS)
+    bad = sorted(set(overrides) - OVERRIDABLE_FIELDS)
     if bad:
         raise ValueError(
-            f"only runtime fields {sorted(RUNTIME_FIELDS)} can be overridden on a trained checkpoint; got {bad}"
+            f"only runtime fields {sorted(RUNTIME_FIELDS)} (and placement fields device, dtype) can be "
+            f"overridden on a trained checkpoint; got {bad}"
         )
 
 
-def load_policy(path: str | os.PathLike, **runtime_overrides: Any) -> torch.nn.Module:
-    """Load a checkpoint directory written by :func:`save_policy`; returns the policy in eval mode.
-
-    ``runtime_overrides``: only ``num_inference_steps``, ``n_action_steps``, ``clip_actions``, ``seed``.
-    """
-    path = Path(path)
-    doc = _read_config_doc(path)
-    policy_cls, config_cls = _policy_classes()[doc["class"]]
-    _check_overrides(runtime_overrides)
+def _config(path: Path, stored: Mapping[str, Any], overrides: Mapping[str, Any]) -> VLAConfig:
     try:
-        config = config_cls.from_dict({**doc["config"], **runtime_overrides})
+        return VLAConfig.from_dict({**stored, **overrides})
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{path / CONFIG_NAME}: invalid config: {exc}") from exc
-    weights = path / WEIGHTS_NAME
-    if not weights.is_file():
-        raise FileNotFoundError(f"no {WEIGHTS_NAME} in policy checkpoint {path}")
+        raise ArtifactError(f"{path / 'config.json'}: invalid config: {exc}") from exc
 
-    policy = policy_cls(config)
-    expected = policy.state_dict()
-    problems: list[str] = []
-    tensors: dict[str, torch.Tensor] = {}
-    with safe_open(str(weights), framework="pt") as f:
-        meta = f.metadata() or {}
-        if meta.get("format") != FORMAT or meta.get("format_version") != str(FORMAT_VERSION):
-            problems.append(
-                f"weights header format {meta.get('format')!r} v{meta.get('format_version')!r} "
-                f"!= {FORMAT!r} v{FORMAT_VERSION}"
-            )
-        if meta.get("class") != doc["class"]:
-            problems.append(
-                f"weights were saved from class {meta.get('class')!r}, config.json says {doc['class']!r}"
-            )
-        keys = set(f.keys())
-        missing = sorted(set(expected) - keys)
-        unexpected = sorted(keys - set(expected))
-        if missing:
-            problems.append(f"missing keys {_listing(missing)}")
-        if unexpected:
-            problems.append(f"unexpected keys {_listing(unexpected)}")
-        mismatched: list[str] = []
-        for k in sorted(keys & set(expected)):
-            t = f.get_tensor(k)
-            want = expected[k]
-            if tuple(t.shape) != tuple(want.shape) or t.dtype != want.dtype:
-                mismatched.append(
-                    f"{k}: weights {tuple(t.shape)} {str(t.dtype).removeprefix('torch.')} vs config "
-                    f"{tuple(want.shape)} {str(want.dtype).removeprefix('torch.')}"
-                )
-            tensors[k] = t
-        if mismatched:
-            problems.append(f"shape/dtype mismatch {_listing(mismatched)}")
-        if "arch_config" in meta:
-            # a field added to the config class after the checkpoint was written reads as its default
-            defaults = config_cls().to_dict()
-            saved = {**defaults, **json.loads(meta["arch_config"])}
-            now = _arch_config(config.to_dict())
-            diff = sorted(
-                k for k in set(saved) | set(now) if k not in _FREE_FIELDS and saved.get(k) != now.get(k)
-            )
-            if diff:
-                problems.append(
-                    "config.json differs from the config the weights were saved with in fields "
-                    + _listing([f"{k}: saved {saved.get(k)!r} vs config.json {now.get(k)!r}" for k in diff])
-                )
-        else:
-            problems.append("weights header has no 'arch_config' (not written by save_policy)")
-    if problems:
-        raise ValueError(f"policy checkpoint {path} is inconsistent: " + "; ".join(problems))
-    policy.load_state_dict(tensors, strict=True)
+
+def _place(policy: torch.nn.Module, config: VLAConfig) -> torch.nn.Module:
+    if config.dtype != "float32":
+        policy.to(dtype=config.torch_dtype)
+    policy.to(config.device)
     policy.eval()
     return policy
 
 
-def checkpoint_fingerprint(path: str | os.PathLike) -> str:
-    """sha256 over ``config.json`` and ``model.safetensors`` bytes: what derived artifacts (quantization
-    calibrations, conceptors) record to refuse being applied to a different checkpoint."""
-    path = Path(path)
-    h = hashlib.sha256()
-    for name in (CONFIG_NAME, WEIGHTS_NAME):
-        h.update(name.encode())
-        with open(path / name, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
+def _overrides(device: str | torch.device | None, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    _check_overrides(overrides)
+    out = dict(overrides)
+    if device is not None:
+        out["device"] = str(device)
+    return out
 
+
+def from_pretrained(path: str | os.PathLike, *, device: str | torch.device | None = None,
+                    **overrides: Any) -> torch.nn.Module:
+    """Load a ``"vla"`` artifact; returns the policy in eval mode on ``device`` (default: the stored one).
+
+    ``overrides``: runtime fields (``num_inference_steps``, ``n_action_steps``, ``clip_actions``, ``seed``) and
+    ``dtype`` only."""
+    from latentstack.policies.vla.modeling_vla import VLAPolicy
+
+    overrides = _overrides(device, overrides)
+    art = load_artifact(path, expect_type=TYPE)
+    config = _config(art.path, art.config, overrides)
+    # a field added to VLAConfig after the artifact was written reads as its default
+    tensors = art.tensors(WEIGHTS_NAME, free_fields=_FREE_FIELDS, defaults=VLAConfig().to_dict())
+    policy = VLAPolicy(config)
+    problems = check_state_dict(policy.state_dict(), tensors)
+    if problems:
+        raise ArtifactError(f"policy checkpoint {art.path} is inconsistent: " + "; ".join(problems))
+    policy.load_state_dict(tensors, strict=True)
+    return _place(policy, config)
+
+
+def random_like(path: str | os.PathLike, *, seed: int | None = None, device: str | torch.device | None = None,
+                **overrides: Any) -> torch.nn.Module:
+    """Same config, vocabulary and normalization statistics as the ``"vla"`` artifact at ``path``; fresh weights
+    (seeded by ``seed``, default the artifact config's): the "untrained policy" baseline of the evaluation."""
+    from latentstack.policies.vla.modeling_vla import VLAPolicy
+
+    overrides = _overrides(device, overrides)
+    art = load_artifact(path, expect_type=TYPE)
+    config = _config(art.path, art.config, overrides)
+    config = config.replace(seed=config.seed if seed is None else int(seed))
+    policy = VLAPolicy(config)
+    stats = art.tensors(WEIGHTS_NAME, free_fields=_FREE_FIELDS, defaults=VLAConfig().to_dict())
+    with torch.no_grad():
+        for key, value in stats.items():
+            if key.startswith("normalizer."):
+                getattr(policy.normalizer, key.removeprefix("normalizer.")).copy_(value)  # exact (no std floor)
+    return _place(policy, config)
+
+
+# historical names (training, nodes and tests use them)
+save_policy = save_pretrained
+load_policy = from_pretrained
+checkpoint_fingerprint = artifact_fingerprint
 
 __all__ = [
-    "FORMAT",
     "FORMAT_VERSION",
+    "TYPE",
+    "WEIGHTS_NAME",
     "checkpoint_fingerprint",
+    "from_pretrained",
     "load_policy",
+    "random_like",
     "read_policy_config",
     "save_policy",
+    "save_pretrained",
 ]

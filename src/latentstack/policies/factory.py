@@ -1,19 +1,20 @@
 """Policy registry and lazy factory.
 
-``make_policy(name_or_path, **overrides)``:
+``make_policy(spec, *, device=None, **overrides)``:
 
-- a checkpoint directory -> :func:`load_policy` (overrides: runtime fields only); a LeRobot ACT
-  checkpoint (``config.json`` with ``"type": "act"``) -> :class:`latentstack.policies.lerobot_act.ACTAdapter`
-  (``"random:<ACT dir>"``: its untrained twin, ``seed=``);
-- a quantized-policy artifact directory (``card.json`` written by
-  :func:`latentstack.quant.save_quantized`), or ``"quant:<artifact dir>"`` -> the integer policy from
-  :func:`latentstack.quant.load_quantized` (source checkpoint from the card, fingerprint checked,
-  ATM/OHB folded); overrides: ``source=`` (checkpoint dir) and ``impl=`` (int kernel path);
-- ``"random:<checkpoint dir>"`` -> the checkpoint's config, vocabulary and normalization statistics with
-  freshly initialised weights (seeded by ``seed=``, default the checkpoint config's seed): the
-  "untrained policy" baseline of the evaluation;
+- an artifact folder (``policies/<name>`` or any path; ``config.json`` with ``type`` and ``format_version``)
+  -> the loader its ``type`` names in :mod:`latentstack.core.registry`, e.g. ``"vla"`` ->
+  :func:`latentstack.policies.checkpoint.from_pretrained` (overrides: runtime fields only),
+  ``"vla_quantized"`` -> the integer policy from ``latentstack.quant.artifact`` (source artifact recorded in
+  it, fingerprint checked, ATM/OHB folded; overrides ``source=``, ``impl=``); ``"quant:<dir>"`` insists on a
+  quantized artifact. The factory imports no loader's stack until its type is asked for;
+- ``"random:<artifact dir>"`` -> the artifact's config, vocabulary and normalization statistics with
+  freshly initialised weights (seeded by ``seed=``, default the config's seed): the "untrained policy"
+  baseline of the evaluation;
 - a registered name (``"vla"`` = ``configs/vla_small.yaml`` ``policy:`` section, or a preset such as
   ``"vla_small"``, ``"vla_tiny"``) -> a fresh model; overrides are any :class:`VLAConfig` fields.
+
+``device``: where the policy runs (moved there after loading / building).
 """
 
 from __future__ import annotations
@@ -25,7 +26,17 @@ from typing import Any
 
 import torch
 
-CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
+from latentstack.core.artifacts import (
+    ArtifactError,
+    artifact_type,
+    is_artifact,
+    read_artifact_doc,
+    resolve_target,
+)
+from latentstack.core.paths import data_dirs, resolve_path
+
+# The checkout's configs/ or an install's share/latentstack/configs (the one data resolver).
+CONFIG_DIR = next(iter(data_dirs("configs")), Path("configs"))
 DEFAULT_VLA_YAML = CONFIG_DIR / "vla_small.yaml"
 
 PolicyBuilder = Callable[..., torch.nn.Module]
@@ -77,102 +88,69 @@ register_policy("vla_small", _preset_builder("vla_small"))
 register_policy("vla_tiny", _preset_builder("vla_tiny"))
 
 
-def make_random_like(checkpoint: str | os.PathLike, seed: int | None = None, **runtime_overrides: Any):
-    """Same config, vocabulary and normalization statistics as ``checkpoint``; random weights."""
-    from safetensors import safe_open
-
-    from latentstack.policies.checkpoint import WEIGHTS_NAME, _check_overrides, read_policy_config
-    from latentstack.policies.vla.modeling_vla import VLAPolicy
-
-    _check_overrides(runtime_overrides)
-    cfg = read_policy_config(checkpoint)
-    cfg = cfg.replace(seed=cfg.seed if seed is None else int(seed), **runtime_overrides)
-    policy = VLAPolicy(cfg)
-    stats = {}
-    with safe_open(str(Path(checkpoint) / WEIGHTS_NAME), framework="pt") as f:
-        for key in f.keys():  # noqa: SIM118 (safe_open is not a dict)
-            if key.startswith("normalizer."):
-                stats[key.removeprefix("normalizer.")] = f.get_tensor(key)
-    with torch.no_grad():
-        for k, v in stats.items():
-            getattr(policy.normalizer, k).copy_(v)  # exact copy (no std floor re-applied)
-    policy.eval()
-    return policy
+def make_random_like(checkpoint: str | os.PathLike, seed: int | None = None, **overrides: Any) -> torch.nn.Module:
+    """Same config and normalization statistics as the policy artifact ``checkpoint``; fresh weights (its type's
+    ``random`` loader, e.g. :func:`latentstack.policies.checkpoint.random_like` for a ``"vla"``)."""
+    return _dispatch(checkpoint, random=True, seed=seed, **overrides)
 
 
 QUANT_PREFIX = "quant:"
-
-
-def _is_act_checkpoint(path: str | os.PathLike) -> bool:
-    """A LeRobot ACT checkpoint directory (``config.json`` with ``"type": "act"``, as LeRobot writes it)."""
-    from latentstack.policies.lerobot_act.modeling_act import is_act_checkpoint
-
-    return is_act_checkpoint(path)
+RANDOM_PREFIX = "random:"
 
 
 def is_quantized_artifact(path: str | os.PathLike) -> bool:
-    """True for a directory holding a ``latentstack.quant`` ``card.json`` (see ``save_quantized``)."""
-    import json
-
-    card = Path(path) / "card.json"
-    if not card.is_file():
-        return False
-    try:
-        return json.loads(card.read_text()).get("format") == "latentstack.quant"
-    except (OSError, ValueError):
-        return False
+    """True for a folder holding a ``"vla_quantized"`` artifact (see ``latentstack.quant.save_quantized``)."""
+    return is_artifact(path, "vla_quantized")
 
 
-def _load_quantized(path: str, **overrides: Any) -> torch.nn.Module:
-    from latentstack.quant.artifact import load_quantized
+def _dispatch(path: str | os.PathLike, *, random: bool = False, **overrides: Any) -> Any:
+    """Load (or, ``random``, build the untrained twin of) the artifact at ``path`` with the loader its
+    ``type`` names in :mod:`latentstack.core.registry` (imports that stack only)."""
+    p = resolve_path(path)
+    doc = read_artifact_doc(p)  # refuses a missing / old format_version with the conversion command
+    entry = artifact_type(doc["type"])
+    if entry.kind != "policy":
+        raise ArtifactError(f"{p} is a {doc['type']!r} artifact ({entry.kind}), not a policy")
+    target = entry.random if random else entry.load
+    if target is None:
+        raise ArtifactError(f"artifact type {doc['type']!r} has no untrained twin ('random:')")
+    if random and overrides.get("seed") is None:
+        overrides.pop("seed", None)
+    return resolve_target(target)(p, **overrides)
 
-    unknown = set(overrides) - {"source", "impl"}
-    if unknown:
-        raise TypeError(f"quantized artifacts accept overrides source= and impl= only, got {sorted(unknown)}")
-    policy, _card = load_quantized(path, overrides.get("source"), impl=overrides.get("impl", "auto"))
-    return policy
 
-
-def make_policy(name_or_path: str | os.PathLike, *, device: str | torch.device | None = None,
+def make_policy(spec: str | os.PathLike, *, device: str | torch.device | None = None,
                 **overrides: Any) -> torch.nn.Module:
-    """Build or load a policy (see the module docstring); ``device``: move it there (``None``: where it loads)."""
-    policy = _make_policy(name_or_path, **overrides)
-    if device is not None:
+    """Build or load a policy (see the module docstring) and put it on ``device`` (``None``: where its config
+    says, ``cpu`` by default). Artifacts dispatch on their ``type`` through :mod:`latentstack.core.registry`."""
+    spec = os.fspath(spec)
+    random = spec.startswith(RANDOM_PREFIX)
+    if spec.startswith(QUANT_PREFIX):
+        spec = spec.removeprefix(QUANT_PREFIX)
+        if not is_quantized_artifact(resolve_path(spec)):
+            raise FileNotFoundError(f"{spec!r} is not a quantized-policy artifact (type 'vla_quantized')")
+    path = resolve_path(spec.removeprefix(RANDOM_PREFIX))
+    if path.is_dir():
+        policy = _dispatch(path, random=random, device=device, **overrides)
+    elif not random and spec in POLICY_REGISTRY:
+        policy = POLICY_REGISTRY[spec](**overrides)
+    else:
+        raise KeyError(
+            f"unknown policy {spec!r}: not an artifact folder, not 'random:<dir>' or 'quant:<dir>', "
+            f"and not a registered name {sorted(POLICY_REGISTRY)}"
+        )
+    if device is not None:  # loaders that take device= already put it there; registry builders do not
         policy = policy.to(device)
     return policy
 
 
-def _make_policy(name_or_path: str | os.PathLike, **overrides: Any) -> torch.nn.Module:
-    spec = os.fspath(name_or_path)
-    if spec.startswith(QUANT_PREFIX):
-        path = spec.removeprefix(QUANT_PREFIX)
-        if not is_quantized_artifact(path):
-            raise FileNotFoundError(f"{path!r} is not a quantized-policy artifact (no latentstack.quant card.json)")
-        return _load_quantized(path, **overrides)
-    if Path(spec).is_dir() and is_quantized_artifact(spec):
-        return _load_quantized(spec, **overrides)
-    if spec.startswith("random:"):
-        if _is_act_checkpoint(spec.removeprefix("random:")):  # LeRobot ACT: untrained twin, same stats
-            from latentstack.policies.lerobot_act.modeling_act import make_act_random_like
-
-            return make_act_random_like(spec.removeprefix("random:"), **overrides)
-        return make_random_like(spec.removeprefix("random:"), **overrides)
-    if Path(spec).is_dir() and _is_act_checkpoint(spec):  # LeRobot checkpoint: config.json "type": "act"
-        from latentstack.policies.lerobot_act.modeling_act import load_act_policy
-
-        if overrides:
-            raise TypeError(f"LeRobot ACT checkpoints take no overrides, got {sorted(overrides)}")
-        return load_act_policy(spec)
-    if Path(spec).is_dir():
-        from latentstack.policies.checkpoint import load_policy
-
-        return load_policy(spec, **overrides)
-    if spec in POLICY_REGISTRY:
-        return POLICY_REGISTRY[spec](**overrides)
-    raise KeyError(
-        f"unknown policy {spec!r}: not a checkpoint directory, not 'random:<dir>', "
-        f"and not a registered name {sorted(POLICY_REGISTRY)}"
-    )
-
-
-__all__ = ["POLICY_REGISTRY", "QUANT_PREFIX", "default_vla_config", "is_quantized_artifact", "make_policy", "make_random_like", "register_policy"]
+__all__ = [
+    "POLICY_REGISTRY",
+    "QUANT_PREFIX",
+    "RANDOM_PREFIX",
+    "default_vla_config",
+    "is_quantized_artifact",
+    "make_policy",
+    "make_random_like",
+    "register_policy",
+]

@@ -33,7 +33,6 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     name = f"{args.layout}_{args.preset}" + ("" if cal is None else "_atm_ohb")
     out = args.out or str(Path(args.policy) / "quant" / name)
     path = save_quantized(student, res, out, source=args.policy, calibration=cal)
-    card = json.loads((path / "card.json").read_text())
-    m = card["memory"]
+    m = json.loads((path / "config.json").read_text())["extra"]["memory"]
     print(f"wrote {path}: {res.count} layers, {m['measured_bytes']} B (saving {m['saving_vs_fp32']:.1%} vs fp32)")
     return 0

@@ -11,9 +11,11 @@ Conditions / controls (§7): ``conceptor`` (C_steer), ``shrinkage`` (C = 0 ⇒ h
 ``random_matched`` (same spectrum, random eigenvectors, seed independent of β), ``positive_only``
 (C = C_s), ``linear`` (CAA: h' = h + m·v, m a magnitude, β ignored).
 
-Artifacts: ``<stem>.safetensors`` (float32 tensors ``C`` and, when known, ``C_success``,
-``C_failure``, ``direction``) + ``<stem>.json`` card (format, kind, preset, site/layer, strategy, α,
-β, seeds, d, D, sample counts). Loading refuses a card/tensor or an expected ``d`` mismatch.
+Artifacts (type ``"conceptor"`` in the one artifact format): a folder ``<stem>/`` with ``conceptor.safetensors``
+(float32 tensors ``C`` and, when known, ``C_success``, ``C_failure``, ``direction``), ``config.json`` (the card:
+kind, preset, site/layer, strategy, α, β, seeds, d, D, sample counts; ``source`` = the policy artifact the
+rollouts came from, by repo-relative path and fingerprint) and ``CARD.md``. Loading verifies the sha256 of the
+files and refuses a card/tensor or an expected ``d`` mismatch, and (``source=``) a different policy artifact.
 """
 from __future__ import annotations
 
@@ -24,9 +26,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
+from latentstack.core.artifacts import ArtifactError, is_artifact, load_artifact, save_artifact
+from latentstack.core.card import bullet_lines, header_lines, provenance_lines, render, write_card
+from latentstack.core.paths import resolve_path
 from latentstack.kernels.conceptor import gate_matrix
 from latentstack.latent import Intervention, Site
 
@@ -35,6 +39,7 @@ from .fit import SteeringFit
 
 __all__ = [
     "ARTIFACT_FORMAT",
+    "ARTIFACT_TYPE",
     "Condition",
     "SteeredPolicy",
     "SteeringArtifact",
@@ -42,11 +47,14 @@ __all__ = [
     "gate_diagnostics",
     "linear_edit",
     "make_operator",
+    "render_conceptor_card",
     "steer",
     "steer_linear",
 ]
 
-ARTIFACT_FORMAT = "latentstack.coast/1"
+ARTIFACT_FORMAT = "latentstack.coast/1"  # the legacy (v1) card format, converted by scripts/convert_artifacts.py
+ARTIFACT_TYPE = "conceptor"
+TENSORS = "conceptor.safetensors"
 Condition = Literal["conceptor", "shrinkage", "random_matched", "positive_only", "linear"]
 Edit = Callable[[torch.Tensor, dict[str, Any]], torch.Tensor]
 
@@ -176,8 +184,11 @@ def gate_diagnostics(h: torch.Tensor, C: torch.Tensor, beta: float) -> dict[str,
 
 
 def _stem(path: str | Path) -> Path:
-    """The artifact stem (names may contain dots, e.g. ``expert.layer1``): strips only our suffixes."""
+    """The artifact folder (names may contain dots, e.g. ``expert.layer1``): a file inside it names the folder;
+    the legacy ``<stem>.json`` / ``<stem>.safetensors`` suffixes are stripped."""
     p = Path(path)
+    if p.name in ("config.json", TENSORS):
+        return p.parent
     for suf in (".safetensors", ".json"):
         if p.name.endswith(suf):
             return p.with_name(p.name[: -len(suf)])
@@ -212,31 +223,41 @@ class SteeringArtifact:
              "diagnostics": {k: v for k, v in fit.diagnostics.items() if k != "per_step"}, **card}
         return cls(fit.C.float(), c, fit.C_success.float(), fit.C_failure.float(), fit.direction.float())
 
-    def save(self, stem: str | Path) -> tuple[Path, Path]:
-        """Write ``<stem>.safetensors`` and ``<stem>.json``; returns both paths."""
+    def save(self, stem: str | Path, *, source: str | Path | None = None) -> tuple[Path, Path]:
+        """Write the artifact folder ``<stem>/``; returns its ``(conceptor.safetensors, config.json)``.
+
+        ``source``: the policy artifact it was fitted on (default: the card's ``policy`` when that is an
+        artifact folder); recorded by path and fingerprint so a different policy can be refused."""
         stem = _stem(stem)
-        stem.parent.mkdir(parents=True, exist_ok=True)
         tensors = {"C": self.C}
         for k in ("C_success", "C_failure", "direction"):
             if getattr(self, k) is not None:
                 tensors[k] = getattr(self, k)
         tensors |= self.extra
         tensors = {k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}
-        card = {**self.card, "format": ARTIFACT_FORMAT, "d": self.d,
+        card = {**{k: v for k, v in self.card.items() if k != "format"}, "d": self.d,
                 "num_steps": int(self.C.shape[0]) if self.C.ndim == 3 else None, "dtype": "float32"}
-        st, js = _with(stem, ".safetensors"), _with(stem, ".json")
-        save_file(tensors, str(st), metadata={"format": ARTIFACT_FORMAT, "card": json.dumps(card)})
-        js.write_text(json.dumps(card, indent=2, sort_keys=True, default=str) + "\n")
-        return st, js
+        card = json.loads(json.dumps(card, sort_keys=True, default=str))  # plain JSON (paths, numpy scalars)
+        if source is None and isinstance(card.get("policy"), str) and is_artifact(resolve_path(card["policy"])):
+            source = resolve_path(card["policy"])
+        save_artifact(stem, type=ARTIFACT_TYPE, config=card, tensors={TENSORS: tensors}, source=source)
+        write_card(stem, render_conceptor_card(stem))
+        return stem / TENSORS, stem / "config.json"
 
     @classmethod
-    def load(cls, stem: str | Path, expected_d: int | None = None) -> SteeringArtifact:
-        """Read an artifact; refuses a card whose ``d`` disagrees with the tensors or with ``expected_d``."""
+    def load(cls, stem: str | Path, expected_d: int | None = None, *,
+             source: str | Path | None = None) -> SteeringArtifact:
+        """Read an artifact folder; refuses tampered files, a card whose ``d`` disagrees with the tensors or
+        with ``expected_d``, and (``source``) a policy artifact other than the one it was fitted on."""
         stem = _stem(stem)
-        card = json.loads(_with(stem, ".json").read_text())
-        if card.get("format") != ARTIFACT_FORMAT:
-            raise ValueError(f"{stem}: not a {ARTIFACT_FORMAT} artifact (format {card.get('format')!r})")
-        t = load_file(str(_with(stem, ".safetensors")))
+        if not stem.is_dir() and _with(stem, ".json").is_file():
+            raise ArtifactError(f"{stem}: a legacy {ARTIFACT_FORMAT} conceptor (<stem>.json + .safetensors); "
+                                "convert it with `python scripts/convert_artifacts.py`")
+        art = load_artifact(stem, expect_type=ARTIFACT_TYPE)
+        if source is not None:
+            art.check_source(source)
+        card = dict(art.config)
+        t = art.tensors(TENSORS)
         C = t.pop("C")
         _check_operator(C)
         d = int(C.shape[-1])
@@ -268,6 +289,28 @@ class SteeringArtifact:
         if b is None:
             raise ValueError("no beta given and the card names none")
         return steer(model, site, make_operator(condition, self, seed), float(b), mode=mode)
+
+
+def render_conceptor_card(stem: str | Path) -> str:
+    """CARD.md of one conceptor artifact, from its ``config.json`` (numbers copied, never typed in)."""
+    doc = json.loads((Path(stem) / "config.json").read_text())
+    c = doc["config"]
+    n_s, n_e = c.get("n_samples") or {}, c.get("n_episodes") or {}
+    items = [
+        f"site `{c.get('site')}` (layer {c.get('layer')}), strategy {c.get('strategy')}"
+        + (f" ({c['num_steps']} × C_t)" if c.get("num_steps") else ""),
+        f"α = {c.get('alpha')}, β = {c.get('beta')}, preset `{(c.get('preset') or {}).get('name')}`, d = {c.get('d')}",
+        (f"fitted on {n_e.get('success')} successful / {n_e.get('failure')} failed episodes "
+         f"({n_s.get('success')} / {n_s.get('failure')} samples) of `{c.get('policy')}` on suite "
+         f"`{c.get('suite')}`, {(c.get('seeds') or {}).get('split')} seeds"),
+    ]
+    if c.get("test_result") and c.get("test_base"):
+        tr, tb = c["test_result"], c["test_base"]
+        items.append(f"selected as `{c.get('selected_as')}`: test success {tr['success']:.1%} "
+                     f"[{tr['ci_low']:.2f}, {tr['ci_high']:.2f}] vs base {tb['success']:.1%} "
+                     f"[{tb['ci_low']:.2f}, {tb['ci_high']:.2f}]")
+    items.append("load: `SteeringArtifact.load(\"<this folder>\")`, or the policy node's `steering` parameter")
+    return render(header_lines(f"COAST conceptor `{Path(stem).name}`"), bullet_lines(items), provenance_lines(doc))
 
 
 class SteeredPolicy:

@@ -89,10 +89,12 @@ def artifact_stem(conceptors: str | Path, site: str, strategy: str, alpha: float
 def load_fitted(conceptors: str | Path, preset: str, sites: Sequence[str]) -> dict[tuple[str, str, float], SteeringArtifact]:
     """Every ``all__<site>__<strategy>__a<α>__<preset>`` artifact in ``conceptors``, keyed (site, strategy, α)."""
     out: dict[tuple[str, str, float], SteeringArtifact] = {}
-    for js in sorted(Path(conceptors).glob(f"all__*__{preset}.json")):
-        _, site, strategy, a, _ = js.name[: -len(".json")].split("__")
+    for stem in sorted(Path(conceptors).glob(f"all__*__{preset}")):
+        if not (stem / "config.json").is_file():
+            continue
+        _, site, strategy, a, _ = stem.name.split("__")
         if site in sites:
-            out[(site, strategy, float(a[1:]))] = SteeringArtifact.load(js)
+            out[(site, strategy, float(a[1:]))] = SteeringArtifact.load(stem)
     if not out:
         raise FileNotFoundError(f"no {preset!r} artifacts for {list(sites)} under {conceptors} (run `lstack steer fit`)")
     return out
@@ -389,7 +391,7 @@ def compare_presets(conceptors: str | Path, sites: Sequence[str], alphas: Sequen
     for site in sites:
         for a in alphas:
             sp, sr = artifact_stem(conceptors, site, "global", a, "paper"), artifact_stem(conceptors, site, "global", a, "repo")
-            if not (sp.with_name(sp.name + ".json").exists() and sr.with_name(sr.name + ".json").exists()):
+            if not ((sp / "config.json").exists() and (sr / "config.json").exists()):
                 continue
             P, R = SteeringArtifact.load(sp).C.double(), SteeringArtifact.load(sr).C.double()
             w = torch.linalg.eigvalsh(0.5 * (P + P.T))

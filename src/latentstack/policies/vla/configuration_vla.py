@@ -1,23 +1,28 @@
 """Configuration of the project's small pi0-like VLA (``VLAPolicy``).
 
-A frozen dataclass; checkpoints store it as JSON (``to_dict`` / ``from_dict``), including the
-word-level tokenizer vocabulary, so a checkpoint directory is self-contained.
+A frozen :class:`~latentstack.core.config.ModelConfig` registered as type ``"vla"``; artifacts store it as
+JSON (``to_dict`` / ``from_dict``), including the word-level tokenizer vocabulary, so an artifact folder is
+self-contained.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from latentstack.core.config import PLACEMENT_FIELDS, ModelConfig, register_config
+
 # Fields that only change how an already-trained model is *run*, never its weights;
-# ``load_policy``/``make_policy`` accept overrides for these and nothing else.
+# ``from_pretrained``/``make_policy`` accept overrides for these and the placement fields (``device``,
+# ``dtype``) and nothing else.
 RUNTIME_FIELDS: frozenset[str] = frozenset({"num_inference_steps", "n_action_steps", "clip_actions", "seed"})
+# Fields a trained artifact may be loaded with different values of (never part of the architecture check).
+OVERRIDABLE_FIELDS: frozenset[str] = RUNTIME_FIELDS | PLACEMENT_FIELDS
 
 
+@register_config("vla")
 @dataclass(frozen=True)
-class VLAConfig:
+class VLAConfig(ModelConfig):
     """Hyper-parameters of :class:`latentstack.policies.vla.VLAPolicy`.
 
     Token layout of the backbone prefix: ``[image tokens (grid²), language tokens (max_lang_len),
@@ -62,6 +67,7 @@ class VLAConfig:
     name: str = "vla_small"
 
     def __post_init__(self) -> None:
+        super().__post_init__()  # device / dtype
         # JSON/YAML give lists; keep the dataclass hashable and immutable
         object.__setattr__(self, "vision_channels", tuple(int(c) for c in self.vision_channels))
         object.__setattr__(self, "vocab", tuple(str(w) for w in self.vocab))
@@ -105,24 +111,6 @@ class VLAConfig:
     def mlp_dim(self) -> int:
         return round(self.d_model * self.mlp_ratio)
 
-    # ----------------------------------------------------------------- (de)serialise
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["vision_channels"] = list(self.vision_channels)
-        d["vocab"] = list(self.vocab)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> VLAConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown VLAConfig fields: {unknown}")
-        return cls(**dict(d))
-
-    def replace(self, **changes: Any) -> VLAConfig:
-        return dataclasses.replace(self, **changes)
-
 
 # A small registry of named presets. ``vla_small`` mirrors configs/vla_small.yaml (``policy:``).
 VLA_PRESETS: dict[str, VLAConfig] = {
@@ -160,4 +148,4 @@ def get_vla_config(name: str, **overrides: Any) -> VLAConfig:
     return base.replace(**overrides) if overrides else base
 
 
-__all__ = ["RUNTIME_FIELDS", "VLA_PRESETS", "VLAConfig", "get_vla_config", "register_vla_config"]
+__all__ = ["OVERRIDABLE_FIELDS", "RUNTIME_FIELDS", "VLA_PRESETS", "VLAConfig", "get_vla_config", "register_vla_config"]
