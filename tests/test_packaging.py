@@ -3,8 +3,9 @@ finds suites / graphs / node parameters / default configs by name (pip venv and 
 ``lstack`` reaches a pip user's PATH, package.xml names every ROS package the code uses, and the code stays
 within Python 3.10 (the oldest ROS 2 distro we serve: Humble).
 
-Offline and loopback-only: the wheel is built with setuptools' PEP 517 backend from a copy of the checkout,
-installed with ``pip --no-index --no-deps``; the dependencies come from this interpreter's site-packages.
+Offline: the wheel is built with setuptools' PEP 517 backend from a copy of the checkout and installed with
+``pip --no-index --no-deps`` into a scratch venv; the colcon install runs the ``setup.py`` commands colcon runs;
+the dependencies come from this interpreter's site-packages. This environment is never modified.
 """
 from __future__ import annotations
 
@@ -33,7 +34,6 @@ SHARED_DATA = {
     "ros/launch/*.launch.py": "launch",
     "configs/*.yaml": "configs",
 }
-# What a source distribution / colcon sees of the checkout (no venv, no outputs).
 BUILD_INPUTS = ["pyproject.toml", "setup.py", "setup.cfg", "README.md", "package.xml", "resource", "ros",
                 "sim/suites", "configs", "src"]
 
@@ -57,18 +57,23 @@ def _clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
-    """The wheel, built offline from a copy of the checkout (the checkout gets no build/ or egg-info)."""
-    src = tmp_path_factory.mktemp("src")
+def _copy_sources(dest: Path) -> Path:
+    """What a source distribution / colcon sees of the checkout (the checkout gets no build/ or egg-info)."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build")
     for rel in BUILD_INPUTS:
-        s, d = ROOT / rel, src / rel
+        s, d = ROOT / rel, dest / rel
         if s.is_dir():
             shutil.copytree(s, d, ignore=ignore)
         else:
             d.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(s, d)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """The wheel, built offline by setuptools' PEP 517 backend from a copy of the checkout."""
+    src = _copy_sources(tmp_path_factory.mktemp("src"))
     dist = tmp_path_factory.mktemp("dist")
     code = f"from setuptools import build_meta as b; print(b.build_wheel({str(dist)!r}))"
     name = _run([sys.executable, "-c", code], cwd=src, env=_clean_env()).strip().splitlines()[-1]
@@ -202,12 +207,20 @@ def test_wheel_in_a_venv_finds_data_by_name(wheel: Path, tmp_path: Path):
     assert "launch" in _run([str(venv / "bin" / "lstack"), "--help"], cwd=elsewhere, env=env)
 
 
-def test_colcon_style_prefix_finds_data_through_ament_prefix_path(wheel: Path, tmp_path: Path):
-    """An install prefix that is not ``sys.prefix`` (colcon's ``install/latentstack``), found as ``ros2 run``
-    finds it: through ``AMENT_PREFIX_PATH``."""
+def test_colcon_install_finds_data_through_ament_prefix_path(tmp_path: Path):
+    """colcon's ament_python build (``setup.py egg_info / build / install --prefix install/latentstack``, with
+    setup.cfg's script dirs) into a prefix that is not ``sys.prefix``, found as ``ros2 run`` finds it: through
+    ``AMENT_PREFIX_PATH``."""
+    src = _copy_sources(tmp_path / "src")
+    (src / "build").mkdir()
     prefix = tmp_path / "install" / PKG
-    _pip_install(wheel, _new_venv(tmp_path / "pip_env"), "--ignore-installed", "--prefix", str(prefix))
+    _run([sys.executable, "setup.py", "-q", "egg_info", "--egg-base", "build", "build", "--build-base", "build",
+          "install", "--prefix", str(prefix), "--record", "build/install.txt", "--single-version-externally-managed"],
+         cwd=src, env=_clean_env())
     assert (prefix / "share" / "ament_index" / "resource_index" / "packages" / PKG).is_file()
+    for node in [*node_modules(), "lstack"]:  # setup.cfg: colcon puts console scripts in lib/latentstack too
+        assert os.access(prefix / "lib" / PKG / node, os.X_OK), f"lib/{PKG}/{node}"
+    assert not (prefix / "bin").exists()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = _clean_env(AMENT_PREFIX_PATH=str(prefix), PYTHONPATH=str(_site_packages_pth(prefix)))
