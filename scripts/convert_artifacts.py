@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     rest = [n for n in (a.names or list(perception.ARTIFACTS)) if n in perception.ARTIFACTS]
     if rest:
         perception.main(rest)
-    if RECORD.is_file():
+    if (done or rest) and RECORD.is_file():  # nothing converted: nothing written (idempotent)
         write_summary()
     return 0
 
