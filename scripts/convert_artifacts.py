@@ -317,6 +317,71 @@ def convert_vla_family(names: list[str] | None = None) -> dict[str, dict[str, An
     return done
 
 
+# ----------------------------------------------------------------------------------- report provenance
+# Scratch paths of the machines that ran the studies -> the names the committed commands use (first match wins:
+# longer paths first). The COAST study's scratch folder is data/coast in scripts/coast_study.sh; its preliminary
+# run used another one; the weak VLA was trained in a scratch folder and shipped as policies/vla_metaworld_mt6_weak
+# (its card); the preliminary conceptor was shipped under policies/vla_metaworld_mt6_weak/conceptors (its card).
+_WEAK_CONCEPTOR = "policies/vla_metaworld_mt6_weak/conceptors/all__expert.layer2__global__a10__paper"
+REPORT_PATH_FIXES: list[tuple[str, dict[str, str], str | None]] = [
+    ("reports/coast/*.json", {"/tmp/coast2/": "data/coast/"}, "data/coast/rollouts.safetensors"),
+    *((f"reports/coast/preliminary/*.{ext}", {
+        "/tmp/coast/conceptors/all__expert.layer2__global__a10__paper": _WEAK_CONCEPTOR,
+        "/tmp/vla_scratch/mt6_a/policy": "policies/vla_metaworld_mt6_weak",
+        "/tmp/coast/": "data/coast_preliminary/"}, "data/coast_preliminary/rollouts.safetensors") for ext in ("json", "md")),
+    ("reports/quantvla/stdout.txt", {"/work/main/reports/": "reports/"}, None),
+]
+
+
+def _replace_paths(text: str, fixes: dict[str, str]) -> str:
+    for old, rel in fixes.items():
+        text = text.replace(old, rel)
+    return text
+
+
+def _report_provenance(doc: dict[str, Any], fixes: dict[str, str], rollouts: str) -> dict[str, Any]:
+    from latentstack.core.artifacts import artifact_fingerprint, is_artifact
+
+    prov: dict[str, Any] = {"paths": ("scratch paths of the machine that ran the study are written as the committed "
+                                      "commands name them: " + ", ".join(fixes.values()))}
+    cfg = doc.get("config") if isinstance(doc.get("config"), dict) else {}
+    policy = doc.get("policy") or cfg.get("policy")
+    if isinstance(policy, dict):
+        policy = policy.get("policy") or policy.get("path")
+    if isinstance(policy, str) and is_artifact(ROOT / policy):
+        prov["policy"] = {"path": policy, "sha256": artifact_fingerprint(ROOT / policy),
+                          "note": "artifact fingerprint after conversion to format 2 (same tensors)"}
+    prov["rollouts"] = {"path": rollouts, "sha256": None,
+                        "note": "scratch file of the study, not kept (seeded: re-collected by its command)"}
+    shipped = ROOT / "policies" / "vla_metaworld_mt6_weak" / "conceptors"
+    prov["shipped_conceptors"] = {p.name: {"path": f"policies/vla_metaworld_mt6_weak/conceptors/{p.name}",
+                                           "sha256": artifact_fingerprint(p)}
+                                  for p in sorted(shipped.iterdir()) if is_artifact(p)}
+    return prov
+
+
+def fix_report_paths() -> list[str]:
+    """Replace scratch paths of the machines that ran a study in its reports by the repo-relative names of the
+    committed commands; JSON reports also record what the study used by repo-relative path and content hash
+    (``provenance``). Idempotent: a fixed report is left alone."""
+    changed: list[str] = []
+    for pattern, fixes, rollouts in REPORT_PATH_FIXES:
+        for f in sorted(ROOT.glob(pattern)):
+            if not f.is_file():
+                continue
+            text = f.read_text()
+            out = _replace_paths(text, fixes)
+            if f.suffix == ".json" and out != text and rollouts is not None:
+                doc = json.loads(out)
+                if isinstance(doc, dict) and "provenance" not in doc:
+                    doc["provenance"] = _report_provenance(doc, fixes, rollouts)
+                    out = json.dumps(doc, indent=2) + ("\n" if text.endswith("\n") else "")
+            if out != text:  # compared as text: the reports hold NaN, which never equals itself
+                f.write_text(out)
+                changed.append(str(f.relative_to(ROOT)))
+    return changed
+
+
 def write_summary(record: Path = RECORD, summary: Path = SUMMARY) -> None:
     doc = json.loads(record.read_text())
     lines = ["# Artifact conversion to format 2", "",
@@ -334,6 +399,10 @@ def write_summary(record: Path = RECORD, summary: Path = SUMMARY) -> None:
         ok = "yes" if r.get("outputs_equal") else "NO"
         lines.append(f"| `{r['artifact']}` | {r['from_format']} | `{r['type']}` | {r['tensors']} "
                      f"{'yes' if r.get('tensors_equal') else 'NO'} | {ok}: {outs} | `{r['fingerprint'][:12]}…` |")
+    lines += ["", "The same command replaces scratch paths of the machines that ran a study by the repo-relative names "
+              "of the committed commands (" + ", ".join(f"`{p}`" for p, _, _ in REPORT_PATH_FIXES) + "); the JSON "
+              "reports gain a `provenance` block naming the policy and the shipped conceptors by path and artifact "
+              "fingerprint (the scratch rollouts were not kept: recorded with `sha256: null`)."]
     summary.write_text("\n".join(lines) + "\n")
 
 
@@ -356,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
         perception.main(rest)
     if (done or rest) and RECORD.is_file():  # nothing converted: nothing written (idempotent)
         write_summary()
+    for f in fix_report_paths():
+        print(f"{f}: scratch paths replaced by repo-relative names + hashes")
     return 0
 
 
