@@ -97,6 +97,7 @@ def test_tampered_files_are_refused(tmp_path):
     (lambda d: d.update(format_version=1), "format_version 1 unsupported .*convert_artifacts.py"),
     (lambda d: d.update(format_version=3), "format_version 3 unsupported"),
     (lambda d: d.pop("type"), "no artifact 'type'"),
+    (lambda d: d.update(type=None, format="latentstack.policy"), "legacy format 'latentstack.policy': convert"),
     (lambda d: d.pop("files"), "missing 'config' or 'files'"),
 ])
 def test_wrong_type_or_version_refused(tmp_path, edit, message):

@@ -292,6 +292,8 @@ def test_placement_overrides_and_device(saved):
         from_pretrained(out, device="")  # validated by ModelConfig
     with pytest.raises(ValueError, match="only runtime fields"):
         from_pretrained(out, vocab=("<pad>", "<unk>"))
+    with pytest.raises(ValueError, match="float32 only"):
+        from_pretrained(out, dtype="bfloat16")
 
 
 def test_factory_dispatches_on_type_without_importing_other_stacks(saved):

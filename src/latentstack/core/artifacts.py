@@ -267,7 +267,9 @@ def read_artifact_doc(path: str | os.PathLike) -> dict[str, Any]:
     except ValueError as exc:
         raise ArtifactError(f"{cfg}: not JSON ({exc})") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("type"), str):
-        raise ArtifactError(f"{cfg}: no artifact 'type'")
+        legacy = f" (legacy format {doc['format']!r}: convert it with `python scripts/convert_artifacts.py`)" \
+            if isinstance(doc, dict) and "format" in doc else ""
+        raise ArtifactError(f"{cfg}: no artifact 'type'{legacy}")
     if doc.get("format_version") != FORMAT_VERSION:
         raise ArtifactError(
             f"{cfg}: format_version {doc.get('format_version')!r} unsupported (this code reads {FORMAT_VERSION}; "

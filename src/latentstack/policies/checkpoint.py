@@ -85,14 +85,17 @@ def _check_overrides(overrides: Mapping[str, Any]) -> None:
 
 def _config(path: Path, stored: Mapping[str, Any], overrides: Mapping[str, Any]) -> VLAConfig:
     try:
-        return VLAConfig.from_dict({**stored, **overrides})
+        config = VLAConfig.from_dict({**stored, **overrides})
     except (TypeError, ValueError) as exc:
         raise ArtifactError(f"{path / 'config.json'}: invalid config: {exc}") from exc
+    if config.dtype != "float32":
+        # refused rather than cast: the processor makes float32 inputs, so a cast model would fail mid-forward
+        raise ValueError(f"dtype={config.dtype!r}: the VLA runs in float32 only (its processor and model are not "
+                         "dtype-aware yet)")
+    return config
 
 
 def _place(policy: torch.nn.Module, config: VLAConfig) -> torch.nn.Module:
-    if config.dtype != "float32":
-        policy.to(dtype=config.torch_dtype)
     policy.to(config.device)
     policy.eval()
     return policy
