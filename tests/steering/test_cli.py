@@ -45,15 +45,17 @@ def test_collect_fit_eval(tmp_path, capsys):
     a = parser().parse_args(["steer", "fit", "--rollouts", str(roll), "--preset", "repo", "--alphas", "0.5,2",
                              "--out", str(out)])
     assert a.func(a) == 0
-    names = sorted(p.name for p in out.glob("*.json"))
-    assert names == ["all__expert.layer1__global__a0.5__repo.json", "all__expert.layer1__global__a2__repo.json",
-                     "all__expert.layer1__per_step__a1__repo.json"]
+    names = sorted(p.parent.name for p in out.glob("*/config.json"))  # one artifact folder per conceptor
+    assert names == ["all__expert.layer1__global__a0.5__repo", "all__expert.layer1__global__a2__repo",
+                     "all__expert.layer1__per_step__a1__repo"]
     # paper preset needs 3 per class: skipped, nothing written -> exit code 1
     a = parser().parse_args(["steer", "fit", "--rollouts", str(roll), "--out", str(tmp_path / "none")])
     assert a.func(a) == 1 and "skipped" in capsys.readouterr().out
     stem = out / "all__expert.layer1__global__a0.5__repo"
     card = SteeringArtifact.load(stem, expected_d=128).card
     assert card["layer"] == 1 and card["seeds"]["fit"] == [60, 61, 62, 63] and card["preset"]["name"] == "repo"
+    doc = json.loads((stem / "config.json").read_text())  # fitted on the shipped VLA: named by repo path + hash
+    assert card["policy"] == doc["source"]["path"] == "policies/vla_metaworld_mt6"
     a = parser().parse_args(["steer", "eval", "--suite", str(suite), "--policy", str(SHIPPED), "--artifact",
                              str(stem), "--episodes-per-task", "2", "--controls",
                              "positive_only,linear", "--quiet", "--out",
@@ -89,7 +91,7 @@ def test_fit_per_task_and_per_step_diagnostics(tmp_path):
     a = parser().parse_args(["steer", "fit", "--rollouts", str(roll), "--preset", "repo", "--alphas", "1",
                              "--per-task", "--strategies", "per_step", "--out", str(out)])
     assert a.func(a) == 0
-    assert sorted(p.name for p in out.glob("*.json")) == ["t1__expert.layer0__per_step__a1__repo.json"]  # t2: 1 failure
+    assert sorted(p.parent.name for p in out.glob("*/config.json")) == ["t1__expert.layer0__per_step__a1__repo"]  # t2: 1 failure
     stem = out / "t1__expert.layer0__per_step__a1__repo"
     art = SteeringArtifact.load(stem)
     assert art.C.shape == (3, 8, 8) and art.card["task"] == "t1" and art.card["seeds"]["fit"] == [0, 1, 2, 3]

@@ -30,7 +30,7 @@ from torch import nn
 
 from latentstack.core.artifacts import ArtifactError, is_artifact, load_artifact, save_artifact
 from latentstack.core.card import bullet_lines, header_lines, provenance_lines, render, write_card
-from latentstack.core.paths import resolve_path
+from latentstack.core.paths import portable_path, resolve_path
 from latentstack.kernels.conceptor import gate_matrix
 from latentstack.latent import Intervention, Site
 
@@ -238,8 +238,12 @@ class SteeringArtifact:
         card = {**{k: v for k, v in self.card.items() if k != "format"}, "d": self.d,
                 "num_steps": int(self.C.shape[0]) if self.C.ndim == 3 else None, "dtype": "float32"}
         card = json.loads(json.dumps(card, sort_keys=True, default=str))  # plain JSON (paths, numpy scalars)
-        if source is None and isinstance(card.get("policy"), str) and is_artifact(resolve_path(card["policy"])):
-            source = resolve_path(card["policy"])
+        if isinstance(card.get("policy"), str):
+            policy = resolve_path(card["policy"])
+            if source is None and is_artifact(policy):
+                source = policy
+            if Path(card["policy"]).is_absolute():  # recorded repo-relative, never a machine's path
+                card["policy"] = portable_path(policy)
         save_artifact(stem, type=ARTIFACT_TYPE, config=card, tensors={TENSORS: tensors}, source=source)
         write_card(stem, render_conceptor_card(stem))
         return stem / TENSORS, stem / "config.json"
