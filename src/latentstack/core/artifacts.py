@@ -267,8 +267,10 @@ def read_artifact_doc(path: str | os.PathLike) -> dict[str, Any]:
     except ValueError as exc:
         raise ArtifactError(f"{cfg}: not JSON ({exc})") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("type"), str):
-        legacy = f" (legacy format {doc['format']!r}: convert it with `python scripts/convert_artifacts.py`)" \
-            if isinstance(doc, dict) and "format" in doc else ""
+        # every pre-format-2 layout lacks "type" (some named a "format", stereo's was a bare config)
+        legacy = (f" (legacy format {doc['format']!r}" if isinstance(doc, dict) and "format" in doc
+                  else " (not a format-2 artifact; if it is an older one") + \
+            ": convert it with `python scripts/convert_artifacts.py`)"
         raise ArtifactError(f"{cfg}: no artifact 'type'{legacy}")
     if doc.get("format_version") != FORMAT_VERSION:
         raise ArtifactError(
