@@ -80,6 +80,11 @@ def test_end_rules():
     assert rollout(env, lambda o: 1.0, seed=0, end_on_terminated=False, steps_after_success=2).length == 5
     # ... but truncation still ends it
     assert rollout(env, lambda o: 1.0, seed=0, end_on_terminated=False, steps_after_success=20).length == 8
+    # max_steps: a fixed number of steps (calibration frames), 0 = the reset frame only
+    log = Log()
+    assert rollout(env, lambda o: 1.0, seed=0, end_on_terminated=False, max_steps=4, hooks=[log]).length == 4
+    assert rollout(env, lambda o: 1.0, seed=0, max_steps=0, hooks=[log]).length == 0
+    assert log.events[-3:] == [("start", 0), ("reset", 0.0), ("end", (False, 0))]
     # a hook may end it early (e.g. stop on a condition of its own)
     res = rollout(env, lambda o: 0.0, seed=1, hooks=[Log(stop_at=4)])
     assert (res.length, res.success) == (4, False)

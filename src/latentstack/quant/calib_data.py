@@ -17,8 +17,17 @@ def calibration_observations(suite: str = "metaworld_mt6", per_task: int = 1, no
                              seed_offset: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """``per_task`` episodes per task on consecutive select seeds; returns (observations, provenance)."""
     from latentstack.sim.metaworld_env import MetaWorldLangEnv
+    from latentstack.sim.rollout import RolloutHook, rollout
     from latentstack.sim.suites import load_suite
 
+    class _Frames(RolloutHook):
+        def on_reset(self, o: dict[str, Any]) -> None:
+            obs.append(o)
+
+        def on_step(self, tr: Any) -> None:
+            obs.append(tr.next_obs)
+
+    frames = _Frames()
     s = load_suite(suite)
     seeds = s.seeds["select"]
     if seed_offset + per_task > len(seeds):
@@ -31,11 +40,10 @@ def calibration_observations(suite: str = "metaworld_mt6", per_task: int = 1, no
         try:
             for i in range(per_task):
                 seed = int(seeds[seed_offset + i])
-                o, _ = env.reset(seed=seed)
-                obs.append(o)
-                for _ in range(noop_steps):
-                    o, *_ = env.step(np.zeros(env.action_space.shape, np.float32))
-                    obs.append(o)
+                # the shared rollout loop: the reset frame, then noop_steps zero actions (success ignored)
+                shape = env.action_space.shape
+                rollout(env, lambda _, shape=shape: np.zeros(shape, np.float32), seed, hooks=[frames],
+                        end_on_terminated=False, max_steps=noop_steps)
                 used.setdefault(task.name, []).append(seed)
         finally:
             env.close()

@@ -11,8 +11,8 @@ Per episode, in this order::
     hooks.start(seed); obs = env.reset(seed=seed); reset(seed); hooks.on_reset(obs)
     repeat: action = act(obs) (timed); hooks.on_action(obs, action, seconds); EpisodeState.step(env, action);
             hooks.on_step(transition) -> True ends the episode
-    until terminated (unless end_on_terminated=False), truncated, a hook's stop, or ``steps_after_success``
-    steps past the first success; hooks.end(result) (also on an exception, with None)
+    until terminated (unless end_on_terminated=False), truncated, a hook's stop, ``steps_after_success``
+    steps past the first success, or ``max_steps``; hooks.end(result) (also on an exception, with None)
 
 Batched torch envs (KORR: ``N`` envs stepped in lockstep for a fixed number of steps, no per-env reset) have
 their own loop, :func:`rollout_batched`: see its docstring for why it is not this one.
@@ -143,14 +143,15 @@ def rollout(
     hooks: Sequence[RolloutHook] = (),
     end_on_terminated: bool = True,
     steps_after_success: int | None = None,
+    max_steps: int | None = None,
     task: str | None = None,
 ) -> EpisodeResult:
     """One closed-loop episode of ``env`` (gymnasium API, ``reset(seed=)``) driven by ``act(obs)``.
 
     ``reset(seed)`` resets the policy after the env (a policy's noise is seeded by the episode seed).
     ``end_on_terminated=False`` runs on after ``terminated`` (MetaWorld terminates at success); with
-    ``steps_after_success=k`` the episode ends ``k`` steps after the first success. ``task`` defaults to
-    ``env.task``."""
+    ``steps_after_success=k`` the episode ends ``k`` steps after the first success; ``max_steps`` ends it
+    after that many steps (0: reset only). ``task`` defaults to ``env.task``."""
     for h in hooks:
         h.start(seed)
     result: EpisodeResult | None = None
@@ -161,7 +162,7 @@ def rollout(
         for h in hooks:
             h.on_reset(obs)
         ep = EpisodeState(obs)
-        while True:
+        while max_steps is None or ep.t < max_steps:
             t0 = time.perf_counter()
             action = act(ep.obs)
             seconds = time.perf_counter() - t0
