@@ -149,10 +149,13 @@ class SA2Tiny(nn.Module):
         return {"disp_preds": preds, "disp_init": disp0_up, "mono_depth": mono_depth, "net": net, "flows": flows}
 
 
-def save_stereo_model(model: SA2Tiny, out_dir: Path | str, extra: dict[str, Any] | None = None) -> Path:
-    """A ``"stereo"`` artifact: weights + config (+ ``extra`` as the hashed side file ``training.json``)."""
+def save_stereo_model(model: SA2Tiny, out_dir: Path | str, extra: dict[str, Any] | None = None,
+                      provenance: dict[str, Any] | None = None) -> Path:
+    """A ``"stereo"`` artifact: weights + config (+ ``extra`` as the hashed side file ``training.json``;
+    ``provenance``: e.g. the pretrained encoder by repo-relative path and sha256)."""
     files = {TRAINING: json.dumps(extra, indent=2) + "\n"} if extra is not None else None
-    return save_pretrained(model, out_dir, model.config, files=files, extra={"adapted": bool(model.adapted)})
+    return save_pretrained(model, out_dir, model.config, files=files, extra={"adapted": bool(model.adapted)},
+                           provenance=provenance)
 
 
 def load_stereo_model(path: Path | str, device: str | None = None) -> SA2Tiny:

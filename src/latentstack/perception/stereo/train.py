@@ -144,4 +144,6 @@ def train_stereo(config: StereoConfig, encoder_path: Path | str, data: StereoSpl
     }
     if val is not None:
         extra["val_epe_x3_first32"] = val_epe(model, val)
-    return save_stereo_model(model, out_dir, extra)
+    from latentstack.core.artifacts import describe_file
+
+    return save_stereo_model(model, out_dir, extra, provenance={"encoder": describe_file(encoder_path)})
