@@ -210,3 +210,27 @@ def test_compact_weights_stores_fp16_and_loads_the_rounded_weights(tiny_dir, tmp
     for k, v in got.state_dict().items():
         if k in want:
             assert v.dtype == torch.float32 and torch.equal(v, want[k]), k
+
+
+def test_trainer_saves_a_loadable_artifact(tmp_path):
+    """``train_act`` writes a ``lerobot_act`` artifact (LeRobot's files in lerobot/, the log hashed with them)."""
+    import importlib.util
+
+    from latentstack.core.artifacts import load_artifact
+    from latentstack.policies.factory import make_policy
+    from latentstack.policies.lerobot_act.train import ACTTrainConfig, train_act
+
+    spec = importlib.util.spec_from_file_location("_act_train_data", Path(__file__).with_name("test_train.py"))
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    data = helpers.make_synthetic_dataset(tmp_path / "data")
+    out = train_act(ACTTrainConfig(dataset_root=str(data), repo_id="test/synthetic", out_dir=str(tmp_path / "act"),
+                                   preset="act_tiny", steps=2, batch_size=2, time_budget_s=None, log_every=1,
+                                   progress=False))
+    art = load_artifact(out, expect_type="lerobot_act")
+    assert "train_log.json" in art.files and "lerobot/model.safetensors" in art.files
+    assert art.read_json("train_log.json")["steps_done"] == 2
+    policy = make_policy(str(out))
+    size = helpers.IMAGE
+    chunk = policy.predict_action_chunk({"image": np.zeros((size, size, 3), np.uint8), "state": np.zeros(4, np.float32)})
+    assert chunk.shape == (policy.config.chunk_size, 4) and np.isfinite(chunk).all()
