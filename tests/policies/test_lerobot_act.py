@@ -234,3 +234,18 @@ def test_trainer_saves_a_loadable_artifact(tmp_path):
     size = helpers.IMAGE
     chunk = policy.predict_action_chunk({"image": np.zeros((size, size, 3), np.uint8), "state": np.zeros(4, np.float32)})
     assert chunk.shape == (policy.config.chunk_size, 4) and np.isfinite(chunk).all()
+
+
+def test_shipped_card_renders_from_its_files(monkeypatch):
+    """CARD.md is what the card renderer makes of the artifact's files (numbers copied, never typed in)."""
+    from latentstack.policies.lerobot_act.card import render_act_card
+
+    monkeypatch.chdir(ROOT)  # the training log names its out_dir repo-relative
+    card = (SHIPPED / "CARD.md").read_text()
+    commands = card.split("```bash\n")[1].split("\n```")[0].split("\n")
+    notes = [ln[2:] for ln in card.split("## Notes\n\n")[1].split("\n## ")[0].split("\n") if ln.startswith("- ")]
+    doc = json.loads((SHIPPED / "config.json").read_text())
+    got = render_act_card(SHIPPED.name, json.loads((SHIPPED / "lerobot" / "config.json").read_text()),
+                          json.loads((SHIPPED / "train_log.json").read_text()),
+                          json.loads((SHIPPED / "eval" / "eval.json").read_text()), commands, notes, artifact=doc)
+    assert got == card
