@@ -24,11 +24,17 @@ def _cpu_only(args: argparse.Namespace, what: str) -> None:
 
 
 def _load_yaml(path: str) -> dict[str, Any]:
+    """A config by path (checkout-relative paths work from any cwd) or by name (``korr_toy``: the data resolver)."""
     import yaml
 
-    p = Path(path)
+    from latentstack.core.paths import find_data, resolve_path
+
+    p = resolve_path(path)
     if not p.is_file():
-        raise SystemExit(f"config {path} not found")
+        try:
+            p = find_data("configs", path)
+        except FileNotFoundError as e:
+            raise SystemExit(f"config {path} not found ({e})") from None
     return yaml.safe_load(p.read_text()) or {}
 
 
