@@ -26,7 +26,8 @@ import shutil
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -265,6 +266,19 @@ def _write_json_atomic(path: Path, doc: Mapping[str, Any]) -> None:
 # --------------------------------------------------------------------------- the loop
 
 
+@contextmanager
+def _torch_threads(num_threads: int | None) -> Iterator[None]:
+    """> 0: that many intra-op threads for the block; None / 0 (tuner) leave the count, restored after."""
+    prev = torch.get_num_threads()
+    if num_threads is not None and num_threads > 0:
+        torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        if num_threads is not None:
+            torch.set_num_threads(prev)
+
+
 def train_supervised(
     model: torch.nn.Module,
     step_fn: StepFn,
@@ -312,135 +326,121 @@ def train_supervised(
     """
     if steps < 0 or log_every < 1 or keep_last < 1 or checkpoint_every < 0:
         raise ValueError("need steps >= 0, log_every >= 1, keep_last >= 1, checkpoint_every >= 0")
-    prev_threads = torch.get_num_threads()
-    if num_threads is not None and num_threads > 0:
-        torch.set_num_threads(num_threads)
-    try:
-        return _run(**locals())
-    finally:
-        if num_threads is not None:
-            torch.set_num_threads(prev_threads)
+    with _torch_threads(num_threads):
+        out = Path(out_dir) if out_dir is not None else None
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+        save_model = save_model or _default_save_model(model)
+        load_model = load_model or _default_load_model(model)
+        state = dict(state or {})
+        plot_every = plot_every or checkpoint_every or max(steps, 1)
+        clip_params = list(clip_parameters) if clip_parameters is not None else list(model.parameters())
 
+        step, history, window = 0, [], {}
+        latest = latest_checkpoint(out) if (resume and out is not None) else None
+        if latest is not None:
+            load_model(latest)
+            step, history, window = load_training_state(latest, optimizer, scheduler, state)
+            print(f"[train] resumed from {latest} at step {step}", file=sys.stderr)
+        result = LoopResult(step=step, history=history)
 
-def _run(
-    model, step_fn, optimizer, *, steps, scheduler, grad_clip, clip_parameters, after_step, state, out_dir, resume,
-    log_every, plot_every, checkpoint_every, keep_last, progress, plot, plot_keys, plot_name, log_name, log_extra,
-    desc, session_steps, time_budget_s, num_threads, save_model, load_model, check_finite, prev_threads,
-) -> LoopResult:
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-    save_model = save_model or _default_save_model(model)
-    load_model = load_model or _default_load_model(model)
-    state = dict(state or {})
-    plot_every = plot_every or checkpoint_every or max(steps, 1)
-    clip_params = list(clip_parameters) if clip_parameters is not None else list(model.parameters())
+        def write_log() -> None:
+            if out is None:
+                return
+            _write_json_atomic(out / log_name, {**dict(log_extra or {}), "step": step, "history": history})
+            if plot:
+                plot_history(history, out / plot_name, plot_keys)
 
-    step, history, window = 0, [], {}
-    latest = latest_checkpoint(out) if (resume and out is not None) else None
-    if latest is not None:
-        load_model(latest)
-        step, history, window = load_training_state(latest, optimizer, scheduler, state)
-        print(f"[train] resumed from {latest} at step {step}", file=sys.stderr)
-    result = LoopResult(step=step, history=history)
+        def checkpoint(now: int) -> None:
+            assert out is not None
+            ckpts = out / "checkpoints"
+            name = f"step_{now:07d}"
+            d = ckpts / name
+            d.mkdir(parents=True, exist_ok=True)
+            save_model(d, now)
+            save_training_state(d, optimizer, scheduler, now, history, state, window)
+            _write_json_atomic(ckpts / "latest.json", {"dir": name, "step": now})
+            old = sorted(p for p in ckpts.glob("step_*") if p.is_dir() and p.name != name)
+            for p in old[: max(0, len(old) - (keep_last - 1))]:
+                shutil.rmtree(p, ignore_errors=True)
+            result.checkpoint = d
 
-    def write_log() -> None:
-        if out is None:
-            return
-        _write_json_atomic(out / log_name, {**dict(log_extra or {}), "step": step, "history": history})
-        if plot:
-            plot_history(history, out / plot_name, plot_keys)
+        cores = os.cpu_count() or 1
+        tuner = ThreadTuner(sorted({1, cores})) if num_threads == 0 and cores > 1 else None
+        bar = None
+        if progress:
+            from tqdm import tqdm
 
-    def checkpoint(now: int) -> None:
-        assert out is not None
-        ckpts = out / "checkpoints"
-        name = f"step_{now:07d}"
-        d = ckpts / name
-        d.mkdir(parents=True, exist_ok=True)
-        save_model(d, now)
-        save_training_state(d, optimizer, scheduler, now, history, state, window)
-        _write_json_atomic(ckpts / "latest.json", {"dir": name, "step": now})
-        old = sorted(p for p in ckpts.glob("step_*") if p.is_dir() and p.name != name)
-        for p in old[: max(0, len(old) - (keep_last - 1))]:
-            shutil.rmtree(p, ignore_errors=True)
-        result.checkpoint = d
-
-    cores = os.cpu_count() or 1
-    tuner = ThreadTuner(sorted({1, cores})) if num_threads == 0 and cores > 1 else None
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        # disable=None: no bar when stderr is not a terminal (logs, CI, subprocesses)
-        bar = tqdm(total=steps, initial=step, desc=desc, unit="step", dynamic_ncols=True, mininterval=1.0,
-                   disable=None)
-    recent: deque[float] = deque(maxlen=10)
-    elapsed_base = float(history[-1].get("elapsed_s", 0.0)) if history else 0.0
-    t_start = time.perf_counter()
-    session_start = step
-    model.train()
-    try:
-        while step < steps:
-            if (session_steps is not None and step - session_start >= session_steps) or (
-                time_budget_s is not None and time.perf_counter() - t_start >= time_budget_s
-            ):
-                result.stopped_early = True
-                break
-            if tuner is not None:
-                tuner.before_step()
-            t_step = time.perf_counter()
-            loss, info = step_fn(step)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            gn = torch.nn.utils.clip_grad_norm_(clip_params, grad_clip) if grad_clip is not None else None
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            more = after_step(step) if after_step is not None else None
-            step += 1
-            if tuner is not None:
-                tuner.after_step(time.perf_counter() - t_step)
-            value = float(loss.detach())
-            if check_finite and not math.isfinite(value):
-                raise FloatingPointError(f"non-finite loss {value} at step {step}")
-            scalars = {"loss": value}
-            if gn is not None:
-                scalars["grad_norm"] = float(gn)
-            for src in (info, more or {}):
-                for k, v in src.items():
-                    scalars[k] = float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
-            for k, v in scalars.items():
-                window.setdefault(k, []).append(v)
-            recent.append(value)
+            # disable=None: no bar when stderr is not a terminal (logs, CI, subprocesses)
+            bar = tqdm(total=steps, initial=step, desc=desc, unit="step", dynamic_ncols=True, mininterval=1.0,
+                       disable=None)
+        recent: deque[float] = deque(maxlen=10)
+        elapsed_base = float(history[-1].get("elapsed_s", 0.0)) if history else 0.0
+        t_start = time.perf_counter()
+        session_start = step
+        model.train()
+        try:
+            while step < steps:
+                if (session_steps is not None and step - session_start >= session_steps) or (
+                    time_budget_s is not None and time.perf_counter() - t_start >= time_budget_s
+                ):
+                    result.stopped_early = True
+                    break
+                if tuner is not None:
+                    tuner.before_step()
+                t_step = time.perf_counter()
+                loss, info = step_fn(step)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                gn = torch.nn.utils.clip_grad_norm_(clip_params, grad_clip) if grad_clip is not None else None
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+                more = after_step(step) if after_step is not None else None
+                step += 1
+                if tuner is not None:
+                    tuner.after_step(time.perf_counter() - t_step)
+                value = float(loss.detach())
+                if check_finite and not math.isfinite(value):
+                    raise FloatingPointError(f"non-finite loss {value} at step {step}")
+                scalars = {"loss": value}
+                if gn is not None:
+                    scalars["grad_norm"] = float(gn)
+                for src in (info, more or {}):
+                    for k, v in src.items():
+                        scalars[k] = float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
+                for k, v in scalars.items():
+                    window.setdefault(k, []).append(v)
+                recent.append(value)
+                if bar is not None:
+                    bar.update(1)
+                    if step % 10 == 0:
+                        bar.set_postfix(loss=f"{np.mean(recent):.4f}", refresh=False)
+                if step % log_every == 0 or step == steps:
+                    elapsed = time.perf_counter() - t_start
+                    lr = scheduler.get_last_lr()[0] if scheduler is not None else optimizer.param_groups[0]["lr"]
+                    entry: dict[str, Any] = {"step": step}
+                    entry.update({k: float(np.mean(v)) for k, v in window.items()})
+                    entry.update({
+                        "lr": float(lr),
+                        "steps_per_s": (step - session_start) / max(elapsed, 1e-9),
+                        "threads": torch.get_num_threads(),
+                        "elapsed_s": elapsed_base + elapsed,  # cumulative over resumed sessions
+                    })
+                    history.append(entry)
+                    window = {}
+                if step % plot_every == 0 or step == steps:
+                    write_log()
+                if out is not None and checkpoint_every > 0 and step % checkpoint_every == 0 and step < steps:
+                    checkpoint(step)
+        finally:
             if bar is not None:
-                bar.update(1)
-                if step % 10 == 0:
-                    bar.set_postfix(loss=f"{np.mean(recent):.4f}", refresh=False)
-            if step % log_every == 0 or step == steps:
-                elapsed = time.perf_counter() - t_start
-                lr = scheduler.get_last_lr()[0] if scheduler is not None else optimizer.param_groups[0]["lr"]
-                entry: dict[str, Any] = {"step": step}
-                entry.update({k: float(np.mean(v)) for k, v in window.items()})
-                entry.update({
-                    "lr": float(lr),
-                    "steps_per_s": (step - session_start) / max(elapsed, 1e-9),
-                    "threads": torch.get_num_threads(),
-                    "elapsed_s": elapsed_base + elapsed,  # cumulative over resumed sessions
-                })
-                history.append(entry)
-                window = {}
-            if step % plot_every == 0 or step == steps:
-                write_log()
-            if out is not None and checkpoint_every > 0 and step % checkpoint_every == 0 and step < steps:
-                checkpoint(step)
-    finally:
-        if bar is not None:
-            bar.close()
-    result.wall_s = time.perf_counter() - t_start
-    result.step = step
-    if out is not None and checkpoint_every > 0:
-        checkpoint(step)
-    write_log()
-    if result.stopped_early:
-        print(f"[train] stopped at step {step}/{steps}; call again with resume to continue", file=sys.stderr)
-    return result
+                bar.close()
+        result.wall_s = time.perf_counter() - t_start
+        result.step = step
+        if out is not None and checkpoint_every > 0:
+            checkpoint(step)
+        write_log()
+        if result.stopped_early:
+            print(f"[train] stopped at step {step}/{steps}; call again with resume to continue", file=sys.stderr)
+        return result
