@@ -33,7 +33,7 @@ from latentstack.core.artifacts import (
     read_artifact_doc,
     resolve_target,
 )
-from latentstack.core.paths import data_dirs, resolve_path
+from latentstack.core.paths import data_dirs, find_data, resolve_path
 
 # The checkout's configs/ or an install's share/latentstack/configs (the one data resolver).
 CONFIG_DIR = next(iter(data_dirs("configs")), Path("configs"))
@@ -50,9 +50,14 @@ def register_policy(name: str, builder: PolicyBuilder, *, overwrite: bool = Fals
 
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """A config YAML by path (checkout-relative paths work from any cwd) or by name (``vla_small``: the data
+    resolver's ``configs``)."""
     import yaml
 
-    with open(path) as fh:
+    p = resolve_path(path)
+    if not p.is_file():
+        p = find_data("configs", str(path))
+    with open(p) as fh:
         return yaml.safe_load(fh) or {}
 
 
