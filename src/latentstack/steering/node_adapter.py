@@ -44,8 +44,8 @@ class SteerablePolicy:
         if path != self.artifact_path or art is None:
             art = None
             if path:
-                if not Path(path + ".json").exists() and not Path(path).exists():
-                    raise FileNotFoundError(f"no steering artifact {path}(.json/.safetensors)")
+                if not Path(path).exists():
+                    raise FileNotFoundError(f"no steering artifact {path} (a conceptor artifact folder)")
                 loaded = SteeringArtifact.load(path)
                 d = self._site_dim(loaded.card["site"])
                 if d is not None and d != loaded.d:
