@@ -266,7 +266,8 @@ def test_package_xml_depends_on_every_ros_package_the_code_uses():
     assert root.get("format") == "3" and root.findtext("name") == PKG
     for tag in ("version", "description", "maintainer", "license", "url", "author"):
         assert (root.findtext(tag) or "").strip(), f"package.xml lacks <{tag}>"
-    assert root.findtext("version") == "0.1.0"  # the same version as pyproject.toml
+    version = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.MULTILINE)
+    assert version and root.findtext("version") == version.group(1)  # one version for pip and for ROS
     assert root.find("export/build_type").text == "ament_python"
     run_deps = {e.text for e in root if e.tag in ("exec_depend", "depend")}
     used = ros_packages_used()
