@@ -89,9 +89,10 @@ def _site_packages_pth(prefix: Path) -> Path:
 def test_wheel_lists_data_files_and_node_executables(wheel: Path):
     with zipfile.ZipFile(wheel) as z:
         infos = {i.filename: i for i in z.infolist()}
-        meta = z.read(f"{PKG}-0.1.0.dist-info/METADATA").decode()
-        entry_points = z.read(f"{PKG}-0.1.0.dist-info/entry_points.txt").decode()
-    data = f"{PKG}-0.1.0.data/data/"
+        stem = wheel.name.split("-py")[0]  # latentstack-<version>
+        meta = z.read(f"{stem}.dist-info/METADATA").decode()
+        entry_points = z.read(f"{stem}.dist-info/entry_points.txt").decode()
+    data = f"{stem}.data/data/"
     for pattern, share in SHARED_DATA.items():
         files = sorted(ROOT.glob(pattern))
         assert files, pattern
@@ -108,7 +109,7 @@ def test_wheel_lists_data_files_and_node_executables(wheel: Path):
     section = re.search(r"\[console_scripts\]\n(.*?)(?:\n\[|\Z)", entry_points, re.DOTALL)
     scripts = {line.split("=")[0].strip() for line in (section.group(1) if section else "").splitlines() if "=" in line}
     assert scripts == {"lstack"}, scripts
-    assert not [n for n in infos if n.startswith(f"{PKG}-0.1.0.data/scripts/")]
+    assert not [n for n in infos if n.startswith(f"{stem}.data/scripts/")]
     # installable where ROS 2 runs: Humble (3.10) .. Jazzy (3.12); dependencies as ranges, never exact pins
     assert "Requires-Python: <3.13,>=3.10" in meta or "Requires-Python: >=3.10,<3.13" in meta
     requires = [line.split(":", 1)[1].strip() for line in meta.splitlines() if line.startswith("Requires-Dist:")]
