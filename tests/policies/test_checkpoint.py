@@ -213,6 +213,18 @@ def test_refuses_tampered_weights(saved, tmp_path):
         load_policy(bad)
 
 
+def test_dataset_recorded_by_name_and_hash(saved, tmp_path):
+    p, _ = saved
+    ds = tmp_path / "demos"
+    ds.mkdir()
+    (ds / "episode_0.parquet").write_bytes(b"frames")
+    out = save_policy(p, tmp_path / "with_ds", extra={"train_step": 7, "dataset": str(ds)})
+    doc = json.loads((out / "config.json").read_text())
+    assert doc["extra"] == {"num_parameters": p.num_parameters(), "train_step": 7}
+    assert doc["provenance"]["dataset"]["path"] == "demos" and len(doc["provenance"]["dataset"]["sha256"]) == 64
+    assert str(tmp_path) not in (out / "config.json").read_text()  # no path of this machine
+
+
 def test_fingerprint(saved, tmp_path):
     _, out = saved
     fp = checkpoint_fingerprint(out)

@@ -31,9 +31,11 @@ from latentstack.core.artifacts import (
     ArtifactError,
     artifact_fingerprint,
     check_state_dict,
+    describe_file,
     load_artifact,
     save_artifact,
 )
+from latentstack.core.paths import portable_path
 from latentstack.policies.vla.configuration_vla import OVERRIDABLE_FIELDS, RUNTIME_FIELDS, VLAConfig
 
 TYPE = "vla"
@@ -52,19 +54,25 @@ def save_pretrained(
     """Write a ``"vla"`` artifact (``model.safetensors`` + ``config.json``) into ``out_dir``; returns it.
 
     ``provenance``: data and code it was made from, by :func:`latentstack.core.artifacts.describe_file`
-    (repo-relative path + sha256)."""
+    (repo-relative path + sha256); an ``extra["dataset"]`` path is moved there the same way."""
     from latentstack.policies.vla.modeling_vla import VLAPolicy
 
     if not isinstance(policy, VLAPolicy):
         raise TypeError(f"save_pretrained: unsupported policy class {type(policy).__name__!r}")
     n_params = int(sum(p.numel() for p in policy.parameters()))
+    extra, provenance = dict(extra or {}), dict(provenance or {})
+    dataset = extra.pop("dataset", None)
+    if dataset is not None and "dataset" not in provenance:
+        # training passes its dataset folder: recorded by repo-relative name + content hash, never a machine path
+        ds = Path(dataset)
+        provenance["dataset"] = describe_file(ds) if ds.exists() else {"path": portable_path(ds), "sha256": None}
     return save_artifact(
         out_dir,
         type=TYPE,
         config=policy.config.to_dict(),
         tensors={WEIGHTS_NAME: dict(policy.state_dict())},
         provenance=provenance,
-        extra={"num_parameters": n_params, **(extra or {})},
+        extra={"num_parameters": n_params, **extra},
     )
 
 
