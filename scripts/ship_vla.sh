@@ -17,6 +17,8 @@ cp "$RUN/policy/model.safetensors" "$RUN/policy/config.json" "$OUT/"
 cp "$RUN/train_log.json" "$OUT/train_log.json"
 cp "$RUN/loss_curve.png" "$OUT/loss_curve.png"
 cp "$DEMOS/recording.json" "$OUT/demos_recording.json"
+.venv/bin/python -c "from latentstack.core.artifacts import add_files; \
+add_files('$OUT', ['train_log.json', 'loss_curve.png', 'demos_recording.json'])"  # hashed in config.json
 $L eval --suite metaworld_mt6 --policy "vla=$OUT" --policy "untrained=random:$OUT" \
   --episodes-per-task "$EPISODES" --out reports/vla | tee reports/vla/eval_stdout.txt
 .venv/bin/python -m latentstack.policies.card "$OUT" --train-log "$OUT/train_log.json" --eval reports/vla/eval.json \

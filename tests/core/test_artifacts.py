@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from latentstack.core.artifacts import (
     FORMAT_VERSION,
     ArtifactError,
+    add_files,
     artifact_fingerprint,
     artifact_type,
     check_state_dict,
@@ -60,6 +61,20 @@ def test_roundtrip_and_layout(tmp_path):
     assert art.fingerprint == artifact_fingerprint(out) == sha256_file(out / "config.json")
     assert is_artifact(out) and is_artifact(out, "toy") and not is_artifact(out, "vla")
     assert not is_artifact(tmp_path) and not is_artifact(tmp_path / "missing")
+
+
+def test_add_files_hashes_copied_files(tmp_path):
+    out = _save(tmp_path / "a")
+    (out / "train_log.json").write_text("{}")
+    fp = artifact_fingerprint(out)
+    add_files(out, ["train_log.json"])
+    assert load_artifact(out).files["train_log.json"] == sha256_file(out / "train_log.json")
+    assert artifact_fingerprint(out) != fp
+    (out / "train_log.json").write_text('{"edited": 1}')
+    with pytest.raises(ArtifactError, match="train_log.json sha256 differs"):
+        load_artifact(out)
+    with pytest.raises(FileNotFoundError, match="nope.png"):
+        add_files(out, ["nope.png"])
 
 
 def test_same_save_same_bytes(tmp_path):

@@ -176,6 +176,20 @@ def save_artifact(
     return out
 
 
+def add_files(path: str | os.PathLike, names: Iterable[str]) -> Path:
+    """List files copied into an existing artifact folder (training logs, plots) in its ``config.json`` with their
+    sha256, so the loader checks them too; returns the folder. Changes the artifact's fingerprint."""
+    p = Path(path)
+    doc = read_artifact_doc(p)
+    for name in names:
+        if not (p / name).is_file():
+            raise FileNotFoundError(f"add_files: {name} is not in {p}")
+        doc["files"][name] = sha256_file(p / name)
+    doc["files"] = dict(sorted(doc["files"].items()))
+    _atomic_write_bytes(p / CONFIG_NAME, (json.dumps(doc, indent=2) + "\n").encode())
+    return p
+
+
 @dataclass(frozen=True)
 class Artifact:
     """A verified artifact folder (see the module docstring). ``config`` is the stored config dict."""
@@ -406,6 +420,7 @@ __all__ = [
     "Artifact",
     "ArtifactError",
     "ArtifactType",
+    "add_files",
     "artifact_fingerprint",
     "artifact_type",
     "check_state_dict",
