@@ -99,6 +99,26 @@ def test_quantized_chunk_equals_legacy_from_git(tmp_path):
     assert torch.equal(legacy.chunk(old, batch, 0), legacy.chunk(new, batch, 0))
 
 
+@pytest.mark.parametrize("stem", [k.rsplit("/", 1)[1] for k in _family() if "/conceptors/" in k])
+def test_conceptor_steering_equals_legacy_from_git(stem, tmp_path):
+    from latentstack.policies.checkpoint import from_pretrained
+    from latentstack.steering.intervention import SteeringArtifact
+
+    rel = f"vla_metaworld_mt6_weak/conceptors/{stem}"
+    old_stem = _legacy_tree(tmp_path, [rel]) / "policies" / rel
+    assert legacy.legacy_kind(old_stem) == "coast"
+    policy = from_pretrained(ROOT / "policies" / "vla_metaworld_mt6_weak")
+    old = legacy.load_legacy_conceptor(old_stem, expected_d=policy.config.d_model)
+    new = SteeringArtifact.load(ROOT / "policies" / rel, source=ROOT / "policies" / "vla_metaworld_mt6_weak")
+    assert {k: v for k, v in old.card.items() if k != "format"} == new.card
+    batch = legacy.fixed_batch(policy.config)
+    out = []
+    for art in (old, new):
+        with art.intervention(policy, beta=0.5):
+            out.append(legacy.chunk(policy, batch, 0))
+    assert torch.equal(out[0], out[1]) and not torch.equal(out[0], legacy.chunk(policy, batch, 0))
+
+
 def test_convert_script_is_idempotent():
     """Re-running the committed command on converted artifacts changes nothing."""
     before = {p: p.read_bytes() for n in VLA_FAMILY for p in sorted((ROOT / "policies" / n).rglob("*")) if p.is_file()}
