@@ -135,18 +135,15 @@ def make_policy(spec: str | os.PathLike, *, device: str | torch.device | None = 
         if not is_quantized_artifact(resolve_path(spec)):
             raise FileNotFoundError(f"{spec!r} is not a quantized-policy artifact (type 'vla_quantized')")
     path = resolve_path(spec.removeprefix(RANDOM_PREFIX))
-    if path.is_dir():
-        policy = _dispatch(path, random=random, device=device, **overrides)
-    elif not random and spec in POLICY_REGISTRY:
+    if path.is_dir():  # every artifact loader takes device= (core/registry.py) and puts the policy there
+        return _dispatch(path, random=random, device=device, **overrides)
+    if not random and spec in POLICY_REGISTRY:
         policy = POLICY_REGISTRY[spec](**overrides)
-    else:
-        raise KeyError(
-            f"unknown policy {spec!r}: not an artifact folder, not 'random:<dir>' or 'quant:<dir>', "
-            f"and not a registered name {sorted(POLICY_REGISTRY)}"
-        )
-    if device is not None:  # loaders that take device= already put it there; registry builders do not
-        policy = policy.to(device)
-    return policy
+        return policy if device is None else policy.to(device)
+    raise KeyError(
+        f"unknown policy {spec!r}: not an artifact folder, not 'random:<dir>' or 'quant:<dir>', "
+        f"and not a registered name {sorted(POLICY_REGISTRY)}"
+    )
 
 
 __all__ = [
