@@ -121,8 +121,8 @@ def from_pretrained(path: str | os.PathLike, *, device: str | torch.device | Non
                     **overrides: Any) -> torch.nn.Module:
     """Load a ``"vla"`` artifact; returns the policy in eval mode on ``device`` (default: the stored one).
 
-    ``overrides``: runtime fields (``num_inference_steps``, ``n_action_steps``, ``clip_actions``, ``seed``) and
-    ``dtype`` only."""
+    ``overrides``: runtime fields (``num_inference_steps``, ``n_action_steps``, ``clip_actions``, ``seed``) and the
+    placement fields (``dtype``: ``"float32"`` only for now)."""
     from latentstack.policies.vla.modeling_vla import VLAPolicy
 
     overrides = _overrides(device, overrides)
