@@ -168,3 +168,19 @@ def test_act_saved_processors_name_the_cpu(act_cpu, tmp_path) -> None:
         assert [s["config"]["device"] for s in steps if s["registry_name"] == "device_processor"] == ["cpu"]
     b = ACTAdapter.from_pretrained(tmp_path)
     np.testing.assert_array_equal(b.predict_action_chunk(_act_obs(1)), act_cpu.predict_action_chunk(_act_obs(1)))
+
+
+def test_act_adapters_sharing_pipelines_each_run_on_their_device(act_cpu) -> None:
+    """An adapter and its twin share LeRobot's pipelines (``make_act_random_like``); when one points them at
+    another device, the other finds that out from the pipeline itself and points them back before running."""
+    from lerobot.policies.act.modeling_act import ACTPolicy
+
+    from latentstack.policies.lerobot_act import ACTAdapter
+
+    a = copy.deepcopy(act_cpu)
+    policy = ACTPolicy(a.config)
+    policy.load_state_dict(act_cpu.policy.state_dict())
+    twin = ACTAdapter(policy, a.preprocessor, a.postprocessor)
+    a.processor.to("meta")  # the other adapter "running elsewhere" (no GPU needed)
+    assert twin.processor.device.type == "cpu"
+    np.testing.assert_array_equal(twin.predict_action_chunk(_act_obs(2)), act_cpu.predict_action_chunk(_act_obs(2)))

@@ -59,15 +59,26 @@ class ACTProcessor:
         self.postprocessor = postprocessor
         self.image_shape = tuple(image_shape)
         self.state_dim = int(state_dim)
-        self.device = torch.device("cpu")  # where LeRobot built the pipelines' stats
+        self._device = torch.device("cpu")  # pipelines without a device step: where their stats were built
         if torch.device(device) != self.device:
             self.to(device)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the preprocessor puts the model's inputs, read from its device step (pipelines may be shared
+        by two adapters, e.g. a checkpoint and its untrained twin, so no cached value is trusted)."""
+        from lerobot.processor import DeviceProcessorStep
+
+        for step in _steps(self.preprocessor):
+            if isinstance(step, DeviceProcessorStep):
+                return step.tensor_device
+        return self._device
 
     def to(self, device: torch.device | str) -> ACTProcessor:
         device = torch.device(device)
         set_pipeline_device(self.preprocessor, device)
         set_pipeline_device(self.postprocessor, device, keep_last_device_step=True)
-        self.device = device
+        self._device = device
         return self
 
     def check(self, obs: Mapping[str, Any]) -> tuple[Tensor, Tensor]:
