@@ -135,7 +135,7 @@ class ModelConfig:
         tuple_fields = {f.name for f in dataclasses.fields(cls) if str(f.type).startswith(("tuple", "Tuple"))}
         return cls(**{k: _tuples(v) if k in tuple_fields else v for k, v in d.items()})
 
-    def replace(self: C, **changes: Any) -> C:
+    def replace(self: C, **changes: Any) -> C:  # noqa: PYI019 (typing.Self is 3.11+; the package supports 3.10)
         return dataclasses.replace(self, **changes)
 
 
