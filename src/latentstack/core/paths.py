@@ -92,7 +92,7 @@ def find_data(kind: str, name: str) -> Path:
                 return cand
         tried.append(str(d))
     raise FileNotFoundError(
-        f"no {kind[:-1] if kind.endswith('s') else kind} named {name!r} (looked in the cwd and {tried or 'no data folder'}; "
+        f"no {kind.removesuffix('s')} named {name!r} (looked in the cwd and {tried or 'no data folder'}; "
         "set LATENTSTACK_ROOT to a checkout, or install the package with its data files)"
     )
 
