@@ -50,3 +50,11 @@ def test_resolve_and_portable_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert paths.portable_path(root / "policies" / "vla_metaworld_mt6") == "policies/vla_metaworld_mt6"
     # outside the checkout only the name is recorded, never a machine's absolute path
     assert paths.portable_path(tmp_path / "run1" / "model") == "model"
+
+
+def test_portable_command_hides_machine_paths(tmp_path: Path) -> None:
+    root = paths.repo_root()
+    cmd = paths.portable_command(
+        ["steer", "study", "--policy", str(root / "policies" / "vla_metaworld_mt6"), f"--out={tmp_path / 'r'}", "-n", "3"]
+    )
+    assert cmd == "lstack steer study --policy policies/vla_metaworld_mt6 --out=r -n 3"

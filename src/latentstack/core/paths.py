@@ -138,11 +138,25 @@ def portable_path(path: str | os.PathLike) -> str:
     return p.name
 
 
+def portable_command(argv: list[str], prog: str = "lstack") -> str:
+    """A command line as it is *recorded* in reports: absolute paths (also in ``--flag=/path``) are written with
+    :func:`portable_path`, so a report never carries a path of the machine that ran it."""
+
+    def one(tok: str) -> str:
+        flag, eq, value = tok.partition("=") if tok.startswith("--") else ("", "", tok)
+        if os.path.isabs(value):
+            value = portable_path(value)
+        return flag + eq + value
+
+    return " ".join([prog, *(one(t) for t in argv)])
+
+
 __all__ = [
     "DATA_KINDS",
     "data_dirs",
     "find_data",
     "list_data",
+    "portable_command",
     "portable_path",
     "repo_root",
     "resolve_path",

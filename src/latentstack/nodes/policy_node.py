@@ -179,7 +179,7 @@ def apply_policy_adapters(policy: Any, params: PolicyNodeParams) -> Any:
     """Applies the enabled quantization -> steering -> residual adapters; fails loudly if one is missing."""
     for path_param in ("steering", "residual", "quant_calibration"):
         v = getattr(params, path_param)
-        if v and not Path(v).exists() and not Path(v + ".json").exists():  # artifact stems: <stem>.json + tensors
+        if v and not Path(v).exists():  # artifacts are folders (config.json + tensors)
             raise FileNotFoundError(f"parameter {path_param!r}: no such artifact {v}")
     for kind in params.enabled_adapters():
         adapter = POLICY_ADAPTERS.get(kind) or _default_adapter(kind)

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from latentstack.core.paths import portable_command
+
 __all__ = ["cmd_collect", "cmd_eval", "cmd_fit", "cmd_presets", "cmd_study"]
 
 CONTROLS = ("shrinkage", "random_matched", "positive_only", "linear")
@@ -256,7 +258,7 @@ def cmd_study(args: argparse.Namespace) -> int:
             "success": sum(r.success for r in rollouts), "seeds": sorted({r.seed for r in rollouts})},
             "cells": {k: asdict(v) for k, v in cells.items()}, "selection": str(sel_path),
             "test_seeds": list(suite.seeds["test"])[: cfg.test_episodes], "wall_s": wall,
-            "gate_diagnostics": diag, "overhead": overhead, "command": "lstack " + " ".join(sys.argv[1:])}
+            "gate_diagnostics": diag, "overhead": overhead, "command": portable_command(sys.argv[1:])}
     write_report(results, out, meta, stem="steer_eval")
     payload = coast_payload(results, cfg.test_episodes, overhead["ratio"]["coast_global"], **meta)
     payload["gate_overhead_ratio_min"] = overhead["ratio_min"]["coast_global"]  # interference-free estimate
@@ -281,5 +283,5 @@ def cmd_presets(args: argparse.Namespace) -> int:
               f"{v['repo_rel_asymmetry']:.3f}  quota {v['quota_paper']:.4f}/{v['quota_repo']:.4f}  "
               f"rank>1e-3 {v['paper_rank_above_1e-3']}/{v['d']}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"command": "lstack " + " ".join(sys.argv[1:]), "pairs": res}, indent=2) + "\n")
+    Path(args.out).write_text(json.dumps({"command": portable_command(sys.argv[1:]), "pairs": res}, indent=2) + "\n")
     return 0
