@@ -124,12 +124,12 @@ from latentstack.policies.factory import make_policy
 from latentstack.policies.train import load_frames
 from latentstack.sim.evaluation import evaluate, outcome_table, write_report
 from latentstack.sim.record import record_demos
-from latentstack.sim.suites import suite_from_dict
+from latentstack.sim.suites import load_suite, suite_from_dict
 from latentstack.training import train_supervised
 
 BUDGET = os.environ.get('LSTACK_NB_BUDGET', 'tiny')
-B = {'tiny': dict(demos=4, steps=60, batch=16, episodes=5),
-     'full': dict(demos=40, steps=1500, batch=64, episodes=30)}[BUDGET]
+B = {'tiny': dict(demos=4, steps=60, batch=16, episodes=5, retention=1),
+     'full': dict(demos=40, steps=1500, batch=64, episodes=30, retention=10)}[BUDGET]
 WORK = Path(tempfile.mkdtemp(prefix='finetune_'))          # demos + training state (scratch)
 OUT = Path(os.environ.get('LSTACK_NB_OUT') or WORK / 'report')  # JSON + PNG of the before/after run
 # Disjoint seed ranges: demos from train seeds, numbers from test seeds only (never seen in training).
@@ -185,6 +185,15 @@ shutil.copy(WORK / 'train' / 'loss_curve.png', OUT / 'loss_curve.png')
 before, after = (res[k].episodes for k in ('before', 'after'))
 assert [e.seed for e in before] == [e.seed for e in after]  # paired: same seeds for both conditions
 print('paired (before, after) outcomes:', [(int(b.success), int(a.success)) for b, a in zip(before, after)])"""),
+new_markdown_cell("""## What did it forget? The six training tasks, before / after
+
+Fine-tuning used only the new task's demos, so the old skills may drift: the same paired comparison on the
+`metaworld_mt6` suite's held-out test seeds."""),
+new_code_cell("""mt6 = load_suite('metaworld_mt6')
+ret = evaluate(mt6, {'before': base, 'after': policy}, B['retention'], split='test', progress=False)
+print(outcome_table(ret))
+write_report(ret, OUT, {**meta, 'title': f'metaworld_mt6 before/after fine-tuning on button-press-v3 ({BUDGET})',
+                        'suite': 'metaworld_mt6', 'seeds': list(mt6.seeds['test'])[:B['retention']]}, stem='retention')"""),
 ]
 
 
