@@ -60,6 +60,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     resume: bool = True
     num_threads: int = 0  # 0 = adaptive: re-measure 1 vs all cores every ~200 steps
+    device: str = "cpu"  # where the policy trains; batches go there through the VLA's processor
     max_episodes: int | None = None  # use only the first N episodes (smoke runs)
     progress: bool = True
     # stop early (checkpoint + return) to fit a session that is cut at a fixed time; a later call resumes
@@ -285,6 +286,7 @@ def _train(cfg: TrainConfig, data: FrameCache | None) -> Path:
 
     torch.manual_seed(cfg.seed)
     policy = build_policy(cfg, data)
+    policy.to(cfg.device)  # before the optimizer is built, so its state lives beside the parameters
     opt, sched = build_optimizer(policy, cfg)
     sampler = torch.Generator().manual_seed(cfg.seed + 1)
     chunk = policy.config.chunk_size
