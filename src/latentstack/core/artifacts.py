@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from latentstack.core.paths import portable_path, repo_root, resolve_path
+from latentstack.core.paths import portable_path, repo_relative, resolve_path
 
 FORMAT_VERSION = 2  # v1: the per-component formats before the one artifact format (converted by scripts/)
 CONFIG_NAME = "config.json"
@@ -82,12 +82,9 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
 def _source_ref(source: Path, out: Path) -> str:
     """How a derived artifact names its source: repo-relative inside the checkout (or an install's data),
     else relative to the derived artifact itself (``../base``): never an absolute path."""
-    root = repo_root()
-    if root is not None:
-        try:
-            return source.resolve().relative_to(root.resolve()).as_posix()
-        except ValueError:
-            pass
+    in_repo = repo_relative(source)
+    if in_repo is not None:
+        return in_repo
     rel = Path(os.path.relpath(source.resolve(), out.resolve())).as_posix()
     return rel if rel.startswith("../") else "./" + rel
 

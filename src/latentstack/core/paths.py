@@ -125,17 +125,22 @@ def resolve_path(path: str | os.PathLike) -> Path:
     return p
 
 
+def repo_relative(path: str | os.PathLike) -> str | None:
+    """``path`` relative to the checkout (POSIX form), or ``None`` when it is outside it or there is none."""
+    root = repo_root()
+    if root is None:
+        return None
+    try:
+        return Path(path).resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return None
+
+
 def portable_path(path: str | os.PathLike) -> str:
     """How a path is *recorded* in committed files: relative to the checkout when inside it, else its name —
     never an absolute path of the machine that wrote it."""
-    p = Path(path).resolve()
-    root = repo_root()
-    if root is not None:
-        try:
-            return p.relative_to(root.resolve()).as_posix()
-        except ValueError:
-            pass
-    return p.name
+    rel = repo_relative(path)
+    return rel if rel is not None else Path(path).resolve().name
 
 
 def portable_command(argv: list[str], prog: str = "lstack") -> str:
@@ -158,6 +163,7 @@ __all__ = [
     "list_data",
     "portable_command",
     "portable_path",
+    "repo_relative",
     "repo_root",
     "resolve_path",
     "share_dirs",
