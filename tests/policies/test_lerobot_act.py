@@ -249,3 +249,42 @@ def test_shipped_card_renders_from_its_files(monkeypatch):
                           json.loads((SHIPPED / "train_log.json").read_text()),
                           json.loads((SHIPPED / "eval" / "eval.json").read_text()), commands, notes, artifact=doc)
     assert got == card
+
+
+def test_trainer_on_device(tmp_path, device):
+    """``ACTTrainConfig.device``: ACT, its optimizer state and LeRobot's preprocessor (so every batch tensor) live on
+    the device. On the CPU the run equals the default run bit for bit; on CUDA it is checked to train (finite
+    losses, weights moved from the seed's initial weights), not to equal the CPU run (other kernels)."""
+    import importlib.util
+
+    from lerobot.policies.act.modeling_act import ACTPolicy
+    from safetensors.torch import load_file
+
+    from latentstack.core.artifacts import load_artifact
+    from latentstack.policies.lerobot_act.train import ACTTrainConfig, train_act
+
+    spec = importlib.util.spec_from_file_location("_act_train_data", Path(__file__).with_name("test_train.py"))
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    data = helpers.make_synthetic_dataset(tmp_path / "data")
+
+    def run(name: str, **kw) -> dict[str, torch.Tensor]:
+        out = train_act(ACTTrainConfig(dataset_root=str(data), repo_id="test/synthetic", out_dir=str(tmp_path / name),
+                                       preset="act_tiny", steps=3, batch_size=2, time_budget_s=None, log_every=1,
+                                       progress=False, **kw))
+        log = load_artifact(out, expect_type="lerobot_act").read_json("train_log.json")
+        assert log["train_config"]["device"] == kw.get("device", "cpu")
+        assert log["steps_done"] == 3 and all(np.isfinite(h["loss"]) for h in log["history"])
+        steps = json.loads((out / "lerobot" / "policy_preprocessor.json").read_text())["steps"]
+        assert [st["config"]["device"] for st in steps if st["registry_name"] == "device_processor"] == ["cpu"]
+        return load_file(str(out / "lerobot" / "model.safetensors"))
+
+    got = run("dev", device=device)
+    torch.manual_seed(0)  # the trainer's seed, drawn just before it builds the policy
+    init = ACTPolicy(make_act_config("act_tiny", image_size=helpers.IMAGE, state_dim=4, action_dim=4))
+    params = [k for k, _ in init.named_parameters()]  # the rest are frozen batch-norm buffers of the backbone
+    moved = [k for k in params if not torch.equal(got[k], init.state_dict()[k])]
+    assert len(moved) >= 0.9 * len(params)  # it trained (79 of 80 on the CPU after 3 steps)
+    if device == "cpu":
+        ref = run("default")
+        assert got.keys() == ref.keys() and all(torch.equal(got[k], ref[k]) for k in ref)

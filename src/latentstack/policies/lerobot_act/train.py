@@ -1,4 +1,5 @@
-"""Train LeRobot's ACT (small preset) on the project's LeRobotDataset, on CPU, and save it LeRobot's way.
+"""Train LeRobot's ACT (small preset) on the project's LeRobotDataset (on ``device``, CPU by default), and save
+it LeRobot's way.
 
 Data: the same demonstrations as the VLA (``data/demos_metaworld_mt6``), read once with LeRobot's
 ``LeRobotDataset`` loader (:func:`latentstack.policies.train.load_frames`); action chunks of ``chunk_size``
@@ -42,6 +43,7 @@ class ACTTrainConfig:
     progress: bool = True
     checkpoint_every: int = 0  # > 0: resumable checkpoints in out_dir/checkpoints (the last 2 kept)
     resume: bool = False  # continue from out_dir/checkpoints when there is one
+    device: str = "cpu"  # where ACT trains; batches reach it through LeRobot's preprocessor (its device step)
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
@@ -54,6 +56,7 @@ def train_act(cfg: ACTTrainConfig) -> Path:
     from lerobot.policies.act.processor_act import make_act_pre_post_processors
 
     from latentstack.policies.lerobot_act.artifact import save_act_artifact
+    from latentstack.policies.lerobot_act.processor_act import set_pipeline_device
     from latentstack.policies.train import load_frames
     from latentstack.training import plot_history, train_supervised
 
@@ -65,6 +68,12 @@ def train_act(cfg: ACTTrainConfig) -> Path:
     policy = ACTPolicy(act_cfg)
     stats = stats_from_frames(frames.stats())
     pre, post = make_act_pre_post_processors(act_cfg, dataset_stats=stats)
+    # before the optimizer is built, so its state lives beside the parameters; the preprocessor's device step
+    # (and its normalizer stats) follow, so every batch tensor reaches the device there; the postprocessor's
+    # last device step stays the host (LeRobot's "actions back to the CPU")
+    policy.to(cfg.device)
+    set_pipeline_device(pre, cfg.device)
+    set_pipeline_device(post, cfg.device, keep_last_device_step=True)
     opt = torch.optim.AdamW(policy.get_optim_params(), lr=act_cfg.optimizer_lr,
                             weight_decay=act_cfg.optimizer_weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -90,6 +99,10 @@ def train_act(cfg: ACTTrainConfig) -> Path:
     )
     history = result.history
     policy.eval()
+    # the artifact is written from the host: weights and normalizer stats as a CPU run saves them
+    policy.to("cpu")
+    set_pipeline_device(pre, "cpu")
+    set_pipeline_device(post, "cpu", keep_last_device_step=True)
     log = {"train_config": dataclasses.asdict(cfg), "steps_done": result.step,
            "wall_s": float(history[-1]["elapsed_s"]) if history else result.wall_s,
            "frames": len(frames), "episodes": frames.num_episodes, "tasks": frames.tasks,
