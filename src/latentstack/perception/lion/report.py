@@ -27,7 +27,8 @@ __all__ = ["MAIN", "run_evaluation"]
 MAIN = {"class": "Car", "metric": "bev", "iou": 0.5, "range": "all"}
 
 
-def _predict_all(models: dict[str, str], clustering: bool, scans: list) -> tuple[dict[str, list], dict[str, Any]]:
+def _predict_all(models: dict[str, str], clustering: bool, scans: list, device: str = "cpu"
+                 ) -> tuple[dict[str, list], dict[str, Any]]:
     import torch
 
     from .modeling_lion import load_detector
@@ -42,12 +43,13 @@ def _predict_all(models: dict[str, str], clustering: bool, scans: list) -> tuple
         info["clustering"] = {"kind": "non-learned", "config": c.cfg.__dict__,
                               "ms_per_scan": (time.perf_counter() - t) / len(scans) * 1e3}
     for name, path in models.items():
-        model = load_detector(path)
+        model = load_detector(path, device=device)  # detect(): points moved by its processor, boxes decoded on the host
         t = time.perf_counter()
         with torch.no_grad():
             dets[name] = predict(model, scans, batch_size=1)
         meta = json.loads((Path(path) / "config.json").read_text())
         info[name] = {"checkpoint": str(path), "preset": model.config.name, "operator": model.config.operator,
+                      "device": str(model.device),  # where it ran (ms_per_scan depends on it)
                       "num_parameters": meta["extra"].get("num_parameters"), "train": meta["extra"].get("train"),
                       "ms_per_scan": (time.perf_counter() - t) / len(scans) * 1e3}
     return dets, info
@@ -80,10 +82,10 @@ def _plot(tables: dict[str, dict], path: Path) -> None:
 
 def run_evaluation(models: dict[str, str], clustering: bool = True, data_dir: str | Path = "data/lion",
                    split: str = "test", num_scans: int = 100, out_dir: Path | None = Path("reports/lion"),
-                   command: str | None = None) -> dict[str, Any]:
+                   command: str | None = None, device: str = "cpu") -> dict[str, Any]:
     scans = load_or_generate(data_dir, split, num_scans)[:num_scans]
     gts = [gt_dict(s) for s in scans]
-    dets, info = _predict_all(models, clustering, scans)
+    dets, info = _predict_all(models, clustering, scans, device)
     tables = {name: evaluate_detections(d, gts, CLASSES) for name, d in dets.items()}
     k = CLASSES.index(MAIN["class"])
     matches = {name: match_scans(d, gts, k, MAIN["iou"], MAIN["metric"]) for name, d in dets.items()}

@@ -21,7 +21,7 @@ from latentstack.sim.lidar_scenes import LidarScan, LidarSceneConfig, generate_s
 
 from .configuration_lion import LionConfig
 from .heads import build_targets, center_loss
-from .modeling_lion import LionDetector, batch_points, save_detector
+from .modeling_lion import LionDetector, save_detector
 
 __all__ = ["TrainConfig", "augment", "gt_dict", "load_or_generate", "predict", "train_detector"]
 
@@ -96,8 +96,8 @@ class _SceneBatches:
     def load_state_dict(self, d: dict[str, Any]) -> None:
         self.order, self.pos = np.asarray(d["order"], dtype=np.int64), int(d["pos"])
 
-    def __call__(self) -> tuple[torch.Tensor, int, dict[str, Any]]:
-        """Points batch, its size and the heatmap / box targets."""
+    def __call__(self) -> tuple[list[np.ndarray], dict[str, Any]]:
+        """The batch's (augmented) clouds and their heatmap / box targets (host tensors)."""
         idx = []
         for _ in range(self.tcfg.batch_size):
             if self.pos == len(self.order):
@@ -112,21 +112,22 @@ class _SceneBatches:
             clouds.append(p)
             boxes.append(b)
             classes.append(s.box_class[keep])
-        return batch_points(clouds), len(clouds), build_targets(self.cfg, boxes, classes)
+        return clouds, build_targets(self.cfg, boxes, classes)
 
 
 def train_detector(cfg: LionConfig, tcfg: TrainConfig, train_scans: list[LidarScan], out_dir: str | Path | None,
-                   progress: bool = True, *, checkpoint_every: int = 0, resume: bool = False
+                   progress: bool = True, *, checkpoint_every: int = 0, resume: bool = False, device: str = "cpu"
                    ) -> tuple[LionDetector, dict[str, Any]]:
-    """Train from scratch (or resume, with ``checkpoint_every`` > 0 and ``resume``); writes checkpoint,
-    ``train_log.json`` and ``train_loss.png`` under ``out_dir``. The loop is
-    :func:`latentstack.training.train_supervised`."""
+    """Train from scratch (or resume, with ``checkpoint_every`` > 0 and ``resume``) on ``device``; writes
+    checkpoint, ``train_log.json`` and ``train_loss.png`` under ``out_dir``. The loop is
+    :func:`latentstack.training.train_supervised`. The returned detector stays on ``device``."""
     from latentstack.training import train_supervised
 
     torch.manual_seed(tcfg.seed)
     rng = np.random.default_rng(tcfg.seed)
     model = LionDetector(cfg)
     model.train()
+    model.to(device)  # before the optimizer is built, so its state lives beside the parameters
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay, betas=(0.95, 0.99))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tcfg.lr, total_steps=tcfg.iterations,
                                                 pct_start=tcfg.pct_start, div_factor=tcfg.div_factor,
@@ -134,7 +135,9 @@ def train_detector(cfg: LionConfig, tcfg: TrainConfig, train_scans: list[LidarSc
     batches = _SceneBatches(cfg, tcfg, train_scans, rng)
 
     def step_fn(step: int) -> tuple[torch.Tensor, dict[str, float]]:
-        points, n, tgt = batches()
+        clouds, tgt = batches()  # augmentation and targets on the host (numpy), as on the CPU
+        points, n = model.processor(clouds)  # the point tensor, assembled on the host, moved once
+        tgt = {k: v.to(points.device, non_blocking=True) for k, v in tgt.items()}
         return center_loss(cfg, model(points, n), tgt)
 
     result = train_supervised(
@@ -144,7 +147,7 @@ def train_detector(cfg: LionConfig, tcfg: TrainConfig, train_scans: list[LidarSc
         desc=f"train {cfg.name}", check_finite=True,
     )
     log = result.history
-    summary = {"preset": cfg.name, "train": tcfg.__dict__, "num_train_scans": len(train_scans),
+    summary = {"preset": cfg.name, "train": tcfg.__dict__, "device": str(device), "num_train_scans": len(train_scans),
                "wall_s": float(log[-1]["elapsed_s"]) if log else 0.0,
                "final_loss_avg50": float(np.mean([r["loss"] for r in log[-50:]]))}
     if out_dir is not None:
