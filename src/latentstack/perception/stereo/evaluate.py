@@ -21,6 +21,7 @@ from latentstack.stats import percentile_ms
 from .data import StereoSplit, textureless_mask
 from .metrics import DisparityAccumulator, depth_metrics, summarize_depth
 from .model import SA2Tiny
+from .processor_stereo import model_device
 from .sgbm import SGBMConfig, sgbm_disparity
 
 __all__ = ["LARGE_DISP_PX", "evaluate_methods", "paired_wins", "plot_report", "write_json"]
@@ -61,12 +62,16 @@ def evaluate_methods(models: dict[str, SA2Tiny], data: StereoSplit, turbidities:
             preds: dict[str, np.ndarray] = {}
             with torch.inference_mode():
                 for name, model in models.items():
+                    dev = model_device(model)  # inputs go where the weights are; metrics are numpy (host)
+                    left, right, fb = (b[k].to(dev, non_blocking=True) for k in ("left", "right", "fb"))
                     t = time.perf_counter()
-                    out = model(b["left"], b["right"], b["fb"], iters=iters)
+                    out = model(left, right, fb, iters=iters)
+                    if dev.type == "cuda":  # latency of the work, not of the asynchronous launch
+                        torch.cuda.synchronize(dev)
                     timing[name].append((time.perf_counter() - t) / len(idx))
-                    preds[name] = out["disp_preds"][-1][:, 0].numpy()
+                    preds[name] = out["disp_preds"][-1][:, 0].cpu().numpy()
                     if name == init_control:
-                        preds[f"{name}_mono_init"] = out["disp_init"][:, 0].numpy()
+                        preds[f"{name}_mono_init"] = out["disp_init"][:, 0].cpu().numpy()
             if sgbm is not None:
                 sg = []
                 for j in range(len(idx)):

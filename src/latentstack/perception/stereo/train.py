@@ -27,6 +27,11 @@ from .model import SA2Tiny, save_stereo_model
 __all__ = ["TrainRecipe", "pretrain_mono", "train_stereo"]
 
 
+def _on(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """A host batch (built with numpy on the CPU, as before) moved to the model's device; no-op on the CPU."""
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
 @dataclass(frozen=True)
 class TrainRecipe:
     steps: int = 800
@@ -41,8 +46,10 @@ class TrainRecipe:
 
 
 def pretrain_mono(data: StereoSplit, out_dir: Path | str, recipe: TrainRecipe, config: StereoConfig | None = None,
-                  progress: bool = True, *, checkpoint_every: int = 0, resume: bool = False) -> Path:
-    """Trains the encoder + mono head on left images (random turbidity); saves ``encoder.safetensors``."""
+                  progress: bool = True, *, checkpoint_every: int = 0, resume: bool = False,
+                  device: str = "cpu") -> Path:
+    """Trains the encoder + mono head on left images (random turbidity) on ``device``; saves
+    ``encoder.safetensors`` (from the host)."""
     from latentstack.training import train_supervised
 
     config = config if config is not None else StereoConfig()
@@ -50,13 +57,15 @@ def pretrain_mono(data: StereoSplit, out_dir: Path | str, recipe: TrainRecipe, c
     torch.set_num_threads(recipe.threads)
     rng = np.random.default_rng([recipe.seed, 1])
     enc = TinyEncoder(config.enc_channels, config.feat_dim)
+    enc.to(device)  # before the optimizer is built, so its state lives beside the parameters
+    dev = next(enc.parameters()).device
     opt = torch.optim.AdamW(enc.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, recipe.lr, total_steps=recipe.steps, pct_start=0.01,
                                                 anneal_strategy="linear", cycle_momentum=False)
 
     def step_fn(step: int) -> tuple[torch.Tensor, dict[str, float]]:
         idx = rng.integers(0, len(data), recipe.batch_size)
-        b = data.train_batch(idx, rng, recipe.k_max)
+        b = _on(data.train_batch(idx, rng, recipe.k_max), dev)
         _, log_depth = enc(normalize_images(b["left"]))
         return mono_log_depth_loss(log_depth, b["depth"]), {}
 
@@ -66,7 +75,7 @@ def pretrain_mono(data: StereoSplit, out_dir: Path | str, recipe: TrainRecipe, c
         out_dir=out, resume=resume, checkpoint_every=checkpoint_every, progress=progress, plot_keys=("loss",),
         plot_name="mono_pretrain.png", log_name="mono_pretrain_log.json", desc="mono pretrain",
     )
-    save_file({k: v.contiguous() for k, v in enc.state_dict().items()}, str(out / "encoder.safetensors"),
+    save_file({k: v.detach().cpu().contiguous() for k, v in enc.state_dict().items()}, str(out / "encoder.safetensors"),
               metadata={"enc_channels": json.dumps(list(config.enc_channels)), "feat_dim": str(config.feat_dim)})
     final = float(np.mean([h["loss"] for h in result.history[-50:]]))
     (out / "mono_pretrain.json").write_text(json.dumps({"recipe": recipe.__dict__, "final_loss": final}, indent=2))
@@ -85,10 +94,11 @@ def load_encoder_weights(model: SA2Tiny, path: Path | str) -> None:
 @torch.no_grad()
 def val_epe(model: SA2Tiny, data: StereoSplit, turbidity: float = 3.0, n: int = 32) -> float:
     model.eval()
+    dev = next(model.parameters()).device
     errs = []
     for i in range(min(n, len(data))):
         left, right = data.eval_pair(i, turbidity)
-        b = data.batch(np.array([i]), left[None], right[None])
+        b = _on(data.batch(np.array([i]), left[None], right[None]), dev)
         d = model(b["left"], b["right"], b["fb"])["disp_preds"][-1]
         m = b["noc"]
         errs.append((d - b["disp"]).abs()[m].mean().item())
@@ -98,8 +108,9 @@ def val_epe(model: SA2Tiny, data: StereoSplit, turbidity: float = 3.0, n: int = 
 
 def train_stereo(config: StereoConfig, encoder_path: Path | str, data: StereoSplit, out_dir: Path | str,
                  recipe: TrainRecipe, val: StereoSplit | None = None, progress: bool = True, *,
-                 checkpoint_every: int = 0, resume: bool = False) -> Path:
-    """Stage B: frozen pretrained encoder + CoDyRA, everything else trained with the sequence loss."""
+                 checkpoint_every: int = 0, resume: bool = False, device: str = "cpu") -> Path:
+    """Stage B: frozen pretrained encoder + CoDyRA, everything else trained with the sequence loss, on
+    ``device`` (the artifact is written from the host)."""
     from latentstack.training import train_supervised
 
     torch.manual_seed(recipe.seed)
@@ -109,6 +120,8 @@ def train_stereo(config: StereoConfig, encoder_path: Path | str, data: StereoSpl
     load_encoder_weights(model, encoder_path)
     n_adapters = model.add_adapters()
     model.train()
+    model.to(device)  # after the adapters exist, before the optimizer is built (its state beside the parameters)
+    dev = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay, eps=1e-8)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, recipe.lr, total_steps=recipe.steps + 100, pct_start=0.01,
@@ -116,7 +129,7 @@ def train_stereo(config: StereoConfig, encoder_path: Path | str, data: StereoSpl
 
     def step_fn(step: int) -> tuple[torch.Tensor, dict[str, float]]:
         idx = rng.integers(0, len(data), recipe.batch_size)
-        b = data.train_batch(idx, rng, recipe.k_max)
+        b = _on(data.train_batch(idx, rng, recipe.k_max), dev)
         out = model(b["left"], b["right"], b["fb"], iters=config.train_iters)
         loss, info = sequence_loss(out["disp_preds"], b["disp"], b["valid"], recipe.gamma)
         kappa = kappa_schedule(step, recipe.steps, config.codyra_kappa)
@@ -140,7 +153,7 @@ def train_stereo(config: StereoConfig, encoder_path: Path | str, data: StereoSpl
         "wall_s": float(hist[-1]["elapsed_s"]),
         "n_adapters": n_adapters, "train_samples": len(data), "train_seeds": [int(data.seeds[0]), int(data.seeds[-1])],
         "final_train_epe": float(np.mean([h["epe_train"] for h in hist[-50:]])),
-        "active_rank_final": hist[-1]["active_rank"], "torch": torch.__version__,
+        "active_rank_final": hist[-1]["active_rank"], "torch": torch.__version__, "device": str(dev),
     }
     if val is not None:
         extra["val_epe_x3_first32"] = val_epe(model, val)
