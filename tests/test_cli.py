@@ -310,3 +310,39 @@ def test_eval_on_cuda_runs_and_records_the_device(tmp_path):
     res = run_evaluation("metaworld_mt6", {"vla": SHIPPED}, 1, "test", tmp_path, progress=False, device="cuda")
     assert res["meta"]["device"] == "cuda"
     assert json.loads((tmp_path / "eval.json").read_text())["conditions"]["vla"]
+
+
+@pytest.mark.parametrize("module, fn", [("latentstack.perception.lion.train", "train_detector"),
+                                        ("latentstack.perception.lion.report", "run_evaluation"),
+                                        ("latentstack.perception.stereo.train", "pretrain_mono"),
+                                        ("latentstack.perception.stereo.train", "train_stereo")])
+def test_lion_and_stereo_commands_hand_the_device_on(module, fn):
+    """`lstack lion train|eval` and `lstack stereo pretrain|train` call these through ``call_with_device``: the
+    device reaches them (no refusal); a stand-in with the real signature records what it is given."""
+    import functools
+    import importlib
+
+    from latentstack.core.device import call_with_device
+
+    seen: dict = {}
+    real = getattr(importlib.import_module(module), fn)
+
+    @functools.wraps(real)  # inspect.signature follows __wrapped__: the real function's parameters
+    def record(*args, **kw):
+        seen.update(kw)
+
+    call_with_device(record, "cuda:1", "x")
+    assert seen == {"device": "cuda:1"}
+
+
+def test_act_training_takes_the_device_and_korr_still_refuses_it():
+    """`lstack act train` builds ACTTrainConfig with ``device_kwargs``: the device is passed on. KORR's PPO runs
+    in a CPU torch env: its trainer still refuses any device but cpu (one clear line)."""
+    from latentstack.core.device import DeviceError, device_kwargs
+    from latentstack.koopman.configuration_korr import PPOConfig
+    from latentstack.policies.lerobot_act.train import ACTTrainConfig
+
+    assert device_kwargs(ACTTrainConfig, "cuda:0", "ACT training") == {"device": "cuda:0"}
+    assert device_kwargs(PPOConfig, "cpu", "KORR training") == {}
+    with pytest.raises(DeviceError, match="does not take a device yet"):
+        device_kwargs(PPOConfig, "cuda", "KORR training")
