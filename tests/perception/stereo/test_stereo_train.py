@@ -1,4 +1,4 @@
-"""Stereo trainers and evaluation on a device (``device`` fixture: cpu, and cuda marked ``gpu``): mono pretraining,
+"""Stereo trainers: resume bit for bit (mono pretraining cut and resumed), and training and evaluation on a device (``device`` fixture: cpu, and cuda marked ``gpu``): mono pretraining,
 stage B (SA2 and its ConvGRU twin) and ``evaluate_methods``. On the CPU a short run with ``device="cpu"`` equals the
 default run bit for bit; on CUDA the runs are checked to train (finite losses, weights moved) and the evaluation to
 match the CPU's within fp32 tolerances. Tiny random splits (32x64), a few steps."""
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -98,3 +99,19 @@ def test_evaluation_on_device(device):
         for key, per in ref["per_image_epe"].items():
             for m, vals in per.items():
                 np.testing.assert_allclose(got["per_image_epe"][key][m], vals, rtol=1e-3, atol=1e-3)
+
+
+def test_stereo_mono_pretraining_resumes_bit_identically(tmp_path):
+    """The loop's resume with stereo's state (numpy generator, OneCycle): cut after a checkpoint, resumed."""
+    data, recipe = _split(), TrainRecipe(steps=6, batch_size=2, threads=1)
+    full = load_file(str(pretrain_mono(data, tmp_path / "full", recipe, progress=False)))
+    cut = tmp_path / "cut"
+    pretrain_mono(data, cut, recipe, progress=False, checkpoint_every=4)
+    # as if the first session had died after its step-4 checkpoint
+    shutil.rmtree(cut / "checkpoints" / "step_0000006")
+    (cut / "checkpoints" / "latest.json").write_text(json.dumps({"dir": "step_0000004", "step": 4}))
+    resumed = load_file(str(pretrain_mono(data, cut, recipe, progress=False, checkpoint_every=4, resume=True)))
+    assert set(full) == set(resumed) and all(torch.equal(full[k], resumed[k]) for k in full)
+    la = json.loads((tmp_path / "full" / "mono_pretrain_log.json").read_text())["history"]
+    lb = json.loads((cut / "mono_pretrain_log.json").read_text())["history"]
+    assert [h["loss"] for h in la] == [h["loss"] for h in lb] and len(la) == 6
