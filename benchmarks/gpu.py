@@ -102,6 +102,18 @@ def timed(fn: Callable[[], Any], device: torch.device, reps: int, warmup: int) -
 
 
 # --------------------------------------------------------------------------- model builders
+def _shipped(tiny: bool, what: str, load: Any) -> Any:
+    """The shipped artifact (``load()``), or None with a note when ``--tiny`` or it cannot be loaded (the caller
+    then builds a seeded model and records which one ran)."""
+    if tiny:
+        return None
+    try:
+        return load()
+    except Exception as exc:  # noqa: BLE001 (artifact missing or unreadable: fall back, say so)
+        print(f"[gpu] shipped {what} not loaded ({exc!r}); using a seeded model", file=sys.stderr)
+        return None
+
+
 def _vla(tiny: bool) -> tuple[Any, str]:
     from latentstack.policies.vla import VLAPolicy, get_vla_config
 
@@ -148,12 +160,8 @@ def check_act(device: torch.device, tiny: bool, tol: float) -> dict[str, Any]:
     from latentstack.policies.lerobot_act import ACTAdapter, make_act_config
     from latentstack.policies.lerobot_act.configuration_act import act_dataset_stats
 
-    cpu, source = None, "act_tiny (seed 0)"
-    if not tiny:
-        try:
-            cpu, source = ACTAdapter.from_pretrained(ROOT / "policies" / "act_metaworld_mt6"), "policies/act_metaworld_mt6"
-        except Exception as exc:  # noqa: BLE001 (fall back to a seeded model, say so)
-            print(f"[gpu] shipped ACT not loaded ({exc!r}); using act_tiny", file=sys.stderr)
+    cpu = _shipped(tiny, "ACT", lambda: ACTAdapter.from_pretrained(ROOT / "policies" / "act_metaworld_mt6"))
+    source = "act_tiny (seed 0)" if cpu is None else "policies/act_metaworld_mt6"
     if cpu is None:
         stats = act_dataset_stats(torch.zeros(4), torch.ones(4), torch.zeros(4), torch.ones(4))
         cpu = ACTAdapter.from_config(make_act_config("act_tiny"), stats, seed=0)
@@ -178,12 +186,8 @@ def _clouds(cfg: Any, sizes: Iterable[int]) -> list[np.ndarray]:
 def check_lion(device: torch.device, tiny: bool, tol: float) -> dict[str, Any]:
     from latentstack.perception.lion import LionDetector, get_preset, load_detector
 
-    cpu, source = None, "lion_tiny (seed 0)"
-    if not tiny:
-        try:
-            cpu, source = load_detector(ROOT / "policies" / "lion_tiny"), "policies/lion_tiny"
-        except Exception as exc:  # noqa: BLE001 (fall back to a seeded model, say so)
-            print(f"[gpu] shipped LION not loaded ({exc!r}); using a seeded lion_tiny", file=sys.stderr)
+    cpu = _shipped(tiny, "LION", lambda: load_detector(ROOT / "policies" / "lion_tiny"))
+    source = "lion_tiny (seed 0)" if cpu is None else "policies/lion_tiny"
     if cpu is None:
         torch.manual_seed(0)
         cpu = LionDetector(get_preset("lion_tiny"))
@@ -200,12 +204,8 @@ def check_stereo(device: torch.device, tiny: bool, tol: float) -> dict[str, Any]
     from latentstack.perception.stereo.model import SA2Tiny, load_stereo_model
     from latentstack.perception.stereo.processor_stereo import StereoProcessor
 
-    cpu, source = None, "sa2_tiny (seed 0)"
-    if not tiny:
-        try:
-            cpu, source = load_stereo_model(ROOT / "policies" / "stereo_sa2_tiny"), "policies/stereo_sa2_tiny"
-        except Exception as exc:  # noqa: BLE001 (fall back to a seeded model, say so)
-            print(f"[gpu] shipped stereo model not loaded ({exc!r}); using a seeded sa2_tiny", file=sys.stderr)
+    cpu = _shipped(tiny, "stereo model", lambda: load_stereo_model(ROOT / "policies" / "stereo_sa2_tiny"))
+    source = "sa2_tiny (seed 0)" if cpu is None else "policies/stereo_sa2_tiny"
     if cpu is None:
         torch.manual_seed(0)
         cpu = SA2Tiny()
