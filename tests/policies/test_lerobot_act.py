@@ -288,3 +288,45 @@ def test_trainer_on_device(tmp_path, device):
     if device == "cpu":
         ref = run("default")
         assert got.keys() == ref.keys() and all(torch.equal(got[k], ref[k]) for k in ref)
+
+
+def test_pipeline_step_outside_the_allow_list_is_refused_and_never_runs(tmp_path, monkeypatch):
+    """Issue 14, finding 1: a processor step naming ``subprocess.Popen`` in a re-sealed copy of the shipped
+    artifact (hashes valid, so only the step allow-list can stop it) is refused before LeRobot sees the JSON."""
+    import subprocess
+    import sys
+
+    import lerobot.policies.act.configuration_act  # noqa: F401 (registers LeRobot's "act" config for sealing)
+
+    from latentstack.core.artifacts import ArtifactError
+    from latentstack.policies.lerobot_act.artifact import seal_act_artifact
+
+    if not SHIPPED.exists():
+        pytest.skip("shipped ACT checkpoint not present")
+    bad = tmp_path / "act"
+    shutil.copytree(SHIPPED, bad)
+    marker = tmp_path / "pwned"
+    pre = bad / "lerobot" / "policy_preprocessor.json"
+    doc = json.loads(pre.read_text())
+    doc["steps"].insert(0, {"class": "subprocess.Popen",
+                            "config": {"args": [sys.executable, "-c", f"open({str(marker)!r}, 'w').close()"]}})
+    pre.write_text(json.dumps(doc))
+    side = [n for n in json.loads((SHIPPED / "config.json").read_text())["files"] if not n.startswith("lerobot/")]
+    seal_act_artifact(bad, existing_files=side)  # every hash matches the tampered files
+    real_popen = subprocess.Popen
+
+    def popen_and_wait(*args, **kwargs):  # if anything ever runs it, the marker exists before the assert
+        p = real_popen(*args, **kwargs)
+        p.wait(timeout=60)
+        return p
+
+    monkeypatch.setattr(subprocess, "Popen", popen_and_wait)
+    with pytest.raises(ArtifactError, match="subprocess.Popen"):
+        ACTAdapter.from_pretrained(bad)
+    assert not marker.exists()
+    # a registry name outside the allow-list is refused the same way (the registry holds more than ACT needs)
+    doc["steps"][0] = {"registry_name": "tokenizer_processor", "config": {}}
+    pre.write_text(json.dumps(doc))
+    seal_act_artifact(bad, existing_files=side)
+    with pytest.raises(ArtifactError, match="tokenizer_processor"):
+        ACTAdapter.from_pretrained(bad)

@@ -33,6 +33,44 @@ LEROBOT_DIR = "lerobot"
 WEIGHTS = "model.safetensors"
 PREPROCESSOR_CONFIG = "policy_preprocessor.json"
 POSTPROCESSOR_CONFIG = "policy_postprocessor.json"
+# The only pipeline steps an artifact may name, by LeRobot registry name: exactly those ACT's
+# ``make_act_pre_post_processors`` writes. LeRobot resolves a step's ``"class"`` by importing any module path and
+# calling it with the step's config (``subprocess.Popen`` runs a command), so a step is checked here before
+# LeRobot ever reads the JSON; a ``"class"`` key is refused outright, even next to an allowed registry name.
+ALLOWED_PIPELINE_STEPS: dict[str, frozenset[str]] = {
+    PREPROCESSOR_CONFIG: frozenset({"rename_observations_processor", "to_batch_processor", "device_processor",
+                                    "normalizer_processor"}),
+    POSTPROCESSOR_CONFIG: frozenset({"unnormalizer_processor", "device_processor"}),
+}
+_STEP_KEYS = frozenset({"registry_name", "config", "state_file"})
+
+
+def check_pipeline_json(art: Any, rel_path: str, allowed: frozenset[str]) -> None:
+    """Refuse (:class:`ArtifactError` naming the step) a saved LeRobot pipeline whose steps are not all in
+    ``allowed`` by registry name, carry keys other than registry_name / config / state_file, or name a state
+    file that is not a file of the artifact (LeRobot would fall back to downloading it from the Hub)."""
+    doc = art.read_json(rel_path)
+    steps = doc.get("steps") if isinstance(doc, dict) else None
+    if not isinstance(steps, list):
+        raise ArtifactError(f"artifact {art.path}: {rel_path} has no list of steps")
+    folder = rel_path.rsplit("/", 1)[0]
+    for i, step in enumerate(steps):
+        if not isinstance(step, dict):
+            raise ArtifactError(f"artifact {art.path}: {rel_path} step {i} is not an object")
+        name = step.get("registry_name", step.get("class"))
+        if "class" in step or name not in allowed:
+            raise ArtifactError(
+                f"artifact {art.path}: {rel_path} step {i} names {name!r}, not an allowed processor step "
+                f"(allowed registry names: {sorted(allowed)}; artifacts never name code to import)")
+        extra = sorted(set(step) - _STEP_KEYS)
+        if extra:
+            raise ArtifactError(f"artifact {art.path}: {rel_path} step {i} ({name}) has unknown keys {extra}")
+        if not isinstance(step.get("config", {}), dict):
+            raise ArtifactError(f"artifact {art.path}: {rel_path} step {i} ({name}) config is not an object")
+        state = step.get("state_file")
+        if state is not None and (not isinstance(state, str) or f"{folder}/{state}" not in art.files):
+            raise ArtifactError(f"artifact {art.path}: {rel_path} step {i} ({name}) state_file {state!r} is not "
+                                "a file listed in config.json")
 
 
 def _cpu_pipeline_json(path: Path) -> None:
@@ -125,7 +163,8 @@ def compact_act_artifact(path: str | os.PathLike, dtype: str = "float16") -> int
 def load_act_artifact(path: str | os.PathLike, device: str | None = None, dtype: str | None = None) -> Any:
     """An :class:`ACTAdapter` from a ``"lerobot_act"`` artifact, on ``device`` (default: its config's).
 
-    Refused with an :class:`ArtifactError`: wrong type / version, any file whose sha256 differs, a LeRobot
+    Refused with an :class:`ArtifactError`: wrong type / version, any file whose sha256 differs, a processor
+    step outside :data:`ALLOWED_PIPELINE_STEPS` (checked before LeRobot reads the pipeline JSON), a LeRobot
     config that disagrees with ours, weights stored in another dtype, weights that do not fit (strict)."""
     from lerobot.configs.policies import PreTrainedConfig
     from lerobot.policies.act.modeling_act import ACTPolicy
@@ -137,6 +176,8 @@ def load_act_artifact(path: str | os.PathLike, device: str | None = None, dtype:
     art = load_artifact(path, expect_type=ACTAdapterConfig.type)
     cfg: ACTAdapterConfig = config_of(art, device=device, dtype=dtype)  # type: ignore[assignment]
     sub = art.path / cfg.lerobot_dir
+    for name, allowed in ALLOWED_PIPELINE_STEPS.items():  # before LeRobot reads them, before any weights
+        check_pipeline_json(art, f"{cfg.lerobot_dir}/{name}", allowed)
     lcfg = PreTrainedConfig.from_pretrained(str(sub))
     if lcfg.type != ACT_TYPE:
         raise ArtifactError(f"artifact {art.path}: LeRobot config type {lcfg.type!r}, expected {ACT_TYPE!r}")
@@ -156,9 +197,10 @@ def load_act_artifact(path: str | os.PathLike, device: str | None = None, dtype:
     # The device saved in the pipelines is where the artifact was made: build them on the CPU; the adapter's
     # processor follows the model to its device.
     on_cpu = {"device_processor": {"device": "cpu"}}
-    pre = PolicyProcessorPipeline.from_pretrained(str(sub), config_filename=PREPROCESSOR_CONFIG, overrides=on_cpu)
+    pre = PolicyProcessorPipeline.from_pretrained(str(sub), config_filename=PREPROCESSOR_CONFIG, overrides=on_cpu,
+                                                  local_files_only=True)
     post = PolicyProcessorPipeline.from_pretrained(
-        str(sub), config_filename=POSTPROCESSOR_CONFIG, overrides=on_cpu,
+        str(sub), config_filename=POSTPROCESSOR_CONFIG, overrides=on_cpu, local_files_only=True,
         to_transition=policy_action_to_transition, to_output=transition_to_policy_action)
     adapter = ACTAdapter(policy, pre, post)
     if cfg.dtype != "float32":
@@ -168,4 +210,4 @@ def load_act_artifact(path: str | os.PathLike, device: str | None = None, dtype:
     return adapter
 
 
-__all__ = ["LEROBOT_DIR", "compact_act_artifact", "load_act_artifact", "save_act_artifact", "seal_act_artifact"]
+__all__ = ["ALLOWED_PIPELINE_STEPS", "LEROBOT_DIR", "check_pipeline_json", "compact_act_artifact", "load_act_artifact", "save_act_artifact", "seal_act_artifact"]
