@@ -95,3 +95,16 @@ def test_bad_parameters() -> None:
         params_from_mapping(LidarDetectionParams, {"score_threshold": 2.0})
     with pytest.raises(ParameterError):
         params_from_mapping(LidarDetectionParams, {"scoer_threshold": 0.1})
+
+
+def test_vector_coordinate_fields_are_a_message_error_not_a_crash() -> None:
+    """Issue 14 finding 7: ``x`` with count = 3 used to reach np.stack and raise a bare ValueError."""
+    det = OracleDetector()
+    t, node, pub, out = _rig(det)
+    m = _cloud_msg(np.zeros((4, 3), np.float32), fields=("x", "y", "z"))
+    m.fields[0].count = 3
+    with pytest.raises(msgs.MessageValueError, match="count 1"):
+        LidarDetectionNodeCore.cloud_array(msgs.decode(msgs.encode(m), "sensor_msgs/msg/PointCloud2"), 100)
+    pub.publish(m)
+    _spin(t)
+    assert node.counters["invalid_message"] == 1 and node.counters["callback_error"] == 0 and out == []

@@ -277,24 +277,34 @@ def pointcloud2_to_numpy(msg: Any) -> np.ndarray:
     """Structured array (height*width points) from a PointCloud2; validates steps and field extents."""
     h, w, ps, rs = int(msg.height), int(msg.width), int(msg.point_step), int(msg.row_step)
     data = np.asarray(msg.data, dtype=np.uint8).reshape(-1)
-    if rs < w * ps or data.size < h * rs:
+    if min(h, w, ps, rs) < 0 or rs < w * ps or data.size < h * rs:
         raise MessageValueError(f"PointCloud2 of {h}x{w} points, step {ps}/{rs}, has only {data.size} bytes")
+    if ps < 1 and h * w > 0:  # a zero-size point cannot be viewed (numpy would raise a bare ValueError)
+        raise MessageValueError(f"PointCloud2 of {h}x{w} points has point_step {ps}")
     order = ">" if msg.is_bigendian else "<"
-    names, formats, offsets = [], [], []
+    names: list[str] = []
+    formats: list[Any] = []
+    offsets: list[int] = []
     for f in msg.fields:
-        code = int(f.datatype)
+        code, name, off = int(f.datatype), str(f.name), int(f.offset)
         if code not in _PF:
-            raise MessageValueError(f"PointField {f.name!r} has unknown datatype {code}")
+            raise MessageValueError(f"PointField {name!r} has unknown datatype {code}")
+        if name in names:  # numpy: "name already used as a name or title"
+            raise MessageValueError(f"PointCloud2 has duplicate PointField {name!r}")
         dt = np.dtype(order + _PF[code])
         count = max(int(f.count), 1)
-        if int(f.offset) + dt.itemsize * count > ps:
-            raise MessageValueError(f"PointField {f.name!r} runs past point_step {ps}")
-        names.append(str(f.name))
+        if off < 0 or off + dt.itemsize * count > ps:
+            raise MessageValueError(f"PointField {name!r} (offset {off}, {count} x {dt.itemsize} B) "
+                                    f"runs past point_step {ps}")
+        names.append(name)
         formats.append((dt, (count,)) if count > 1 else dt)
-        offsets.append(int(f.offset))
-    dtype = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": ps})
-    rows = data[: h * rs].reshape(h, rs)[:, : w * ps]
-    out = np.ascontiguousarray(rows).view(dtype).reshape(-1)
+        offsets.append(off)
+    try:  # backstop: whatever numpy still refuses is a malformed message, not a crash
+        dtype = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": max(ps, 1)})
+        rows = data[: h * rs].reshape(h, rs)[:, : w * ps]
+        out = np.ascontiguousarray(rows).view(dtype).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise MessageValueError(f"PointCloud2 layout is not decodable: {exc}") from None
     return out.astype(out.dtype.newbyteorder("=")) if order == ">" else out.copy()
 
 

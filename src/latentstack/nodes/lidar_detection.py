@@ -79,6 +79,9 @@ class LidarDetectionNodeCore(NodeCore):
         missing = [f for f in ("x", "y", "z") if f not in names]
         if missing:
             raise msgs.MessageValueError(f"PointCloud2 lacks field(s) {missing}; has {list(names)}")
+        vector = [f for f in ("x", "y", "z", "intensity") if f in names and arr.dtype[f].shape != ()]
+        if vector:  # e.g. count = 3: one value per point is required (np.stack would raise a bare ValueError)
+            raise msgs.MessageValueError(f"PointCloud2 field(s) {vector} must have count 1")
         if arr.size > max_points:
             raise msgs.MessageValueError(f"PointCloud2 has {arr.size} points > max_points {max_points}")
         cols = [arr[f].astype(np.float32).reshape(-1) for f in ("x", "y", "z")]
