@@ -164,3 +164,85 @@ def test_steering_quantization_residual_switches_need_their_adapters(fixed_polic
         assert seen == [(str(art), 0.3)] and node.policy is not None
     finally:
         POLICY_ADAPTERS.pop("steering", None)
+
+
+# -- issue 14: the node always answers (action or hold), bounded clock skew, episode seeds -----------------
+class RaisingPolicy:
+    """Stands in for a VLA that raises on an input it cannot handle (e.g. a 0-width image)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def reset(self, seed=None):
+        if not isinstance(seed, int) or not 0 <= seed < 2**32:  # like legacy numpy seeding
+            raise ValueError(f"bad seed {seed!r}")
+
+    def select_action(self, obs):
+        self.calls += 1
+        raise RuntimeError("shape mismatch in the vision tower")
+
+    def latent_sites(self):
+        return {}
+
+
+def _action_labels(r):
+    labels = []
+    r.t.create_subscription("/action", "std_msgs/msg/Float32MultiArray",
+                            lambda m: labels.append(m.layout.dim[0].label), DEFAULT)
+    return labels
+
+
+def test_policy_error_publishes_hold_in_both_trigger_modes(fixed_policy, clock, caplog):
+    from latentstack.nodes import Executor
+
+    pol = RaisingPolicy()
+    r = Rig(pol, clock=clock, trigger="timer", control_rate_hz=10.0, watchdog_timeout_s=1.0)
+    ex = Executor([r.node])
+    r.obs(0)
+    with caplog.at_level(logging.WARNING):
+        for _ in range(8):
+            clock.advance(0.1)
+            ex.spin_once()
+            r.spin()
+    assert pol.calls == 8 and len(r.actions) == 8  # one hold per tick, never silence
+    assert all(a.tolist() == [0, 0, 0, 0] for a in r.actions)
+    assert r.node.counters["policy_error"] == 8 and r.node.counters["timer_error"] == 0
+    assert caplog.text.count("policy raised") == 1  # rate-limited: one line, counted
+    pol2 = RaisingPolicy()
+    r2 = Rig(pol2)  # lockstep: the observation is answered with the hold
+    r2.obs(0)
+    r2.obs(1)
+    assert len(r2.actions) == 2 and r2.node.counters["callback_error"] == 0
+
+
+def test_empty_images_are_refused(fixed_policy):
+    pol = fixed_policy([0.1, 0.1, 0.1, 0.1])
+    r = Rig(pol)
+    for h, w in ((0, 0), (64, 0), (0, 64)):
+        r.img.publish(msgs.new("sensor_msgs/msg/Image", height=h, width=w, encoding="rgb8", step=3 * w,
+                               data=np.zeros(0, np.uint8), header=msgs.header(0)))
+        r.js.publish(msgs.joint_state(JOINTS, [0, 0, 0, 0], stamp=0))
+        r.spin()
+    assert pol.obs == [] and r.node.counters["invalid_message"] == 3
+
+
+def test_observation_mode_watchdog_holds_when_observations_stop(fixed_policy, clock):
+    from latentstack.nodes import Executor
+
+    pol = fixed_policy([0.5, 0.5, 0.5, -1.0])
+    r = Rig(pol, clock=clock, watchdog_timeout_s=0.25)
+    labels = _action_labels(r)
+    ex = Executor([r.node])
+    r.obs(0)
+    assert r.actions[-1].tolist() == [0.5, 0.5, 0.5, -1.0]
+    clock.advance(0.2)
+    ex.spin_once()
+    r.spin()
+    assert len(r.actions) == 1  # within the timeout: nothing extra
+    clock.advance(0.2)  # 0.4 s without an observation > 0.25 s
+    ex.spin_once()
+    r.spin()
+    assert len(r.actions) == 2 and r.actions[-1].tolist() == [0.0, 0.0, 0.0, -1.0]
+    assert labels[-1] == "watchdog_hold" and r.node.counters["stale_observation"] == 1
+    r.obs(1)  # observations resume: answered again
+    assert r.actions[-1].tolist() == [0.5, 0.5, 0.5, -1.0] and labels[-1] == "action"

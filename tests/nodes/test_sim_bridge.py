@@ -127,3 +127,25 @@ def test_params_validation():
         SimBridgeParams(rate_hz=0)
     with pytest.raises(ParameterError, match="duplicate"):
         SimBridgeParams(tasks=("a", "a"))
+
+
+def test_lockstep_ignores_watchdog_holds_but_free_running_applies_them(line_env, clock):
+    """A watchdog hold is not the answer to the current observation: a lockstep sim waits for the answer."""
+    from latentstack.nodes.interfaces import WATCHDOG_HOLD_LABEL
+
+    t, sim, act = make_sim(line_env)
+    sim.start()
+    act.publish(msgs.float32_array([0, 0, 0, 0.5], WATCHDOG_HOLD_LABEL))
+    t.spin_once()
+    assert sim.env.t == 0 and sim.counters["watchdog_hold_ignored"] == 1
+    act.publish(msgs.float32_array([0.2, 0, 0, 0.5], "action"))
+    t.spin_once()
+    assert sim.env.t == 1
+    _, free, act2 = make_sim(line_env, clock=clock, lockstep=False, rate_hz=10.0)
+    ex = Executor([free])
+    free.start()
+    act2.publish(msgs.float32_array([0.0, 0, 0, 0.7], WATCHDOG_HOLD_LABEL))
+    clock.advance(0.1)
+    ex.spin_once()
+    ex.spin_once()
+    assert free.env.actions[-1].tolist() == pytest.approx([0, 0, 0, 0.7])  # a robot applies the hold

@@ -17,6 +17,11 @@ Image and JointState of one observation carry the same header stamp (sim time of
 which is how the policy node pairs them. Episode events are DiagnosticStatus messages named
 ``episode`` whose ``message`` is ``start`` or ``end`` and whose key/values carry task, seed,
 instruction, success and length.
+
+An ``action`` whose one layout dimension is labelled ``watchdog_hold`` (:data:`WATCHDOG_HOLD_LABEL`) is the
+policy node's watchdog hold (no fresh observation): a robot applies it like any action (it stops motion), a
+lockstep simulator ignores it (it waits for the answer to its current observation). Answers to an
+observation are labelled ``action``, including the hold that answers an observation the policy failed on.
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ from latentstack.transport import QoSProfile
 from latentstack.transport.qos import Durability, History, Reliability
 
 __all__ = [
+    "ACTION_LABEL",
     "ACTION_TYPE",
     "CAMERA_INFO_TYPE",
     "EPISODE_QOS",
@@ -36,6 +42,7 @@ __all__ = [
     "IMAGE_TYPE",
     "INSTRUCTION_TYPE",
     "JOINT_STATE_TYPE",
+    "WATCHDOG_HOLD_LABEL",
     "EpisodeEvent",
     "decode_episode_event",
     "episode_event_msg",
@@ -47,6 +54,9 @@ JOINT_STATE_TYPE = "sensor_msgs/msg/JointState"
 INSTRUCTION_TYPE = "std_msgs/msg/String"
 ACTION_TYPE = "std_msgs/msg/Float32MultiArray"
 EPISODE_TYPE = "diagnostic_msgs/msg/DiagnosticStatus"
+
+ACTION_LABEL = "action"
+WATCHDOG_HOLD_LABEL = "watchdog_hold"
 
 EPISODE_QOS = QoSProfile(Reliability.RELIABLE, Durability.TRANSIENT_LOCAL, History.KEEP_LAST, 10)
 INSTRUCTION_QOS = "transient_local"

@@ -6,16 +6,21 @@ Output: ``action`` (Float32MultiArray, ``action_dim`` values).
 
 Two triggers:
 
-- ``observation`` (lockstep): exactly one action per new synchronized observation. An
+- ``observation`` (lockstep): exactly one answer per new synchronized observation. An
   observation whose stamp is not newer than the last one acted on waits for the next
   episode-start event, so an episode's first frame is never answered by the previous
-  episode's policy state, on any transport.
+  episode's policy state, on any transport. Watchdog: when no observation arrived for longer
+  than ``watchdog_timeout_s`` (checked every half timeout), the node publishes the hold action.
 - ``timer``: one action every ``1 / control_rate_hz`` s from the latest observation; when
   image or state is older than ``watchdog_timeout_s`` (or missing) the node publishes the
   hold action instead (zero motion, gripper kept, by default).
 
-Actions that come out non-finite are replaced by the hold action; all actions are clamped to
-``[action_low, action_high]``. Steering (COAST), quantization (QuantVLA) and residual
+The node always answers: every tick (timer) or observation (lockstep) gets either a valid
+clamped action or the hold action, never nothing. Policy outputs that are non-finite or of the
+wrong size, and policies that raise, are answered with the hold action (logged rate-limited,
+counted in ``bad_policy_output`` / ``policy_error``). Watchdog holds are published with the
+layout label ``watchdog_hold`` (see :mod:`.interfaces`: a lockstep sim ignores them, a robot
+applies them); answers carry ``action``. All actions are clamped to ``[action_low, action_high]``. Steering (COAST), quantization (QuantVLA) and residual
 (KORR) switches are parameters that are validated here and handed to adapters registered
 with :func:`register_policy_adapter`; the methods themselves land in later issues, and
 until an adapter is registered enabling a switch fails at construction (never silently).
@@ -36,6 +41,7 @@ from latentstack.policies.protocol import Policy
 
 from .base import NodeCore, available_device, check, check_device_param, check_finite
 from .interfaces import (
+    ACTION_LABEL,
     ACTION_TYPE,
     EPISODE_QOS,
     EPISODE_TYPE,
@@ -43,6 +49,7 @@ from .interfaces import (
     INSTRUCTION_QOS,
     INSTRUCTION_TYPE,
     JOINT_STATE_TYPE,
+    WATCHDOG_HOLD_LABEL,
     decode_episode_event,
 )
 
@@ -237,6 +244,7 @@ class PolicyNodeCore(NodeCore):
         self.last_action: np.ndarray | None = None
         self.actions_published = 0
         self.holds_published = 0
+        self._last_activity_ns = self.transport.now_ns()  # last observation in / answer out (watchdog)
 
         self.action_pub = self.create_publisher(p.action_topic, ACTION_TYPE, "default")
         self.create_subscription(p.image_topic, IMAGE_TYPE, self._on_image, "sensor_data")
@@ -245,6 +253,8 @@ class PolicyNodeCore(NodeCore):
         self.create_subscription(p.episode_topic, EPISODE_TYPE, self._on_episode, EPISODE_QOS)
         if p.trigger == "timer":
             self.create_timer(1.0 / p.control_rate_hz, self._on_timer)
+        else:  # lockstep watchdog: a silent upstream must not leave the last action running
+            self.create_timer(p.watchdog_timeout_s / 2, self._on_watchdog)
 
     # -- run-time parameters (the rclpy wrapper forwards ROS parameter changes here)
     RUNTIME_PARAMETERS: ClassVar[tuple[str, ...]] = ("steering", "steering_beta")
@@ -274,8 +284,11 @@ class PolicyNodeCore(NodeCore):
         img = msgs.msg_to_image(msg, want="rgb8")
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
             raise msgs.MessageValueError(f"policy needs an rgb8 image, got {msg.encoding} {img.shape}")
+        if img.shape[0] < 1 or img.shape[1] < 1:  # an empty image makes the VLA raise: refuse it here
+            raise msgs.MessageValueError(f"policy needs a non-empty image, got {img.shape[1]}x{img.shape[0]}")
         self._seq += 1
         self._img = (msgs.stamp_ns(msg), img, self.transport.now_ns(), self._seq)
+        self._last_activity_ns = self._img[2]
         self._maybe_act()
 
     def _on_state(self, msg: Any) -> None:
@@ -283,6 +296,7 @@ class PolicyNodeCore(NodeCore):
         pos = msgs.joint_state_positions(msg, names)
         self._seq += 1
         self._state = (msgs.stamp_ns(msg), pos.astype(np.float32), self.transport.now_ns(), self._seq)
+        self._last_activity_ns = self._state[2]
         self._maybe_act()
 
     def _on_instruction(self, msg: Any) -> None:
@@ -336,15 +350,27 @@ class PolicyNodeCore(NodeCore):
             return
         self._act(max(self._img[0], self._state[0]), (self._img[3], self._state[3]))
 
+    def _on_watchdog(self) -> None:
+        """Lockstep mode: hold (every half timeout) while no observation came for ``watchdog_timeout_s``."""
+        age = self.transport.now_ns() - self._last_activity_ns
+        if age > int(self.params.watchdog_timeout_s * 1e9):
+            self._publish_hold(f"no observation for {age / 1e9:.3f} s (> {self.params.watchdog_timeout_s} s)")
+
     def observation(self) -> dict[str, Any]:
         assert self._img is not None and self._state is not None
         return {"image": self._img[1], "state": self._state[1], "instruction": self.instruction or self.task,
                 "task": self.task}
 
     def _act(self, stamp: int, pair: tuple[int, int]) -> None:
-        action = np.asarray(self.policy.select_action(self.observation()), dtype=np.float32).reshape(-1)
         self._acted_pair = pair
         self._last_stamp = stamp
+        self._last_activity_ns = self.transport.now_ns()
+        try:
+            action = np.asarray(self.policy.select_action(self.observation()), dtype=np.float32).reshape(-1)
+        except Exception as exc:  # a policy failure is answered with the hold, never with silence
+            self.warn("policy_error", "policy raised %s: %s; holding", type(exc).__name__, exc)
+            self._publish_hold(None)
+            return
         if action.size != self.params.action_dim or not np.all(np.isfinite(action)):
             self.warn("bad_policy_output", "policy returned %s values (finite: %s); holding",
                       action.size, bool(np.all(np.isfinite(action))))
@@ -354,7 +380,7 @@ class PolicyNodeCore(NodeCore):
         if not np.array_equal(clamped, action):
             self.counters["clamped"] += 1
         self.last_action = clamped
-        self.action_pub.publish(msgs.float32_array(clamped, "action", self.transport.distro))
+        self.action_pub.publish(msgs.float32_array(clamped, ACTION_LABEL, self.transport.distro))
         self.actions_published += 1
 
     def hold_action(self) -> np.ndarray:
@@ -368,7 +394,9 @@ class PolicyNodeCore(NodeCore):
         return np.clip(a, self.low, self.high)
 
     def _publish_hold(self, reason: str | None) -> None:
+        """The hold action; ``reason`` set = a watchdog hold (labelled so), None = the answer to an observation."""
         if reason is not None:
             self.warn("stale_observation", "watchdog: %s; holding", reason)
-        self.action_pub.publish(msgs.float32_array(self.hold_action(), "action", self.transport.distro))
+        label = ACTION_LABEL if reason is None else WATCHDOG_HOLD_LABEL
+        self.action_pub.publish(msgs.float32_array(self.hold_action(), label, self.transport.distro))
         self.holds_published += 1

@@ -16,7 +16,9 @@ action (zero motion, gripper kept) when none arrived within ``action_timeout_s``
 
 Episodes run task by task, seed by seed, exactly like ``evaluate``: one env per task,
 ``env.reset(seed)`` per episode. A malformed or wrong-length action is logged and ignored;
-out-of-range values are clamped to the action space (and counted).
+out-of-range values are clamped to the action space (and counted). A policy node's watchdog hold
+(layout label ``watchdog_hold``) answers no observation: lockstep ignores it (counted), free-running
+applies it like any action.
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ from .interfaces import (
     INSTRUCTION_QOS,
     INSTRUCTION_TYPE,
     JOINT_STATE_TYPE,
+    WATCHDOG_HOLD_LABEL,
     EpisodeEvent,
     episode_event_msg,
 )
@@ -286,6 +289,10 @@ class SimBridgeCore(NodeCore):
     def _on_action(self, msg: Any) -> None:
         a = self._validate_action(msg)
         if self.params.lockstep:
+            dims = msg.layout.dim
+            if len(dims) and dims[0].label == WATCHDOG_HOLD_LABEL:  # not the answer to this observation
+                self.counters["watchdog_hold_ignored"] += 1
+                return
             if not self._awaiting:
                 self.counters["unexpected_action"] += 1
                 return
