@@ -246,3 +246,24 @@ def test_observation_mode_watchdog_holds_when_observations_stop(fixed_policy, cl
     assert labels[-1] == "watchdog_hold" and r.node.counters["stale_observation"] == 1
     r.obs(1)  # observations resume: answered again
     assert r.actions[-1].tolist() == [0.5, 0.5, 0.5, -1.0] and labels[-1] == "action"
+
+
+def test_a_future_stamp_does_not_freeze_the_lockstep_policy(fixed_policy, clock, caplog):
+    pol = fixed_policy([0.1, 0.1, 0.1, 0.1])
+    r = Rig(pol, clock=clock)  # the node clock reads 1 s
+    r.obs(0)
+    assert len(r.actions) == 1
+    year_2038 = 2_145_916_800 * 10**9
+    with caplog.at_level(logging.WARNING):
+        r.obs(year_2038)
+        r.img.publish(msgs.image_to_msg(np.zeros((4, 4, 3), np.uint8), stamp=year_2038))  # image alone, too
+        r.spin()
+    assert len(r.actions) == 1 and r.node.counters["future_stamp"] == 3
+    assert "clock skew" in caplog.text
+    for k in range(1, 101):  # the next 100 normal observations are all answered
+        r.obs(k * 1_000_000)
+    assert len(r.actions) == 101
+    r.obs(clock.t + 500_000_000)  # ahead of the node clock, but within max_clock_skew_s = 1 s: fine
+    assert len(r.actions) == 102
+    with pytest.raises(ParameterError, match="max_clock_skew_s"):
+        PolicyNodeParams(max_clock_skew_s=-1.0)

@@ -20,7 +20,12 @@ clamped action or the hold action, never nothing. Policy outputs that are non-fi
 wrong size, and policies that raise, are answered with the hold action (logged rate-limited,
 counted in ``bad_policy_output`` / ``policy_error``). Watchdog holds are published with the
 layout label ``watchdog_hold`` (see :mod:`.interfaces`: a lockstep sim ignores them, a robot
-applies them); answers carry ``action``. All actions are clamped to ``[action_low, action_high]``. Steering (COAST), quantization (QuantVLA) and residual
+applies them); answers carry ``action``. All actions are clamped to ``[action_low, action_high]``.
+
+Bounded clock skew: an image or joint state stamped more than ``max_clock_skew_s`` ahead of the
+node's clock is refused (logged rate-limited, counted in ``future_stamp``), so one bogus stamp
+(say, from 2038) cannot become the "last stamp acted on" and freeze the lockstep policy until the
+next episode. Stamps in the past are fine (a sim stamps its own sim time from 0). Steering (COAST), quantization (QuantVLA) and residual
 (KORR) switches are parameters that are validated here and handed to adapters registered
 with :func:`register_policy_adapter`; the methods themselves land in later issues, and
 until an adapter is registered enabling a switch fails at construction (never silently).
@@ -117,6 +122,7 @@ class PolicyNodeParams:
     control_rate_hz: float = 80.0
     watchdog_timeout_s: float = 0.25
     sync_tolerance_s: float = 0.0  # max |stamp(image) - stamp(state)| of one observation
+    max_clock_skew_s: float = 1.0  # observations stamped further ahead of the node clock are refused
     wait_for_episode: bool = False  # act only after an episode-start event (sim graphs)
     action_dim: int = 4
     action_low: tuple[float, ...] = (-1.0,)  # one value (broadcast) or action_dim values
@@ -138,11 +144,13 @@ class PolicyNodeParams:
         check(self.trigger in TRIGGERS, f"trigger must be one of {TRIGGERS}, got {self.trigger!r}")
         check(self.hold_mode in HOLD_MODES, f"hold_mode must be one of {HOLD_MODES}, got {self.hold_mode!r}")
         check(self.quantization in QUANT_MODES, f"quantization must be one of {QUANT_MODES}, got {self.quantization!r}")
-        for name in ("control_rate_hz", "watchdog_timeout_s", "sync_tolerance_s", "steering_beta"):
+        for name in ("control_rate_hz", "watchdog_timeout_s", "sync_tolerance_s", "max_clock_skew_s",
+                     "steering_beta"):
             check_finite(name, getattr(self, name))
         check(self.control_rate_hz > 0, f"control_rate_hz must be > 0, got {self.control_rate_hz}")
         check(self.watchdog_timeout_s > 0, f"watchdog_timeout_s must be > 0, got {self.watchdog_timeout_s}")
         check(self.sync_tolerance_s >= 0, f"sync_tolerance_s must be >= 0, got {self.sync_tolerance_s}")
+        check(self.max_clock_skew_s >= 0, f"max_clock_skew_s must be >= 0, got {self.max_clock_skew_s}")
         check(self.action_dim >= 1, f"action_dim must be >= 1, got {self.action_dim}")
         check(0 <= self.motion_dims <= self.action_dim, f"motion_dims must be in [0, action_dim], got {self.motion_dims}")
         check(self.torch_threads >= 1, f"torch_threads must be >= 1, got {self.torch_threads}")
@@ -286,18 +294,33 @@ class PolicyNodeCore(NodeCore):
             raise msgs.MessageValueError(f"policy needs an rgb8 image, got {msg.encoding} {img.shape}")
         if img.shape[0] < 1 or img.shape[1] < 1:  # an empty image makes the VLA raise: refuse it here
             raise msgs.MessageValueError(f"policy needs a non-empty image, got {img.shape[1]}x{img.shape[0]}")
+        stamp, now = msgs.stamp_ns(msg), self.transport.now_ns()
+        if not self._stamp_ok(stamp, now, "image"):
+            return
         self._seq += 1
-        self._img = (msgs.stamp_ns(msg), img, self.transport.now_ns(), self._seq)
+        self._img = (stamp, img, now, self._seq)
         self._last_activity_ns = self._img[2]
         self._maybe_act()
 
     def _on_state(self, msg: Any) -> None:
         names = self.params.state_joints or None
         pos = msgs.joint_state_positions(msg, names)
+        stamp, now = msgs.stamp_ns(msg), self.transport.now_ns()
+        if not self._stamp_ok(stamp, now, "joint state"):
+            return
         self._seq += 1
-        self._state = (msgs.stamp_ns(msg), pos.astype(np.float32), self.transport.now_ns(), self._seq)
+        self._state = (stamp, pos.astype(np.float32), now, self._seq)
         self._last_activity_ns = self._state[2]
         self._maybe_act()
+
+    def _stamp_ok(self, stamp: int, now: int, what: str) -> bool:
+        """False (logged, counted) for a stamp beyond the allowed clock skew ahead of the node clock."""
+        ahead = stamp - now
+        if ahead > int(self.params.max_clock_skew_s * 1e9):
+            self.warn("future_stamp", "refused %s stamped %.3f s ahead of the node clock (max clock skew %s s)",
+                      what, ahead / 1e9, self.params.max_clock_skew_s)
+            return False
+        return True
 
     def _on_instruction(self, msg: Any) -> None:
         self.instruction = str(msg.data)
