@@ -137,6 +137,17 @@ def available_device(value: str) -> str:
         raise ParameterError(f"parameter 'device': {exc}") from None
 
 
+def check_string_length(label: str, value: Any, max_length: int) -> None:
+    """Input cap for a string field of an incoming message (frame ids, encodings, field names).
+
+    Raises :class:`~latentstack.msgs.MessageValueError` (the node logs, counts and drops the message)
+    before the string is copied into outputs or logs.
+    """
+    n = len(value)
+    if n > max_length:
+        raise msgs.MessageValueError(f"{label} has {n} characters > max_string_length {max_length}")
+
+
 # ----------------------------------------------------------------------------- logging
 class RateLimitedLog:
     """At most ``burst`` lines per key per ``window_s``; the rest are counted and summarized.

@@ -7,6 +7,11 @@ object with ``detect(clouds) -> [{"boxes", "scores", "labels"}]``); the output k
 input's stamp and frame id, boxes ``(x, y, z, l, w, h, yaw)`` with class names as ids.
 Malformed clouds (missing fields, non-finite values) are logged, counted and dropped; the node
 keeps running.
+
+Input caps (parameters, checked on the message fields before the cloud is decoded): ``max_points``
+(height × width, default 300k — a 64-beam scan has ~130k), ``max_fields`` PointFields (default 32)
+and ``max_string_length`` (default 256) for the frame id and field names. A refused cloud is a counted
+``invalid_message``; the detector is not called.
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ import numpy as np
 
 from latentstack import msgs
 
-from .base import NodeCore, available_device, check, check_device_param, check_finite
+from .base import NodeCore, available_device, check, check_device_param, check_finite, check_string_length
 
 __all__ = ["DETECTIONS_TYPE", "POINTCLOUD_TYPE", "LidarDetectionNodeCore", "LidarDetectionParams"]
 
@@ -31,7 +36,9 @@ class LidarDetectionParams:
     points_topic: str = "points"
     detections_topic: str = "detections"
     score_threshold: float = 0.3
-    max_points: int = 500_000
+    max_points: int = 300_000  # input caps, checked before decoding (larger clouds are refused)
+    max_fields: int = 32
+    max_string_length: int = 256  # frame_id and PointField names
     torch_threads: int = 1
     device: str = "cpu"  # where the detector runs: cpu | cuda | cuda:N | mps (checked when the node starts)
 
@@ -40,6 +47,8 @@ class LidarDetectionParams:
         check_finite("score_threshold", self.score_threshold)
         check(0.0 <= self.score_threshold <= 1.0, f"score_threshold must be in [0, 1], got {self.score_threshold}")
         check(self.max_points >= 1, f"max_points must be >= 1, got {self.max_points}")
+        check(self.max_fields >= 3, f"max_fields must be >= 3 (x, y, z), got {self.max_fields}")
+        check(self.max_string_length >= 1, f"max_string_length must be >= 1, got {self.max_string_length}")
         check(self.torch_threads >= 1, f"torch_threads must be >= 1, got {self.torch_threads}")
         check_device_param(self.device)
 
@@ -72,8 +81,19 @@ class LidarDetectionNodeCore(NodeCore):
         self.create_subscription(p.points_topic, POINTCLOUD_TYPE, self._on_points, "sensor_data")
 
     @staticmethod
-    def cloud_array(msg: Any, max_points: int) -> np.ndarray:
-        """(P, 4) float32 x, y, z, intensity from a PointCloud2; raises MessageValueError on bad clouds."""
+    def cloud_array(msg: Any, max_points: int, *, max_fields: int = 32, max_string_length: int = 256) -> np.ndarray:
+        """(P, 4) float32 x, y, z, intensity from a PointCloud2; raises MessageValueError on bad clouds.
+
+        The caps are checked on the message fields first, so an oversized cloud costs no decoding.
+        """
+        n = int(msg.height) * int(msg.width)
+        if n > max_points:
+            raise msgs.MessageValueError(f"PointCloud2 has {n} points > max_points {max_points}")
+        if len(msg.fields) > max_fields:
+            raise msgs.MessageValueError(f"PointCloud2 has {len(msg.fields)} fields > max_fields {max_fields}")
+        check_string_length("frame_id", msg.header.frame_id, max_string_length)
+        for f in msg.fields:
+            check_string_length("PointField name", f.name, max_string_length)
         arr = msgs.pointcloud2_to_numpy(msg)
         names = arr.dtype.names or ()
         missing = [f for f in ("x", "y", "z") if f not in names]
@@ -82,8 +102,6 @@ class LidarDetectionNodeCore(NodeCore):
         vector = [f for f in ("x", "y", "z", "intensity") if f in names and arr.dtype[f].shape != ()]
         if vector:  # e.g. count = 3: one value per point is required (np.stack would raise a bare ValueError)
             raise msgs.MessageValueError(f"PointCloud2 field(s) {vector} must have count 1")
-        if arr.size > max_points:
-            raise msgs.MessageValueError(f"PointCloud2 has {arr.size} points > max_points {max_points}")
         cols = [arr[f].astype(np.float32).reshape(-1) for f in ("x", "y", "z")]
         cols.append(arr["intensity"].astype(np.float32).reshape(-1) if "intensity" in names
                     else np.zeros(arr.size, np.float32))
@@ -94,7 +112,7 @@ class LidarDetectionNodeCore(NodeCore):
 
     def _on_points(self, msg: Any) -> None:
         p: LidarDetectionParams = self.params
-        pts = self.cloud_array(msg, p.max_points)
+        pts = self.cloud_array(msg, p.max_points, max_fields=p.max_fields, max_string_length=p.max_string_length)
         det = self.model.detect([pts])[0]
         keep = det["scores"] >= p.score_threshold
         labels = [self.class_names[int(k)] for k in det["labels"][keep]]

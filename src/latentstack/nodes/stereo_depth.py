@@ -7,6 +7,12 @@ stamp within ``sync_tolerance_s`` (approximate-time sync). Outputs: ``depth``
 (sensor_msgs/Image 32FC1, metres, NaN where the disparity is not positive) and ``disparity``
 (stereo_msgs/DisparityImage). Images whose size is not a multiple of 16 are edge-padded and the
 result cropped back. A malformed message is logged, counted and dropped; the node keeps running.
+
+Input caps (parameters, checked on the message fields before the image is decoded or the model
+runs; a refused image is a counted ``invalid_message``): ``min_width`` × ``min_height`` (default
+32 × 16; the model needs a padded width >= 32, a width-16 pair makes it raise) up to ``max_width``
+× ``max_height`` (default 1024 × 1024: a 2048² pair takes ~68 s and 3.8 GB on a CPU and would block
+the executor), and ``max_string_length`` (default 256) for frame ids and encodings.
 """
 from __future__ import annotations
 
@@ -17,13 +23,17 @@ import numpy as np
 
 from latentstack import msgs
 
-from .base import NodeCore, available_device, check, check_device_param, check_finite
+from .base import NodeCore, available_device, check, check_device_param, check_finite, check_string_length
 from .interfaces import CAMERA_INFO_TYPE, IMAGE_TYPE
 
 __all__ = ["DISPARITY_TYPE", "StereoDepthNodeCore", "StereoDepthParams"]
 
 DISPARITY_TYPE = "stereo_msgs/msg/DisparityImage"
 MDE_INIT = ("mono", "zero")
+# Smallest inputs the stereo models run on: the width is padded to a multiple of 16 and the 1/16-scale
+# correlation needs >= 2 columns (width 16 raises "Output size is too small"); 16 rows are enough.
+MODEL_MIN_WIDTH = 17
+MODEL_MIN_HEIGHT = 16
 
 
 @dataclass(frozen=True)
@@ -43,9 +53,21 @@ class StereoDepthParams:
     max_depth_m: float = 50.0
     torch_threads: int = 1
     device: str = "cpu"  # where the model runs: cpu | cuda | cuda:N | mps (checked when the node starts)
+    min_width: int = 32  # input caps (pixels), checked before decoding: smaller/larger pairs are refused
+    min_height: int = 16
+    max_width: int = 1024
+    max_height: int = 1024
+    max_string_length: int = 256  # frame_id / encoding
 
     def __post_init__(self) -> None:
         check(bool(self.model), "parameter 'model' must name a stereo checkpoint directory")
+        check(self.min_width >= MODEL_MIN_WIDTH, f"min_width must be >= {MODEL_MIN_WIDTH} (model minimum), "
+                                                 f"got {self.min_width}")
+        check(self.min_height >= MODEL_MIN_HEIGHT, f"min_height must be >= {MODEL_MIN_HEIGHT} (model minimum), "
+                                                   f"got {self.min_height}")
+        check(self.max_width >= self.min_width, f"need max_width >= min_width, got {self.max_width}")
+        check(self.max_height >= self.min_height, f"need max_height >= min_height, got {self.max_height}")
+        check(self.max_string_length >= 1, f"max_string_length must be >= 1, got {self.max_string_length}")
         check(self.iters >= 1, f"iters must be >= 1, got {self.iters}")
         check(self.mde_init in MDE_INIT, f"mde_init must be one of {MDE_INIT}, got {self.mde_init!r}")
         for name in ("baseline_m", "sync_tolerance_s", "min_depth_m", "max_depth_m"):
@@ -92,13 +114,21 @@ class StereoDepthNodeCore(NodeCore):
         self.create_subscription(p.right_info_topic, CAMERA_INFO_TYPE, self._on_right_info, "sensor_data")
 
     # -- inputs
-    @staticmethod
-    def _rgb(msg: Any) -> np.ndarray:
+    def _check_caps(self, msg: Any) -> None:
+        """Documented input caps, on the header fields only (before any decoding or inference)."""
+        p: StereoDepthParams = self.params
+        check_string_length("frame_id", msg.header.frame_id, p.max_string_length)
+        h, w = int(msg.height), int(msg.width)
+        if not (p.min_width <= w <= p.max_width and p.min_height <= h <= p.max_height):
+            raise msgs.MessageValueError(
+                f"image {w}×{h} outside the size caps {p.min_width}×{p.min_height} .. {p.max_width}×{p.max_height}")
+
+    def _rgb(self, msg: Any) -> np.ndarray:
+        self._check_caps(msg)
+        check_string_length("encoding", msg.encoding, self.params.max_string_length)
         img = msgs.msg_to_image(msg, want="rgb8")
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
             raise msgs.MessageValueError(f"stereo needs rgb8/bgr8 images, got {msg.encoding} {img.shape}")
-        if img.shape[0] < 16 or img.shape[1] < 16:
-            raise msgs.MessageValueError(f"image {img.shape[:2]} is too small (min 16×16)")
         return img
 
     def _on_left(self, msg: Any) -> None:
@@ -110,6 +140,7 @@ class StereoDepthNodeCore(NodeCore):
         self._maybe_run()
 
     def _on_left_info(self, msg: Any) -> None:
+        check_string_length("frame_id", msg.header.frame_id, self.params.max_string_length)
         f = float(np.asarray(msg.k)[0])
         if not np.isfinite(f) or f <= 0:
             raise msgs.MessageValueError(f"left camera_info has a non-positive focal length K[0] = {f}")
@@ -119,6 +150,7 @@ class StereoDepthNodeCore(NodeCore):
     def _on_right_info(self, msg: Any) -> None:
         if self.params.baseline_m > 0:
             return
+        check_string_length("frame_id", msg.header.frame_id, self.params.max_string_length)
         p = np.asarray(msg.p, dtype=np.float64)
         if p.size != 12 or p[0] <= 0:
             raise msgs.MessageValueError("right camera_info has no valid projection matrix P")
