@@ -267,3 +267,36 @@ def test_a_future_stamp_does_not_freeze_the_lockstep_policy(fixed_policy, clock,
     assert len(r.actions) == 102
     with pytest.raises(ParameterError, match="max_clock_skew_s"):
         PolicyNodeParams(max_clock_skew_s=-1.0)
+
+
+def test_bad_episode_seeds_are_refused_and_the_node_keeps_going(fixed_policy, caplog):
+    pol = fixed_policy([0.1, 0.1, 0.1, 0.1])
+    r = Rig(pol, wait_for_episode=True)
+    r.start(7)
+    r.obs(0)
+    assert pol.resets == [0, 7] and len(r.actions) == 1
+    with caplog.at_level(logging.WARNING):
+        for bad in (2**64, -1, "1.5", "seven"):
+            r.ep.publish(msgs.new("diagnostic_msgs/msg/DiagnosticStatus", name="episode", message="start",
+                                  values=msgs.kv_pairs({"task": "t", "seed": bad})))
+        r.spin()
+    assert pol.resets == [0, 7] and r.node.counters["invalid_message"] == 4  # refused: nothing reset
+    assert r.node.counters["callback_error"] == 0 and "seed" in caplog.text
+    r.obs(12_500_000)  # the episode goes on
+    assert len(r.actions) == 2
+
+    class NarrowSeeds(type(pol)):
+        def reset(self, seed=None):
+            if seed is not None and seed >= 2**32:  # e.g. legacy numpy seeding
+                raise ValueError("Seed must be between 0 and 2**32 - 1")
+            super().reset(seed)
+
+    pol2 = NarrowSeeds([0.1, 0.1, 0.1, 0.1])
+    r2 = Rig(pol2, wait_for_episode=True)
+    r2.start(2**40)  # in the message range, but this policy's reset raises: refused with a log
+    assert pol2.resets == [0] and r2.node.counters["bad_episode"] == 1 and r2.node.counters["callback_error"] == 0
+    r2.start(3)
+    r2.obs(0)
+    assert pol2.resets == [0, 3] and len(r2.actions) == 1
+    with pytest.raises(ParameterError, match="seed"):
+        PolicyNodeParams(seed=2**64)

@@ -149,3 +149,31 @@ def test_lockstep_ignores_watchdog_holds_but_free_running_applies_them(line_env,
     ex.spin_once()
     ex.spin_once()
     assert free.env.actions[-1].tolist() == pytest.approx([0, 0, 0, 0.7])  # a robot applies the hold
+
+
+def test_bad_episode_seeds_are_refused_and_the_run_goes_on(line_env, caplog):
+    class PickyEnv(line_env):
+        def reset(self, seed=None):
+            if seed == 13:
+                raise RuntimeError("env cannot reset with this seed")
+            return super().reset(seed)
+
+    t = InProcTransport()
+    events = []
+    t.create_subscription("/episode", "diagnostic_msgs/msg/DiagnosticStatus",
+                          lambda m: events.append(decode_episode_event(m)), "transient_local")
+    eps = [Episode("line-a", s, "go right", 2) for s in (2**64, -1, 13, 5)]
+    sim = SimBridgeCore(t, SimBridgeParams(image_size=8), env_factory=PickyEnv, episodes=eps)
+    act = t.create_publisher("/action", "std_msgs/msg/Float32MultiArray", DEFAULT)
+    sim.start()  # must not raise
+    for _ in range(2):
+        act.publish(msgs.float32_array([0.1, 0, 0, 0]))
+        t.spin_once()
+    assert sim.finished and [r.seed for r in sim.results] == [5]
+    assert sim.counters["episodes_refused"] == 3 and "seed" in caplog.text
+    t.spin_once()  # deliver the end event
+    assert [(e.event, e.seed) for e in events] == [("start", 5), ("end", 5)]
+    with pytest.raises(ParameterError, match="seed"):
+        SimBridgeParams(seeds=(2**64,))
+    with pytest.raises(ParameterError, match="seed"):
+        SimBridgeParams(seeds=(-3,))

@@ -42,10 +42,12 @@ __all__ = [
     "IMAGE_TYPE",
     "INSTRUCTION_TYPE",
     "JOINT_STATE_TYPE",
+    "SEED_MAX",
     "WATCHDOG_HOLD_LABEL",
     "EpisodeEvent",
     "decode_episode_event",
     "episode_event_msg",
+    "is_valid_seed",
 ]
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
@@ -55,11 +57,20 @@ INSTRUCTION_TYPE = "std_msgs/msg/String"
 ACTION_TYPE = "std_msgs/msg/Float32MultiArray"
 EPISODE_TYPE = "diagnostic_msgs/msg/DiagnosticStatus"
 
+# Episode seeds are integers in [0, SEED_MAX]: what an int64 ROS parameter holds and what numpy /
+# torch / gymnasium seeding accept (2**64 or a negative seed made reset raise and stalled the graph).
+SEED_MAX = 2**63 - 1
+
 ACTION_LABEL = "action"
 WATCHDOG_HOLD_LABEL = "watchdog_hold"
 
 EPISODE_QOS = QoSProfile(Reliability.RELIABLE, Durability.TRANSIENT_LOCAL, History.KEEP_LAST, 10)
 INSTRUCTION_QOS = "transient_local"
+
+
+def is_valid_seed(seed: object) -> bool:
+    """True for an episode seed the graph accepts: an int (not a bool) in ``[0, SEED_MAX]``."""
+    return isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed <= SEED_MAX
 
 
 @dataclass(frozen=True)
@@ -92,10 +103,13 @@ def decode_episode_event(msg: Any) -> EpisodeEvent | None:
     kv: Mapping[str, str] = {v.key: v.value for v in msg.values}
     try:
         seed = int(kv["seed"]) if kv.get("seed", "") != "" else None
-        return EpisodeEvent(
+        ev = EpisodeEvent(
             event=msg.message, task=kv.get("task", ""), seed=seed, instruction=kv.get("instruction", ""),
             success=kv.get("success", "false") == "true", length=int(kv.get("length", 0) or 0),
             index=int(kv.get("index", 0) or 0),
         )
     except ValueError as exc:
         raise msgs.MessageValueError(f"garbled episode event: {exc}") from None
+    if seed is not None and not is_valid_seed(seed):  # refused here, before any reset sees it
+        raise msgs.MessageValueError(f"episode seed {seed} outside [0, 2**63 - 1]")
+    return ev

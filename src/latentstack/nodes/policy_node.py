@@ -56,6 +56,7 @@ from .interfaces import (
     JOINT_STATE_TYPE,
     WATCHDOG_HOLD_LABEL,
     decode_episode_event,
+    is_valid_seed,
 )
 
 __all__ = [
@@ -153,6 +154,7 @@ class PolicyNodeParams:
         check(self.max_clock_skew_s >= 0, f"max_clock_skew_s must be >= 0, got {self.max_clock_skew_s}")
         check(self.action_dim >= 1, f"action_dim must be >= 1, got {self.action_dim}")
         check(0 <= self.motion_dims <= self.action_dim, f"motion_dims must be in [0, action_dim], got {self.motion_dims}")
+        check(is_valid_seed(self.seed), f"seed must be an integer in [0, 2**63 - 1], got {self.seed!r}")
         check(self.torch_threads >= 1, f"torch_threads must be >= 1, got {self.torch_threads}")
         check_device_param(self.device)
         lo, hi = self.bounds()
@@ -329,7 +331,12 @@ class PolicyNodeCore(NodeCore):
         ev = decode_episode_event(msg)
         if ev is None or ev.event != "start":
             return
-        self.policy.reset(seed=ev.seed)
+        try:  # a seed the policy cannot take refuses the event; the node keeps its state and goes on
+            self.policy.reset(seed=ev.seed)
+        except Exception as exc:
+            self.warn("bad_episode", "refused episode start (task %r, seed %r): policy reset raised %s: %s",
+                      ev.task, ev.seed, type(exc).__name__, exc)
+            return
         self.task = ev.task
         if ev.instruction:
             self.instruction = ev.instruction

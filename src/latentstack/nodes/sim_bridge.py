@@ -19,6 +19,10 @@ Episodes run task by task, seed by seed, exactly like ``evaluate``: one env per 
 out-of-range values are clamped to the action space (and counted). A policy node's watchdog hold
 (layout label ``watchdog_hold``) answers no observation: lockstep ignores it (counted), free-running
 applies it like any action.
+
+Episode seeds must be integers in ``[0, 2**63 - 1]`` (``seeds`` parameter: checked at start-up). An
+episode whose seed is outside that range, or whose ``env.reset`` raises, is refused with a log
+(counted in ``episodes_refused``, no start event, no result) and the run goes on with the next one.
 """
 from __future__ import annotations
 
@@ -44,6 +48,7 @@ from .interfaces import (
     WATCHDOG_HOLD_LABEL,
     EpisodeEvent,
     episode_event_msg,
+    is_valid_seed,
 )
 
 __all__ = ["Episode", "SimBridgeCore", "SimBridgeParams", "plan_episodes"]
@@ -89,6 +94,8 @@ class SimBridgeParams:
         check(self.action_dim >= 1 and 0 <= self.motion_dims <= self.action_dim, "bad action_dim / motion_dims")
         check(len(self.joint_names) > 0, "joint_names must not be empty")
         check(len(set(self.tasks)) == len(self.tasks), f"duplicate tasks {self.tasks}")
+        bad = [s for s in self.seeds if not is_valid_seed(s)]
+        check(not bad, f"seeds must be integers in [0, 2**63 - 1], got {bad}")
 
 
 @dataclass(frozen=True)
@@ -209,16 +216,35 @@ class SimBridgeCore(NodeCore):
         self.env = None
         self._env_task = None
 
+    def _reset_episode(self, ep: Episode) -> Any:
+        """The episode's first observation, or None (logged, counted) when its seed or env reset is refused."""
+        if not is_valid_seed(ep.seed):
+            self.counters["episodes_refused"] += 1
+            self.log.error("[%s] refused episode %d (%s): seed %r is not an integer in [0, 2**63 - 1]",
+                           self.name, self._ep_index, ep.task, ep.seed)
+            return None
+        try:
+            obs, _ = self._make_env(ep).reset(seed=ep.seed)
+        except Exception as exc:  # one bad episode must not stall the whole run
+            self.counters["episodes_refused"] += 1
+            self.log.error("[%s] refused episode %d (%s, seed %r): env reset raised %s: %s",
+                           self.name, self._ep_index, ep.task, ep.seed, type(exc).__name__, exc)
+            self._close_env()  # a half-reset env is not reused
+            return None
+        return obs
+
     def _next_episode(self) -> None:
-        self._ep_index += 1
-        ep = self.current
-        if ep is None:
-            self._awaiting = False
-            self._close_env()
-            self.log.info("[%s] all %d episodes done", self.name, len(self.episodes))
-            return
-        env = self._make_env(ep)
-        obs, _ = env.reset(seed=ep.seed)
+        while True:  # a loop, not recursion: any number of refused episodes in a row
+            self._ep_index += 1
+            ep = self.current
+            if ep is None:
+                self._awaiting = False
+                self._close_env()
+                self.log.info("[%s] all %d episodes done", self.name, len(self.episodes))
+                return
+            obs = self._reset_episode(ep)
+            if obs is not None:
+                break
         self._episode = EpisodeState(obs)
         self._latest_action = None
         self._last_applied = None
