@@ -106,3 +106,73 @@ def test_raw_subscription_and_close():
     t.close()
     with pytest.raises(Exception, match="closed"):
         p.publish(msgs.string_msg("x"))
+
+
+def test_queues_are_bounded_when_nobody_spins():
+    """Issue 14 finding 10: publishing with nobody spinning must not grow memory without bound.
+
+    Before: each subscription's queue honoured KEEP_LAST but the transport's delivery FIFO kept one
+    entry per message ever published (2 M messages -> +200 MB), and KEEP_ALL queues had no cap.
+    """
+    import tracemalloc
+
+    t = InProcTransport(keep_all_cap=50)
+    last, every = [], []
+    t.create_subscription("/flood", "std_msgs/msg/String", lambda m: last.append(m.data), SENSOR_DATA.with_depth(3))
+    keep_all = t.create_subscription("/flood", "std_msgs/msg/String", lambda m: every.append(m.data),
+                                     DEFAULT.__class__(history="keep_all", depth=0))
+    pub = t.create_publisher("/flood", "std_msgs/msg/String", DEFAULT)
+    payloads = [msgs.encode(msgs.string_msg(str(i))) for i in range(1000)]
+    for i in range(20_000):  # warm up: queues reach their caps
+        pub.publish_raw(payloads[i % 1000])
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(20_000, 120_000):
+            pub.publish_raw(payloads[i % 1000])
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 256 * 1024, f"{grown} bytes for 100k messages nobody received"
+    assert t.pending() == 3 + 50  # KEEP_LAST depth and the KEEP_ALL cap
+    assert keep_all.dropped == 120_000 - 50
+    assert t.spin_once() == 53
+    # KEEP_LAST semantics: the newest survive, the oldest were dropped, order is kept
+    assert last == [str(i % 1000) for i in range(120_000 - 3, 120_000)]
+    assert every == [str(i % 1000) for i in range(120_000 - 50, 120_000)]
+    assert InProcTransport().keep_all_cap == InProcTransport.KEEP_ALL_CAP >= 1000
+
+
+def test_compaction_keeps_global_fifo_order_across_subscriptions():
+    t = InProcTransport()
+    got = []
+    for topic, depth in (("/a", 2), ("/b", 1000)):
+        t.create_subscription(topic, "std_msgs/msg/String", lambda m, k=topic: got.append((k, m.data)),
+                              SENSOR_DATA.with_depth(depth))
+    pa = t.create_publisher("/a", "std_msgs/msg/String", SENSOR_DATA)
+    pb = t.create_publisher("/b", "std_msgs/msg/String", SENSOR_DATA)
+    for i in range(5000):  # far more than the FIFO keeps before compacting
+        pa.publish(msgs.string_msg(str(i)))
+        if i % 10 == 0:
+            pb.publish(msgs.string_msg(str(i)))
+    t.spin_once()
+    b_kept = [("/b", str(i)) for i in range(0, 5000, 10)][-500:]  # all 500 fit in depth 1000
+    assert got == b_kept + [("/a", "4998"), ("/a", "4999")]  # publication order across both topics
+
+
+def test_callbacks_publishing_during_a_compaction_deliver_each_message_once():
+    t = InProcTransport()
+    got = []
+    pub = t.create_publisher("/echo", "std_msgs/msg/String", DEFAULT)
+
+    def echo(m):
+        got.append(m.data)
+        if int(m.data) < 3000:  # each delivery publishes the next message (and forces compactions)
+            for k in range(2):
+                pub.publish(msgs.string_msg(str(int(m.data) * 2 + 1 + k)))
+
+    t.create_subscription("/echo", "std_msgs/msg/String", echo, DEFAULT.with_depth(5000))
+    pub.publish(msgs.string_msg("0"))
+    for _ in range(20):
+        t.spin_once()
+    assert len(got) == len(set(got)) and sorted(map(int, got)) == list(range(len(got)))

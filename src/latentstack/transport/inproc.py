@@ -7,6 +7,11 @@ KEEP_LAST depth per subscription (oldest dropped), RELIABLE readers do not match
 BEST_EFFORT writers, TRANSIENT_LOCAL writers replay their last ``depth`` samples to
 TRANSIENT_LOCAL late joiners. Several transports may share one :class:`InProcBus` to stand
 in for several processes.
+
+Memory is bounded when nobody spins: a KEEP_LAST queue holds at most ``depth`` messages, a
+KEEP_ALL queue at most ``keep_all_cap`` (default :attr:`InProcTransport.KEEP_ALL_CAP`; DDS bounds
+KEEP_ALL by resource limits too), the oldest being dropped and counted in ``Subscription.dropped``;
+the delivery FIFO is compacted to the messages still queued, so it never outgrows them.
 """
 from __future__ import annotations
 
@@ -90,7 +95,9 @@ class _InProcSubscription(Subscription):
     def __init__(self, *a: Any, **k: Any) -> None:
         super().__init__(*a, **k)
         keep_all = self.qos.history == History.KEEP_ALL
-        self.pending: deque[tuple[int, bytes, int]] = deque(maxlen=None if keep_all else self.qos.depth)
+        cap = self.transport.keep_all_cap if keep_all else self.qos.depth
+        self.pending: deque[tuple[int, bytes, int]] = deque(maxlen=cap)
+        self.dropped = 0  # messages pushed out of the full queue before anyone spun
 
     def close(self) -> None:
         super().close()
@@ -105,14 +112,21 @@ class InProcTransport(Transport):
     """Deterministic in-memory backend (same codec and QoS rules as the wire backends)."""
 
     kind = "inproc"
+    KEEP_ALL_CAP = 10_000  # messages a KEEP_ALL subscription queues before dropping the oldest
 
     def __init__(self, bus: InProcBus | None = None, distro: str | None = None,
-                 clock: Callable[[], int] | None = None) -> None:
+                 clock: Callable[[], int] | None = None, keep_all_cap: int = KEEP_ALL_CAP) -> None:
         super().__init__(distro)
+        if keep_all_cap < 1:
+            raise ValueError(f"keep_all_cap must be >= 1, got {keep_all_cap}")
+        self.keep_all_cap = keep_all_cap
         self.bus = bus or InProcBus()
         self._clock = clock
         self._fifo: deque[tuple[int, _InProcSubscription]] = deque()
+        self._fifo_limit = self._FIFO_MIN
         self._cv = threading.Condition(self.bus.lock)
+
+    _FIFO_MIN = 1024  # compact the delivery FIFO when it exceeds max(this, 2 x what it held after the last one)
 
     def now_ns(self) -> int:
         return self._clock() if self._clock is not None else time.time_ns()
@@ -141,9 +155,25 @@ class InProcTransport(Transport):
     def _enqueue(self, sub: _InProcSubscription, data: bytes, stamp: int) -> None:
         with self._cv:
             seq = self.bus.next_seq()
-            sub.pending.append((seq, data, stamp))  # KEEP_LAST: deque drops the oldest
+            if len(sub.pending) == sub.pending.maxlen:
+                sub.dropped += 1
+            sub.pending.append((seq, data, stamp))  # KEEP_LAST / capped KEEP_ALL: deque drops the oldest
             self._fifo.append((seq, sub))
+            if len(self._fifo) > self._fifo_limit:
+                self._compact()
             self._cv.notify_all()
+
+    def _compact(self) -> None:
+        """Rebuilds the FIFO from the messages still queued (entries of dropped ones are dead weight).
+
+        Amortized O(1) per message: after a compaction to n entries the next one waits for n more.
+        """
+        # every queued message has a FIFO entry, so the FIFO names every subscription to scan (including
+        # one still being created, whose TRANSIENT_LOCAL replay is not in self.subscriptions yet)
+        subs = {id(s): s for _, s in self._fifo}.values()
+        live = sorted(((seq, s) for s in subs for seq, _, _ in s.pending), key=lambda e: e[0])
+        self._fifo = deque(live)
+        self._fifo_limit = max(self._FIFO_MIN, 2 * len(live))
 
     def pending(self) -> int:
         with self.bus.lock:
