@@ -300,3 +300,60 @@ def test_bad_episode_seeds_are_refused_and_the_node_keeps_going(fixed_policy, ca
     assert pol2.resets == [0, 3] and len(r2.actions) == 1
     with pytest.raises(ParameterError, match="seed"):
         PolicyNodeParams(seed=2**64)
+
+
+# -- issue 14, finding 9: run-time parameter changes are atomic ------------------------------------------
+class FakeSteerable:
+    """The steering adapter's contract (``set_steering`` validates, then swaps the gate), without a VLA."""
+
+    def __init__(self, policy, params):
+        self.policy, self.artifact_path, self.beta, self.fail = policy, params.steering, params.steering_beta, None
+
+    def set_steering(self, artifact=None, beta=None):
+        from pathlib import Path
+
+        path = self.artifact_path if artifact is None else artifact
+        b = self.beta if beta is None else float(beta)  # like the real adapter: '0.5' would pass here
+        if self.fail is not None:
+            raise self.fail
+        if not 0.0 <= b <= 1.0:
+            raise ValueError(f"steering_beta must be in [0, 1], got {b}")
+        if path and not Path(path).exists():
+            raise FileNotFoundError(path)
+        self.artifact_path, self.beta = path, b
+
+    def reset(self, seed=None):
+        self.policy.reset(seed)
+
+    def select_action(self, obs):
+        return self.policy.select_action(obs)
+
+
+def test_parameter_changes_are_atomic_and_exceptions_never_escape(fixed_policy, tmp_path):
+    art = tmp_path / "conceptor"
+    art.mkdir()
+    register_policy_adapter("steering", FakeSteerable)
+    try:
+        node = PolicyNodeCore(InProcTransport(), PolicyNodeParams(steering=str(art)), policy=fixed_policy([0] * 4))
+    finally:
+        POLICY_ADAPTERS.pop("steering", None)
+
+    def consistent():
+        return (node.params.steering_beta == node.policy.beta and node.params.steering == node.policy.artifact_path
+                and type(node.params.steering_beta) is float)
+
+    ok, reason = node.on_set_parameters({"steering_beta": "0.5"})  # coerced like start-up values, or refused
+    assert consistent() and (ok and node.params.steering_beta == 0.5 or not ok and node.params.steering_beta == 0.0)
+    before = node.params
+    for bad in ({"steering_beta": None}, {"steering_beta": float("nan")}, {"steering_beta": True},
+                {"steering_beta": 0.2, "policy": "x"}, {"steering_beta": 0.3, "steering": str(tmp_path / "no")},
+                {"steering": "", "steering_beta": 0.3}, {"steering_beta": 1.5}):
+        ok, reason = node.on_set_parameters(bad)
+        assert not ok and reason, bad
+        assert node.params == before and consistent(), bad  # nothing changed
+    node.policy.fail = RuntimeError("corrupt artifact")  # an unexpected exception from the adapter
+    ok, reason = node.on_set_parameters({"steering_beta": 0.7})
+    assert not ok and "corrupt artifact" in reason and node.params == before
+    node.policy.fail = None
+    ok, _ = node.on_set_parameters({"steering_beta": 0.7})
+    assert ok and node.params.steering_beta == 0.7 and consistent()

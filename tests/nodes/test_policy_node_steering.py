@@ -53,6 +53,14 @@ def test_steering_parameters_and_runtime_beta(weak_policy):
             ok, reason = node.on_set_parameters(bad)
             assert not ok and reason
             assert node.policy.beta == 0.5 and np.array_equal(_chunk_action(node), a_half)
+        # issue 14: a string β used to switch the gate and then raise (gate 0.5, parameter 0.0); now it is
+        # coerced like a start-up value, so parameter and gate agree
+        ok, _ = node.on_set_parameters({"steering_beta": 0.0})
+        assert ok and node.policy.beta == 0.0
+        ok, reason = node.on_set_parameters({"steering_beta": "0.5"})
+        assert ok, reason
+        assert node.params.steering_beta == node.policy.beta == 0.5 and type(node.params.steering_beta) is float
+        assert np.array_equal(_chunk_action(node), a_half)
         ok, _ = node.on_set_parameters({"steering_beta": 0.0})
         assert ok and np.array_equal(_chunk_action(node), a0)
         assert not any(m._forward_hooks for m in weak_policy.modules())  # hook removed at β = 0

@@ -44,7 +44,16 @@ import numpy as np
 from latentstack import msgs
 from latentstack.policies.protocol import Policy
 
-from .base import NodeCore, available_device, check, check_device_param, check_finite
+from .base import (
+    NodeCore,
+    ParameterError,
+    available_device,
+    check,
+    check_device_param,
+    check_finite,
+    params_from_mapping,
+    params_to_dict,
+)
 from .interfaces import (
     ACTION_LABEL,
     ACTION_TYPE,
@@ -270,7 +279,19 @@ class PolicyNodeCore(NodeCore):
     RUNTIME_PARAMETERS: ClassVar[tuple[str, ...]] = ("steering", "steering_beta")
 
     def on_set_parameters(self, changes: dict[str, Any]) -> tuple[bool, str]:
-        """Apply run-time changes; returns ``(accepted, reason)``. A refused change leaves everything as it was."""
+        """Apply run-time changes atomically; returns ``(accepted, reason)``, never raises.
+
+        All requested values are coerced and validated together exactly like start-up values (so
+        ``steering_beta='0.5'`` becomes 0.5 in both the parameter and the gate), then applied; a
+        refused change leaves the parameters and the steering gate as they were.
+        """
+        try:
+            return self._set_parameters(dict(changes))
+        except Exception as exc:  # the ROS executor must never see an exception from a parameter change
+            self.warn("param", "refused parameter change %s: %s: %s", changes, type(exc).__name__, exc)
+            return False, f"{type(exc).__name__}: {exc}"
+
+    def _set_parameters(self, changes: dict[str, Any]) -> tuple[bool, str]:
         other = sorted(set(changes) - set(self.RUNTIME_PARAMETERS))
         if other:
             return False, f"parameters {other} are fixed at start-up; only {list(self.RUNTIME_PARAMETERS)} change at run time"
@@ -279,14 +300,23 @@ class PolicyNodeCore(NodeCore):
         set_steering = getattr(self.policy, "set_steering", None)
         if set_steering is None:
             return False, "this node was started without a steering artifact (parameter 'steering'); restart it with one"
-        try:
-            set_steering(changes.get("steering"), changes.get("steering_beta"))
-        except (ValueError, FileNotFoundError, KeyError) as exc:
+        old: PolicyNodeParams = self.params
+        try:  # 1. validate the whole new parameter set before touching anything
+            new = params_from_mapping(type(old), {**params_to_dict(old), **changes})
+        except ParameterError as exc:
             self.warn("param", "refused parameter change %s: %s", changes, exc)
             return False, str(exc)
-        import dataclasses
-
-        self.params = dataclasses.replace(self.params, **{k: v for k, v in changes.items()})
+        try:  # 2. apply (the adapter validates the artifact and β before it swaps the gate)
+            set_steering(new.steering, new.steering_beta)
+        except Exception as exc:
+            self.warn("param", "refused parameter change %s: %s: %s", changes, type(exc).__name__, exc)
+            try:  # an adapter that failed half-way is put back to the old values
+                set_steering(old.steering, old.steering_beta)
+            except Exception:
+                self.log.exception("[%s] could not restore steering %r beta %s", self.name, old.steering,
+                                   old.steering_beta)
+            return False, f"{type(exc).__name__}: {exc}"
+        self.params = new
         return True, ""
 
     # -- inputs
