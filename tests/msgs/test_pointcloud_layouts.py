@@ -20,15 +20,15 @@ def _cloud(**fields):
 
 
 BAD = {
-    "duplicate field names": dict(fields=[_pf("x", 0), _pf("x", 4), _pf("z", 8)]),
-    "point_step 0 without fields": dict(fields=[], point_step=0, row_step=0),
-    "point_step 0 with fields": dict(point_step=0, row_step=0),
-    "field past point_step": dict(point_step=8, row_step=32),
-    "data shorter than height*row_step": dict(data=np.zeros(47, np.uint8)),
-    "row_step < width*point_step": dict(row_step=11),
-    "unknown datatype": dict(fields=[_pf("x", 0, datatype=9)]),
-    "count past point_step": dict(fields=[_pf("x", 0, count=4)]),
-    "width*height overflow": dict(width=2**31, height=2**31, row_step=12 * 2**31),
+    "duplicate field names": {"fields": [_pf("x", 0), _pf("x", 4), _pf("z", 8)]},
+    "point_step 0 without fields": {"fields": [], "point_step": 0, "row_step": 0},
+    "point_step 0 with fields": {"point_step": 0, "row_step": 0},
+    "field past point_step": {"point_step": 8, "row_step": 32},
+    "data shorter than height*row_step": {"data": np.zeros(47, np.uint8)},
+    "row_step < width*point_step": {"row_step": 11},
+    "unknown datatype": {"fields": [_pf("x", 0, datatype=9)]},
+    "count past point_step": {"fields": [_pf("x", 0, count=4)]},
+    "width*height overflow": {"width": 2**31, "height": 2**31, "row_step": 12 * 2**31},
 }
 
 

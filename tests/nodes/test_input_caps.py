@@ -62,7 +62,7 @@ def test_stereo_refuses_undersized_and_oversized_pairs_without_calling_the_model
 
 
 def test_stereo_caps_are_parameters():
-    node, model, pair, out = _stereo(max_width=64, max_height=48)
+    _node, model, pair, _out = _stereo(max_width=64, max_height=48)
     pair(32, 80, 1)
     assert model.calls == 0
     pair(48, 64, 2)
@@ -78,7 +78,7 @@ def test_stereo_caps_are_parameters():
 
 
 def test_stereo_refuses_huge_frame_ids():
-    node, model, pair, out = _stereo()
+    node, model, pair, _out = _stereo()
     pair(32, 64, 1, frame_id="f" * 10_000)
     assert model.calls == 0 and node.counters["invalid_message"] >= 1
 

@@ -176,3 +176,17 @@ def test_callbacks_publishing_during_a_compaction_deliver_each_message_once():
     for _ in range(20):
         t.spin_once()
     assert len(got) == len(set(got)) and sorted(map(int, got)) == list(range(len(got)))
+
+
+def test_a_flood_of_malformed_bytes_logs_a_bounded_number_of_lines(caplog):
+    """Issue 14 finding 7: one WARNING per malformed message (10.5 MB of log for 5k) is now a burst + a count."""
+    t = InProcTransport()
+    sub = t.create_subscription("/js", "sensor_msgs/msg/JointState", lambda m: None, DEFAULT.with_depth(1000))
+    pub = t.create_publisher("/js", "sensor_msgs/msg/JointState")
+    with caplog.at_level(logging.WARNING, logger="latentstack.transport"):
+        for _ in range(500):
+            pub.publish_raw(b"garbage")
+        t.spin_once()
+    lines = [r for r in caplog.records if "malformed" in r.getMessage()]
+    assert sub.decode_errors == 500 and 1 <= len(lines) <= sub.rate_log.burst
+    assert sub.rate_log.suppressed["decode"] == 500 - len(lines)

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, TypeVar
 from latentstack import msgs
 from latentstack.transport import NodeId, Publisher, QoSProfile, Subscription, Transport, resolve_topic
 from latentstack.transport.names import validate_namespace, validate_node_name
+from latentstack.transport.ratelimit import RateLimitedLog  # shared with the transports' decode warnings
 
 __all__ = ["Executor", "NodeCore", "ParameterError", "RateLimitedLog", "Timer", "params_from_mapping",
            "params_to_dict"]
@@ -148,63 +149,6 @@ def check_string_length(label: str, value: Any, max_length: int) -> None:
         raise msgs.MessageValueError(f"{label} has {n} characters > max_string_length {max_length}")
 
 
-# ----------------------------------------------------------------------------- logging
-class RateLimitedLog:
-    """At most ``burst`` lines per key per ``window_s``; the rest are counted and summarized.
-
-    A hostile or broken peer can send thousands of bad messages a second; one line (or one
-    traceback) each would fill the disk and drown the useful lines (issue 14: 10.5 MB of log for
-    5k messages). Per key, the first ``burst`` lines of a window are written; later ones are
-    dropped and counted in :attr:`suppressed`, and the next line after the window closes is
-    preceded by one summary line with the count (:meth:`flush` writes pending summaries, e.g. on close).
-    """
-
-    DEFAULT_BURST: ClassVar[int] = 5
-    DEFAULT_WINDOW_S: ClassVar[float] = 10.0
-
-    def __init__(self, logger: logging.Logger, burst: int = DEFAULT_BURST, window_s: float = DEFAULT_WINDOW_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        if burst < 1 or not window_s > 0:
-            raise ValueError(f"need burst >= 1 and window_s > 0, got {burst}, {window_s}")
-        self.logger = logger
-        self.burst = burst
-        self.window_s = window_s
-        self.clock = clock
-        self.suppressed: Counter[str] = Counter()  # lines dropped per key since creation
-        self._state: dict[str, list[Any]] = {}  # key -> [window start, lines written, dropped in window, level]
-
-    def log(self, key: str, level: int, message: str, *args: Any, exc_info: bool = False,
-            burst: int | None = None, window_s: float | None = None) -> bool:
-        """Writes the line unless ``key`` used up its budget in this window; True when written."""
-        burst = self.burst if burst is None else burst
-        window = self.window_s if window_s is None else window_s
-        now = self.clock()
-        st = self._state.get(key)
-        if st is None or now - st[0] >= window:
-            if st is not None:
-                self._summarize(key, st, now - st[0])
-            st = self._state[key] = [now, 0, 0, level]
-        if st[1] >= burst:
-            st[2] += 1
-            self.suppressed[key] += 1
-            return False
-        st[1] += 1
-        self.logger.log(level, message, *args, exc_info=exc_info)
-        return True
-
-    def _summarize(self, key: str, st: list[Any], elapsed: float) -> None:
-        if st[2]:
-            self.logger.log(st[3], "%d similar log line(s) for %r suppressed in the last %.1f s", st[2], key,
-                            elapsed)
-            st[2] = 0
-
-    def flush(self) -> None:
-        """Writes the summary of every key with dropped lines in its current window."""
-        now = self.clock()
-        for key, st in self._state.items():
-            self._summarize(key, st, now - st[0])
-
-
 # ----------------------------------------------------------------------------- timers / nodes
 class Timer:
     """Periodic callback on the transport clock (fired by :class:`Executor` or an rclpy timer)."""
@@ -300,7 +244,7 @@ class NodeCore:
                 callback(msg)
             except msgs.MessageError as exc:
                 self.warn("invalid_message", "ignored message on %s: %s", topic, exc)
-            except Exception:
+            except Exception:  # noqa: BLE001 - the node keeps running; logged (rate-limited) with traceback
                 self.counters["callback_error"] += 1
                 self.rate_log.log(f"callback_error:{topic}", logging.ERROR,
                                   "[%s] callback for %s failed; node keeps running", self.name, topic, exc_info=True)
@@ -313,7 +257,7 @@ class NodeCore:
                 return
             try:
                 callback()
-            except Exception:
+            except Exception:  # noqa: BLE001 - the node keeps running; logged (rate-limited) with traceback
                 self.counters["timer_error"] += 1
                 self.rate_log.log("timer_error", logging.ERROR, "[%s] timer callback failed; node keeps running",
                                   self.name, exc_info=True)
@@ -324,7 +268,8 @@ class NodeCore:
         """Counters plus per-subscription receive/decode-error counts (for logs and tests)."""
         return {
             "counters": dict(self.counters),
-            "subscriptions": {s.topic: {"received": s.received, "decode_errors": s.decode_errors}
+            "subscriptions": {s.topic: {"received": s.received, "decode_errors": s.decode_errors,
+                                        "decode_log_suppressed": s.rate_log.suppressed["decode"]}
                               for s in self.subscriptions},
             "published": {p.topic: p.published for p in self.publishers},
             "log_suppressed": dict(self.rate_log.suppressed),

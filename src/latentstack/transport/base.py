@@ -20,6 +20,7 @@ from latentstack import msgs
 
 from .names import resolve_topic
 from .qos import QoSProfile, qos_profile
+from .ratelimit import RateLimitedLog
 
 if TYPE_CHECKING:  # typing.Self is Python >= 3.11: imported for type checkers only
     from typing import Self
@@ -102,6 +103,8 @@ class Subscription:
         self.decode_errors = 0
         self.last_error: str | None = None
         self.closed = False
+        # a peer sending garbage at full rate gets a few lines per window, the rest counted (rate_log.suppressed)
+        self.rate_log = RateLimitedLog(log)
 
     def _deliver(self, data: bytes, timestamp_ns: int | None = None) -> bool:
         """Decode and call back; False (logged, counted) when the bytes are malformed."""
@@ -116,7 +119,7 @@ class Subscription:
         except msgs.MessageDecodeError as exc:
             self.decode_errors += 1
             self.last_error = str(exc)
-            log.warning("dropped malformed message on %s: %s", self.topic, exc)
+            self.rate_log.log("decode", logging.WARNING, "dropped malformed message on %s: %s", self.topic, exc)
             return False
         self.callback(msg)
         return True
