@@ -33,6 +33,13 @@ FORMAT_VERSION = 2  # v1: the per-component formats before the one artifact form
 CONFIG_NAME = "config.json"
 CARD_NAME = "CARD.md"
 _MAX_LISTED = 12
+# Memory budget of one load: the bytes of the tensors an artifact's weight files declare (read from their
+# safetensors headers, nothing loaded) must not exceed it. 2 GiB is ~100x the largest shipped artifact (the ACT
+# one, 24 MB); a larger model raises it with the environment variable (bytes) or a loader's ``budget=``.
+DEFAULT_MEMORY_BUDGET = 2 << 30
+MEMORY_BUDGET_ENV = "LATENTSTACK_MEMORY_BUDGET"
+_ST_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "I16": 2, "F16": 2, "BF16": 2,
+                   "U32": 4, "I32": 4, "F32": 4, "U64": 8, "I64": 8, "F64": 8}
 
 
 class ArtifactError(ValueError):
@@ -71,6 +78,49 @@ def listing(items: list[str]) -> str:
     shown = items[:_MAX_LISTED]
     more = f" ... and {len(items) - len(shown)} more" if len(items) > len(shown) else ""
     return "[" + ", ".join(shown) + "]" + more
+
+
+def memory_budget(budget: int | None = None) -> tuple[int, str]:
+    """(bytes, where the number came from): ``budget`` if given, else ``$LATENTSTACK_MEMORY_BUDGET``, else
+    :data:`DEFAULT_MEMORY_BUDGET`."""
+    if budget is not None:
+        return int(budget), "budget argument"
+    env = os.environ.get(MEMORY_BUDGET_ENV)
+    if env:
+        try:
+            return int(float(env)), f"${MEMORY_BUDGET_ENV}"
+        except ValueError:
+            raise ValueError(f"${MEMORY_BUDGET_ENV}={env!r} is not a number of bytes") from None
+    return DEFAULT_MEMORY_BUDGET, "default"
+
+
+def safetensors_nbytes(path: str | os.PathLike) -> int:
+    """Bytes of all tensors a safetensors file declares, from its header only (shapes x dtype sizes)."""
+    from safetensors import safe_open
+
+    total = 0
+    with safe_open(str(path), framework="pt") as f:
+        for k in f.keys():  # noqa: SIM118 (safe_open is not a dict)
+            sl = f.get_slice(k)
+            n = 1
+            for d in sl.get_shape():
+                n *= int(d)
+            total += n * _ST_DTYPE_BYTES.get(sl.get_dtype(), 8)
+    return total
+
+
+def check_memory_budget(paths: Iterable[str | os.PathLike], budget: int | None = None) -> int:
+    """Refuse (:class:`ArtifactError`) weight files whose tensors together exceed the memory budget; returns
+    their bytes. Called before a model is built or a tensor read, so an oversize artifact costs nothing."""
+    limit, origin = memory_budget(budget)
+    sizes = {str(p): safetensors_nbytes(p) for p in paths}
+    total = sum(sizes.values())
+    if total > limit:
+        raise ArtifactError(
+            f"weights of {total / 2**20:.1f} MiB exceed the memory budget of {limit / 2**20:.1f} MiB ({origin}; "
+            f"raise it with ${MEMORY_BUDGET_ENV}=<bytes> or budget=): "
+            + listing([f"{Path(p).name} {n / 2**20:.1f} MiB" for p, n in sizes.items()]))
+    return total
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -211,14 +261,22 @@ class Artifact:
     def read_json(self, name: str) -> Any:
         return json.loads(self.file(name).read_text())
 
+    def check_budget(self, names: Iterable[str] | None = None, budget: int | None = None) -> int:
+        """Refuse weight files (default: every ``*.safetensors`` the artifact lists) over the memory budget
+        (:func:`check_memory_budget`); returns their bytes. Reads headers only."""
+        names = [n for n in self.files if n.endswith(".safetensors")] if names is None else list(names)
+        return check_memory_budget([self.file(n) for n in names], budget)
+
     def tensors(self, name: str = "model.safetensors", *, device: str = "cpu", free_fields: Iterable[str] = (),
-                defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                defaults: Mapping[str, Any] | None = None, budget: int | None = None) -> dict[str, Any]:
         """The tensors of one weight file, after checking its header against ``config.json``: same type and
         version, and the same config outside ``free_fields`` (runtime fields a user may edit). ``defaults``:
         values of config fields added after the artifact was written (a field missing on one side reads as its
-        default, so an older artifact still loads)."""
+        default, so an older artifact still loads). Refused before any tensor is read if the file's tensors
+        exceed the memory budget (``budget`` bytes, default :func:`memory_budget`)."""
         from safetensors import safe_open
 
+        self.check_budget([name], budget)
         problems: list[str] = []
         out: dict[str, Any] = {}
         with safe_open(str(self.file(name)), framework="pt", device=str(device)) as f:
@@ -413,20 +471,25 @@ __all__ = [
     "ARTIFACT_TYPES",
     "CARD_NAME",
     "CONFIG_NAME",
+    "DEFAULT_MEMORY_BUDGET",
     "FORMAT_VERSION",
+    "MEMORY_BUDGET_ENV",
     "Artifact",
     "ArtifactError",
     "ArtifactType",
     "add_files",
     "artifact_fingerprint",
     "artifact_type",
+    "check_memory_budget",
     "check_state_dict",
     "describe_file",
     "is_artifact",
     "load_artifact",
+    "memory_budget",
     "read_artifact_doc",
     "register_artifact_type",
     "resolve_target",
+    "safetensors_nbytes",
     "save_artifact",
     "sha256_file",
 ]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
@@ -77,6 +79,29 @@ def config_from_dict(d: Mapping[str, Any], *, expect_type: str | None = None) ->
     return config_class(type_name).from_dict(d)
 
 
+def _leaves(v: Any) -> list[Any]:
+    return [y for x in v for y in _leaves(x)] if isinstance(v, (list, tuple)) else [v]
+
+
+def check_bounds(config: Any, bounds: Mapping[str, tuple[float, float]]) -> None:
+    """Refuse (ValueError naming the field) a numeric field outside its ``(low, high)`` range, or of the wrong
+    type: a field annotated ``int`` (or a tuple of ints) takes ints and never a bool, a ``float`` field a finite
+    number, ``None`` only where the annotation allows it; tuple fields are checked element by element. Configs
+    come from files a user may not have written, so this runs before any size derived from them is allocated."""
+    annotations = {f.name: str(f.type) for f in dataclasses.fields(config)}
+    for name, (low, high) in bounds.items():
+        ann = annotations.get(name, "")
+        want_int = re.match(r"^(tuple\[)*int\b", ann) is not None
+        for x in _leaves(getattr(config, name)):
+            if x is None and "None" in ann:
+                continue
+            if isinstance(x, bool) or not isinstance(x, (int, float)) or (want_int and not isinstance(x, int)):
+                raise ValueError(f"{type(config).__name__}.{name} must be {'an int' if want_int else 'a number'}, "
+                                 f"got {x!r}")
+            if not math.isfinite(x) or not low <= x <= high:
+                raise ValueError(f"{type(config).__name__}.{name} = {x!r} is outside [{low}, {high}]")
+
+
 def _tuples(v: Any) -> Any:
     return tuple(_tuples(x) for x in v) if isinstance(v, (list, tuple)) else v
 
@@ -86,6 +111,9 @@ class ModelConfig:
     """Base of every model config. Subclasses are frozen dataclasses whose fields all have defaults."""
 
     type: ClassVar[str] = ""
+    # field -> (low, high), inclusive: numeric ranges checked by __post_init__ before anything is built
+    # (sizes bound what a hostile config.json can make a loader allocate; see :func:`check_bounds`)
+    BOUNDS: ClassVar[Mapping[str, tuple[float, float]]] = {}
     # Where and in which precision the model runs. A loader moves the model there; saving stores what the
     # config says but an artifact loads on any device (``load_artifact(..., device=)`` overrides it).
     device: str = "cpu"
@@ -96,6 +124,7 @@ class ModelConfig:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if not isinstance(self.device, str) or not self.device:
             raise ValueError(f"device must be a non-empty string such as 'cpu' or 'cuda:0', got {self.device!r}")
+        check_bounds(self, self.BOUNDS)
 
     @property
     def torch_dtype(self):
@@ -145,6 +174,7 @@ __all__ = [
     "LAZY_CONFIG_TYPES",
     "PLACEMENT_FIELDS",
     "ModelConfig",
+    "check_bounds",
     "config_class",
     "config_from_dict",
     "known_config_types",

@@ -82,11 +82,13 @@ def load_pretrained(
     art = load_artifact(path, expect_type=expect_type)
     if source is not None:
         art.check_source(source)
-    config = config_of(art, device=device, dtype=dtype, expect=expect)
+    config = config_of(art, device=device, dtype=dtype, expect=expect)  # ranges checked (ModelConfig.BOUNDS)
+    # the weights first: within the memory budget (header only) and saved with this very config, so the model
+    # built from it is as small as they are (a config.json edited to d_model 8192 never gets built)
+    tensors = art.tensors(weights, free_fields=set(free_fields) | PLACEMENT_FIELDS)
     model = build(config)
     if prepare is not None:
         prepare(model, art)
-    tensors = art.tensors(weights, free_fields=set(free_fields) | PLACEMENT_FIELDS)
     problems = check_state_dict(model.state_dict(), tensors)
     if problems:
         raise ArtifactError(f"artifact {art.path}: {weights} does not fit its {art.type!r} config: "

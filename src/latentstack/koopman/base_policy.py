@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -35,6 +35,12 @@ class ChunkBaseConfig(ModelConfig):
     hidden_dim: int = 256
     num_layers: int = 3
     obs_clamp: float | None = 3.0  # clamp of the normalized state (spec §2: ±3); None = no clamp
+
+    # ranges checked before anything is built (issue 14: a config.json may be hostile); wide for this project
+    BOUNDS: ClassVar[Mapping[str, tuple[float, float]]] = {
+        "obs_dim": (1, 65536), "action_dim": (1, 4096), "horizon": (1, 4096), "n_action_steps": (1, 4096),
+        "hidden_dim": (1, 65536), "num_layers": (1, 64), "obs_clamp": (0.0, 1e6),
+    }
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -5,8 +5,9 @@ ResiP's own residual settings and the CPU-sized trainer preset, so a result can 
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 from latentstack.core.config import ModelConfig, register_config
 
@@ -38,6 +39,14 @@ class ResidualConfig(ModelConfig):
     kpm_coef: float = 1.0  # weight of L_kpm (or of the dynamics loss for kind=dyn)
     is_res_bkp_kpm: bool = True  # PPO gradients reach φ, K, B (goal variant may detach them)
     register_lqr_params: bool = True  # code registers unused diagonal Q, R logs in the actor
+
+    # ranges checked before anything is built (issue 14: a config.json may be hostile); wide for this project
+    BOUNDS: ClassVar[Mapping[str, tuple[float, float]]] = {
+        "obs_dim": (1, 65536), "action_dim": (1, 4096), "lift_dim": (1, 65536), "hidden_dim": (1, 65536),
+        "num_layers": (1, 64), "action_scale": (0.0, 1e6), "init_logstd": (-100.0, 100.0),
+        "action_head_std": (0.0, 1e6), "critic_last_std": (0.0, 1e6), "critic_last_bias": (-1e6, 1e6),
+        "kpm_coef": (0.0, 1e6),
+    }
 
     def __post_init__(self) -> None:
         super().__post_init__()

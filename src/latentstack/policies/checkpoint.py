@@ -148,8 +148,9 @@ def random_like(path: str | os.PathLike, *, seed: int | None = None, device: str
     art = load_artifact(path, expect_type=TYPE)
     config = _config(art.path, art.config, overrides)
     config = config.replace(seed=config.seed if seed is None else int(seed))
-    policy = VLAPolicy(config)
+    # read (budget- and header-checked) before building: a config the weights were not saved with is refused
     stats = art.tensors(WEIGHTS_NAME, free_fields=_FREE_FIELDS, defaults=VLAConfig().to_dict())
+    policy = VLAPolicy(config)
     with torch.no_grad():
         for key, value in stats.items():
             if key.startswith("normalizer."):

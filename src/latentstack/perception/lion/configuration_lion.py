@@ -16,8 +16,9 @@ Presets:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from latentstack.core.config import PLACEMENT_FIELDS, ModelConfig, register_config
 
@@ -62,6 +63,17 @@ class LionConfig(ModelConfig):
     max_detections: int = 100
     nms_iou: tuple[float, ...] = (0.7, 0.6, 0.55)
     backbone_only: bool = field(default=False)
+
+    # ranges checked before anything is built (issue 14: a config.json may be hostile); wide for this project
+    BOUNDS: ClassVar[Mapping[str, tuple[float, float]]] = {
+        "point_range": (-1e4, 1e4), "voxel_size": (1e-3, 100.0), "num_point_features": (1, 64),
+        "vfe_filters": (1, 1024), "channels": (1, 1024), "block_windows": (1, 1024),
+        "block_group_sizes": (1, 65536), "extra_z_downs": (0, 8), "out_window": (1, 1024),
+        "out_group_size": (1, 65536), "d_state": (1, 256), "drop_path": (0.0, 1.0), "generation_ratio": (0.0, 1.0),
+        "bev_channels": (1, 2048), "head_channels": (1, 2048), "out_stride": (1, 16), "gaussian_overlap": (0.0, 1.0),
+        "min_radius": (0, 1024), "loc_weight": (0.0, 1e6), "score_threshold": (0.0, 1.0),
+        "max_detections": (1, 100_000), "nms_iou": (0.0, 1.0),
+    }
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -1,8 +1,9 @@
 """SA2-tiny configuration (a :class:`ModelConfig` of type ``"stereo"``; the ``config`` of its artifact)."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from latentstack.core.config import ModelConfig, register_config
 
@@ -34,6 +35,14 @@ class StereoConfig(ModelConfig):
     codyra_kappa: float = 0.005
     image_size: tuple[int, int] = (64, 128)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    # ranges checked before anything is built (issue 14: a config.json may be hostile); wide for this project
+    BOUNDS: ClassVar[Mapping[str, tuple[float, float]]] = {
+        "enc_channels": (1, 2048), "feat_dim": (1, 2048), "fmap_dim": (1, 2048), "hidden": (1, 2048),
+        "d_state": (1, 256), "ssm_ratio": (0.01, 16.0), "corr_levels": (1, 8), "corr_radius": (0, 64),
+        "n_downsample": (0, 8), "train_iters": (1, 256), "valid_iters": (1, 256), "codyra_rank": (0, 1024),
+        "codyra_lambda": (0.0, 1e6), "codyra_kappa": (0.0, 1e6), "image_size": (16, 8192),
+    }
 
     def __post_init__(self) -> None:
         super().__post_init__()

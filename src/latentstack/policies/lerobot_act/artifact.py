@@ -189,6 +189,7 @@ def load_act_artifact(path: str | os.PathLike, device: str | None = None, dtype:
     stored = _stored_float_dtype(sub / WEIGHTS)
     if stored != cfg.weights_dtype:
         raise ArtifactError(f"artifact {art.path}: weights stored in {stored}, config says {cfg.weights_dtype}")
+    art.check_budget()  # LeRobot's weights and processor states: headers only, before LeRobot builds anything
     lcfg.device = "cpu"  # LeRobot builds and loads on the CPU; the adapter moves below
     try:
         policy = ACTPolicy.from_pretrained(str(sub), config=lcfg, strict=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -85,6 +85,12 @@ class ACTAdapterConfig(ModelConfig):
     state_dim: int = 4
     action_dim: int = 4
     weights_dtype: str = "float32"  # floating tensors of lerobot_dir/model.safetensors (loaded into fp32)
+
+    # ranges checked before anything is built (issue 14: a config.json may be hostile); wide for this project
+    BOUNDS: ClassVar[Mapping[str, tuple[float, float]]] = {
+        "chunk_size": (1, 1024), "n_action_steps": (1, 1024), "image_shape": (1, 4096), "state_dim": (1, 4096),
+        "action_dim": (1, 4096),
+    }
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -7,8 +7,9 @@ self-contained.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from latentstack.core.config import PLACEMENT_FIELDS, ModelConfig, register_config
 
@@ -66,11 +67,32 @@ class VLAConfig(ModelConfig):
     seed: int = 0  # weight-init seed (fresh models) and default noise seed
     name: str = "vla_small"
 
+    # Ranges checked before anything is built (issue 14): wide enough for any model this project trains (the
+    # shipped one is d_model 128, 64² images), narrow enough that a hostile config.json cannot ask for a
+    # multi-GB model or a million denoising steps per action.
+    BOUNDS: ClassVar[Mapping[str, tuple[float, float]]] = {
+        "image_size": (8, 1024), "state_dim": (1, 4096), "action_dim": (1, 4096),
+        "vision_channels": (1, 2048), "vision_groups": (1, 512), "augment_shift": (0, 256),
+        "max_lang_len": (1, 1024), "d_model": (1, 4096), "num_heads": (1, 256), "mlp_ratio": (0.01, 16.0),
+        "backbone_layers": (0, 64), "expert_layers": (1, 64), "norm_eps": (1e-12, 1.0),
+        "chunk_size": (1, 1024), "n_action_steps": (1, 1024), "num_inference_steps": (1, 1000),
+        "time_beta_alpha": (1e-3, 1e3), "time_beta_beta": (1e-3, 1e3), "min_time": (0.0, 1.0),
+        "time_embed_min_period": (1e-9, 1e9), "time_embed_max_period": (1e-9, 1e9),
+        "flow_samples_per_obs": (1, 1024), "action_low": (-1e9, 1e9), "action_high": (-1e9, 1e9),
+        "seed": (-(2**63), 2**64 - 1),  # what torch.manual_seed accepts
+    }
+    MAX_VOCAB: ClassVar[int] = 1_000_000
+    MAX_VISION_STAGES: ClassVar[int] = 8
+
     def __post_init__(self) -> None:
-        super().__post_init__()  # device / dtype
         # JSON/YAML give lists; keep the dataclass hashable and immutable
-        object.__setattr__(self, "vision_channels", tuple(int(c) for c in self.vision_channels))
+        if not 1 <= len(self.vision_channels) <= self.MAX_VISION_STAGES:
+            raise ValueError(f"vision_channels needs 1..{self.MAX_VISION_STAGES} stages, got {self.vision_channels}")
+        if len(self.vocab) > self.MAX_VOCAB:
+            raise ValueError(f"vocab has {len(self.vocab)} words (at most {self.MAX_VOCAB})")
+        object.__setattr__(self, "vision_channels", tuple(self.vision_channels))
         object.__setattr__(self, "vocab", tuple(str(w) for w in self.vocab))
+        super().__post_init__()  # device / dtype / BOUNDS (before any arithmetic on the sizes below)
         if self.d_model % self.num_heads:
             raise ValueError(f"d_model={self.d_model} not divisible by num_heads={self.num_heads}")
         if self.image_size % (2 ** len(self.vision_channels)):
