@@ -30,8 +30,9 @@ __all__ = ["DISPARITY_TYPE", "StereoDepthNodeCore", "StereoDepthParams"]
 
 DISPARITY_TYPE = "stereo_msgs/msg/DisparityImage"
 MDE_INIT = ("mono", "zero")
-# Smallest inputs the stereo models run on: the width is padded to a multiple of 16 and the 1/16-scale
-# correlation needs >= 2 columns (width 16 raises "Output size is too small"); 16 rows are enough.
+# Smallest inputs accepted: the width is padded to a multiple of 16 and the 1/16-scale correlation needs
+# >= 2 columns (width 16 raises "Output size is too small" in both shipped models, 17 runs). The shipped
+# models run down to 1 row; 16 rows is the node's long-standing minimum and kept.
 MODEL_MIN_WIDTH = 17
 MODEL_MIN_HEIGHT = 16
 
