@@ -246,6 +246,15 @@ def test_observation_mode_watchdog_holds_when_observations_stop(fixed_policy, cl
     assert labels[-1] == "watchdog_hold" and r.node.counters["stale_observation"] == 1
     r.obs(1)  # observations resume: answered again
     assert r.actions[-1].tolist() == [0.5, 0.5, 0.5, -1.0] and labels[-1] == "action"
+    slow = type(pol)([0.5, 0.5, 0.5, -1.0])
+    slow.select_action = lambda obs: (clock.advance(0.3), slow.action.copy())[1]  # 0.3 s > the timeout
+    r2 = Rig(slow, clock=clock, watchdog_timeout_s=0.25)
+    ex2 = Executor([r2.node])
+    r2.obs(0)
+    clock.advance(0.1)
+    ex2.spin_once()
+    r2.spin()
+    assert len(r2.actions) == 1 and r2.node.holds_published == 0  # counted from the answer, not the input
 
 
 def test_a_future_stamp_does_not_freeze_the_lockstep_policy(fixed_policy, clock, caplog):

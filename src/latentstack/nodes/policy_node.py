@@ -431,6 +431,8 @@ class PolicyNodeCore(NodeCore):
             self.warn("policy_error", "policy raised %s: %s; holding", type(exc).__name__, exc)
             self._publish_hold(None)
             return
+        finally:  # the watchdog counts from the answer: a slow policy is not mistaken for a silent upstream
+            self._last_activity_ns = self.transport.now_ns()
         if action.size != self.params.action_dim or not np.all(np.isfinite(action)):
             self.warn("bad_policy_output", "policy returned %s values (finite: %s); holding",
                       action.size, bool(np.all(np.isfinite(action))))
