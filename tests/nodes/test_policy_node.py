@@ -255,6 +255,12 @@ def test_observation_mode_watchdog_holds_when_observations_stop(fixed_policy, cl
     ex2.spin_once()
     r2.spin()
     assert len(r2.actions) == 1 and r2.node.holds_published == 0  # counted from the answer, not the input
+    for k in range(4):  # observations keep coming but none can be answered (stamps went backwards): hold
+        r2.obs(0)
+        clock.advance(0.1)
+        ex2.spin_once()
+        r2.spin()
+    assert r2.node.holds_published >= 1 and r2.actions[-1].tolist() == [0.0, 0.0, 0.0, -1.0]
 
 
 def test_a_future_stamp_does_not_freeze_the_lockstep_policy(fixed_policy, clock, caplog):

@@ -9,8 +9,9 @@ Two triggers:
 - ``observation`` (lockstep): exactly one answer per new synchronized observation. An
   observation whose stamp is not newer than the last one acted on waits for the next
   episode-start event, so an episode's first frame is never answered by the previous
-  episode's policy state, on any transport. Watchdog: when no observation arrived for longer
-  than ``watchdog_timeout_s`` (checked every half timeout), the node publishes the hold action.
+  episode's policy state, on any transport. Watchdog: when no observation was answered for
+  longer than ``watchdog_timeout_s`` (none arrived, or none could be acted on, e.g. stamps that
+  went backwards or too far ahead), the node publishes the hold action, checked every half timeout.
 - ``timer``: one action every ``1 / control_rate_hz`` s from the latest observation; when
   image or state is older than ``watchdog_timeout_s`` (or missing) the node publishes the
   hold action instead (zero motion, gripper kept, by default).
@@ -25,10 +26,12 @@ applies them); answers carry ``action``. All actions are clamped to ``[action_lo
 Bounded clock skew: an image or joint state stamped more than ``max_clock_skew_s`` ahead of the
 node's clock is refused (logged rate-limited, counted in ``future_stamp``), so one bogus stamp
 (say, from 2038) cannot become the "last stamp acted on" and freeze the lockstep policy until the
-next episode. Stamps in the past are fine (a sim stamps its own sim time from 0). Steering (COAST), quantization (QuantVLA) and residual
-(KORR) switches are parameters that are validated here and handed to adapters registered
-with :func:`register_policy_adapter`; the methods themselves land in later issues, and
-until an adapter is registered enabling a switch fails at construction (never silently).
+next episode. Stamps in the past are fine (a sim stamps its own sim time from 0).
+
+Steering (COAST), quantization (QuantVLA) and residual (KORR) switches are parameters that are
+validated here and handed to adapters registered with :func:`register_policy_adapter`; the methods
+themselves land in later issues, and until an adapter is registered enabling a switch fails at
+construction (never silently).
 """
 from __future__ import annotations
 
@@ -263,7 +266,7 @@ class PolicyNodeCore(NodeCore):
         self.last_action: np.ndarray | None = None
         self.actions_published = 0
         self.holds_published = 0
-        self._last_activity_ns = self.transport.now_ns()  # last observation in / answer out (watchdog)
+        self._last_answer_ns = self.transport.now_ns()  # when the last observation was answered (watchdog)
 
         self.action_pub = self.create_publisher(p.action_topic, ACTION_TYPE, "default")
         self.create_subscription(p.image_topic, IMAGE_TYPE, self._on_image, "sensor_data")
@@ -287,7 +290,7 @@ class PolicyNodeCore(NodeCore):
         """
         try:
             return self._set_parameters(dict(changes))
-        except Exception as exc:  # the ROS executor must never see an exception from a parameter change
+        except Exception as exc:  # noqa: BLE001 - the ROS executor must never see an exception from here
             self.warn("param", "refused parameter change %s: %s: %s", changes, type(exc).__name__, exc)
             return False, f"{type(exc).__name__}: {exc}"
 
@@ -308,11 +311,11 @@ class PolicyNodeCore(NodeCore):
             return False, str(exc)
         try:  # 2. apply (the adapter validates the artifact and β before it swaps the gate)
             set_steering(new.steering, new.steering_beta)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any adapter failure refuses the change
             self.warn("param", "refused parameter change %s: %s: %s", changes, type(exc).__name__, exc)
             try:  # an adapter that failed half-way is put back to the old values
                 set_steering(old.steering, old.steering_beta)
-            except Exception:
+            except Exception:  # logged with traceback; the refusal stands
                 self.log.exception("[%s] could not restore steering %r beta %s", self.name, old.steering,
                                    old.steering_beta)
             return False, f"{type(exc).__name__}: {exc}"
@@ -331,7 +334,6 @@ class PolicyNodeCore(NodeCore):
             return
         self._seq += 1
         self._img = (stamp, img, now, self._seq)
-        self._last_activity_ns = self._img[2]
         self._maybe_act()
 
     def _on_state(self, msg: Any) -> None:
@@ -342,7 +344,6 @@ class PolicyNodeCore(NodeCore):
             return
         self._seq += 1
         self._state = (stamp, pos.astype(np.float32), now, self._seq)
-        self._last_activity_ns = self._state[2]
         self._maybe_act()
 
     def _stamp_ok(self, stamp: int, now: int, what: str) -> bool:
@@ -363,7 +364,7 @@ class PolicyNodeCore(NodeCore):
             return
         try:  # a seed the policy cannot take refuses the event; the node keeps its state and goes on
             self.policy.reset(seed=ev.seed)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any reset failure refuses the event
             self.warn("bad_episode", "refused episode start (task %r, seed %r): policy reset raised %s: %s",
                       ev.task, ev.seed, type(exc).__name__, exc)
             return
@@ -411,10 +412,10 @@ class PolicyNodeCore(NodeCore):
         self._act(max(self._img[0], self._state[0]), (self._img[3], self._state[3]))
 
     def _on_watchdog(self) -> None:
-        """Lockstep mode: hold (every half timeout) while no observation came for ``watchdog_timeout_s``."""
-        age = self.transport.now_ns() - self._last_activity_ns
+        """Lockstep mode: hold (every half timeout) while no observation was answered for ``watchdog_timeout_s``."""
+        age = self.transport.now_ns() - self._last_answer_ns
         if age > int(self.params.watchdog_timeout_s * 1e9):
-            self._publish_hold(f"no observation for {age / 1e9:.3f} s (> {self.params.watchdog_timeout_s} s)")
+            self._publish_hold(f"no observation answered for {age / 1e9:.3f} s (> {self.params.watchdog_timeout_s} s)")
 
     def observation(self) -> dict[str, Any]:
         assert self._img is not None and self._state is not None
@@ -424,15 +425,14 @@ class PolicyNodeCore(NodeCore):
     def _act(self, stamp: int, pair: tuple[int, int]) -> None:
         self._acted_pair = pair
         self._last_stamp = stamp
-        self._last_activity_ns = self.transport.now_ns()
         try:
             action = np.asarray(self.policy.select_action(self.observation()), dtype=np.float32).reshape(-1)
-        except Exception as exc:  # a policy failure is answered with the hold, never with silence
+        except Exception as exc:  # noqa: BLE001 - a policy failure is answered with the hold, never silence
             self.warn("policy_error", "policy raised %s: %s; holding", type(exc).__name__, exc)
             self._publish_hold(None)
             return
         finally:  # the watchdog counts from the answer: a slow policy is not mistaken for a silent upstream
-            self._last_activity_ns = self.transport.now_ns()
+            self._last_answer_ns = self.transport.now_ns()
         if action.size != self.params.action_dim or not np.all(np.isfinite(action)):
             self.warn("bad_policy_output", "policy returned %s values (finite: %s); holding",
                       action.size, bool(np.all(np.isfinite(action))))

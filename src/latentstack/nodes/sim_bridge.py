@@ -225,7 +225,7 @@ class SimBridgeCore(NodeCore):
             return None
         try:
             obs, _ = self._make_env(ep).reset(seed=ep.seed)
-        except Exception as exc:  # one bad episode must not stall the whole run
+        except Exception as exc:  # noqa: BLE001 - one bad episode must not stall the whole run
             self.counters["episodes_refused"] += 1
             self.log.error("[%s] refused episode %d (%s, seed %r): env reset raised %s: %s",
                            self.name, self._ep_index, ep.task, ep.seed, type(exc).__name__, exc)
