@@ -3,8 +3,10 @@
 classes; ``source`` = the float ``"vla"`` artifact by repo-relative path and fingerprint) + ``atm_ohb.json``
 (when calibrated, a hashed side file) + ``CARD.md``.
 
-Loading verifies every file's sha256, refuses a source artifact other than the recorded one, rebuilds the
-float policy from the source, checks layout, preset and tensor shapes against the config (any mismatch is
+Loading verifies every file's sha256 (``quant.safetensors`` and ``atm_ohb.json`` are read only as files listed,
+with their hash, in ``config.json``), refuses α / β outside :data:`~latentstack.quant.calibrate.ATM_OHB_RANGE`
+before building anything, refuses a source artifact other than the recorded one, rebuilds the float policy from
+the source, checks layout, preset and tensor shapes against the config (any mismatch is
 refused with a list of what differs), swaps in the int layers, loads their state and folds ATM/OHB (exact, see
 calibrate). Only integer-execution presets are saved: fake-quant presets are a simulation, not a deployable
 artifact.
@@ -128,6 +130,12 @@ def load_quantized(artifact_dir: str | os.PathLike, source: str | os.PathLike | 
         raise ArtifactMismatch(f"artifact {art.path} refused: source fingerprint check failed: {exc}") from exc
     card: dict[str, Any] = {**art.config, **art.extra, "source": art.source["path"],
                             "source_fingerprint": art.source["sha256"]}
+    cal = None
+    if card.get("atm_ohb"):
+        try:  # α / β bounded (ATM_OHB_RANGE) before the policy is even built
+            cal = ATMOHBCalibration.from_json(art.read_json(ATM_OHB))
+        except ValueError as exc:
+            raise ArtifactMismatch(f"artifact {art.path} refused: {ATM_OHB}: {exc}") from exc
     policy = from_pretrained(src)
     cfg = QuantConfig(**card["preset"])
     expect = select_linears(policy, card["layout"])
@@ -157,8 +165,7 @@ def load_quantized(artifact_dir: str | os.PathLike, source: str | os.PathLike | 
         problems.append(f"unexpected tensors {extra[:5]}")
     if problems:
         raise ArtifactMismatch(f"artifact {art.path} refused: " + "; ".join(problems[:10]))
-    if card.get("atm_ohb"):
-        cal = ATMOHBCalibration.from_json(art.read_json(ATM_OHB))
+    if cal is not None:
         if fold:
             fold_atm_ohb(policy, cal)
         else:

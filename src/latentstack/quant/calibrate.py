@@ -248,8 +248,40 @@ class ATMOHBCalibration:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> ATMOHBCalibration:
+        """Parse ``atm_ohb.json``; refuses (ValueError) values outside :data:`ATM_OHB_RANGE` first."""
+        check_atm_ohb_json(d)
         return cls({k: torch.tensor(v) for k, v in d["alpha"].items()}, {k: float(v) for k, v in d["beta"].items()},
                    d["preset"], d.get("scope", "expert"), meta=dict(d.get("meta", {})))
+
+
+# The documented range of every α (per head) and β (per layer) a calibration file may hold. Calibration clamps
+# them to exp(±0.4) ≈ [0.67, 1.49] at most (CLAMP_PRESETS); [0.1, 10] leaves room for other presets while
+# refusing what can only be a corrupt or hostile file (β = 1e30 gave NaN actions; α ≤ 0 flips attention).
+ATM_OHB_RANGE: tuple[float, float] = (0.1, 10.0)
+
+
+def _scale_ok(x: Any) -> bool:
+    return (isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+            and ATM_OHB_RANGE[0] <= x <= ATM_OHB_RANGE[1])
+
+
+def check_atm_ohb_json(d: Any) -> None:
+    """Refuse (ValueError naming the entry) an ATM/OHB document whose α lists or β values are not finite
+    numbers in :data:`ATM_OHB_RANGE`, or whose preset / scope are not strings."""
+    if not isinstance(d, Mapping):
+        raise ValueError("ATM/OHB calibration: not a JSON object")  # noqa: TRY004 (a malformed file: ValueError)
+    alpha, beta = d.get("alpha"), d.get("beta")
+    if not isinstance(alpha, Mapping) or not isinstance(beta, Mapping):
+        raise ValueError("ATM/OHB calibration: 'alpha' and 'beta' must be objects (layer -> values)")  # noqa: TRY004
+    for name, values in alpha.items():
+        if not isinstance(values, list) or not values or not all(_scale_ok(v) for v in values):
+            raise ValueError(f"ATM/OHB alpha[{name!r}] = {str(values)[:80]} is not a non-empty list of finite "
+                             f"numbers in {list(ATM_OHB_RANGE)}")
+    for name, value in beta.items():
+        if not _scale_ok(value):
+            raise ValueError(f"ATM/OHB beta[{name!r}] = {value!r} is not a finite number in {list(ATM_OHB_RANGE)}")
+    if not isinstance(d.get("preset"), str) or not isinstance(d.get("scope", "expert"), str):
+        raise ValueError("ATM/OHB calibration: 'preset' and 'scope' must be strings")  # noqa: TRY004
 
 
 def _query_scale(alpha: torch.Tensor) -> Callable[[torch.Tensor, dict[str, Any]], torch.Tensor]:

@@ -15,7 +15,10 @@ Artifacts (type ``"conceptor"`` in the one artifact format): a folder ``<stem>/`
 (float32 tensors ``C`` and, when known, ``C_success``, ``C_failure``, ``direction``), ``config.json`` (the card:
 kind, preset, site/layer, strategy, α, β, seeds, d, D, sample counts; ``source`` = the policy artifact the
 rollouts came from, by repo-relative path and fingerprint) and ``CARD.md``. Loading verifies the sha256 of the
-files and refuses a card/tensor or an expected ``d`` mismatch, and (``source=``) a different policy artifact.
+files and refuses a card/tensor or an expected ``d`` mismatch, a matrix that is not a conceptor (symmetric,
+eigenvalues in [0, 1]: :func:`check_conceptor`), and (``source=``) a different policy artifact; attaching it to a
+policy (:meth:`SteeringArtifact.intervention`) refuses a per-step operator whose step count differs from the
+policy's ``num_inference_steps``.
 """
 from __future__ import annotations
 
@@ -43,7 +46,9 @@ __all__ = [
     "Condition",
     "SteeredPolicy",
     "SteeringArtifact",
+    "check_conceptor",
     "conceptor_edit",
+    "denoise_steps",
     "gate_diagnostics",
     "linear_edit",
     "make_operator",
@@ -64,6 +69,52 @@ def _check_operator(C: torch.Tensor) -> None:
         raise ValueError(f"C must be (d, d) or (D, d, d), got {tuple(C.shape)}")
     if not torch.isfinite(C).all():
         raise ValueError("C has non-finite entries")
+
+
+CONCEPTOR_ATOL = 1e-6  # how far from symmetric / outside [0, 1] an artifact's eigenvalues may be (float32 rounding)
+
+
+def check_conceptor(C: torch.Tensor, what: str = "C", *, symmetric: bool = True) -> None:
+    """Refuse (ValueError) a matrix that is not a conceptor: ``(d, d)`` or ``(D, d, d)``, finite, symmetric and
+    with every eigenvalue in [0, 1] (within :data:`CONCEPTOR_ATOL`). The gate ``(1 − β) I + β C`` of a
+    conceptor only shrinks a latent; ``C = 1000·I`` would multiply it by ~500. Checked when an artifact is
+    loaded or attached; :func:`steer` itself stays open to any operator (research controls).
+
+    ``symmetric=False``: the released COAST code's AND (preset ``and_mode="repo"``, ``A (A + B − AB)⁻¹ B``) is
+    not symmetric unless its operands commute; it is still refused unless its eigenvalues are real, in [0, 1],
+    and its spectral norm is at most 1 (so the gate never amplifies)."""
+    _check_operator(C)
+    C64 = C.detach().to(torch.float64)
+    tol = CONCEPTOR_ATOL
+    asym = (C64 - C64.transpose(-1, -2)).abs().max().item() if C64.numel() else 0.0
+    if symmetric:
+        if asym > tol:
+            raise ValueError(f"{what} is not symmetric (max |C - Cᵀ| = {asym:.3g} > {tol})")
+        ev = torch.linalg.eigvalsh(0.5 * (C64 + C64.transpose(-1, -2)))
+    else:
+        ev_c = torch.linalg.eigvals(C64)
+        if ev_c.imag.abs().max().item() > tol:
+            raise ValueError(f"{what} is not a conceptor: complex eigenvalues")
+        ev = ev_c.real
+        norm = torch.linalg.matrix_norm(C64, 2).max().item()
+        if norm > 1.0 + tol:
+            raise ValueError(f"{what} is not a conceptor: spectral norm {norm:.6g} > 1 (its gate would amplify)")
+    lo, hi = ev.min().item(), ev.max().item()
+    if lo < -tol or hi > 1.0 + tol:
+        raise ValueError(f"{what} is not a conceptor: eigenvalues in [{lo:.6g}, {hi:.6g}], outside [0, 1] "
+                         f"(tolerance {tol})")
+
+
+def _symmetric_by_card(card: Mapping[str, Any]) -> bool:
+    """Only the released-code AND (preset ``and_mode="repo"``) makes a non-symmetric operator."""
+    preset = card.get("preset")
+    return not (isinstance(preset, Mapping) and preset.get("and_mode") == "repo")
+
+
+def denoise_steps(model: Any) -> int | None:
+    """The number of denoising steps a policy runs per chunk (``config.num_inference_steps``), if it says."""
+    n = getattr(getattr(model, "config", None), "num_inference_steps", None)
+    return int(n) if isinstance(n, int) and not isinstance(n, bool) else None
 
 
 def conceptor_edit(C: torch.Tensor, beta: float, step_key: str = "denoise_step") -> Edit:
@@ -263,7 +314,8 @@ class SteeringArtifact:
         card = dict(art.config)
         t = art.tensors(TENSORS)
         C = t.pop("C")
-        _check_operator(C)
+        sym = _symmetric_by_card(card)
+        check_conceptor(C, f"{stem}: C", symmetric=sym)  # at load, not at the first action
         d = int(C.shape[-1])
         if int(card.get("d", -1)) != d:
             raise ValueError(f"{stem}: card says d = {card.get('d')}, tensor C has d = {d}")
@@ -272,6 +324,8 @@ class SteeringArtifact:
         for k in ("C_success", "C_failure"):
             if k in t and tuple(t[k].shape) != tuple(C.shape):
                 raise ValueError(f"{stem}: {k} shape {tuple(t[k].shape)} != C shape {tuple(C.shape)}")
+            if k in t:
+                check_conceptor(t[k], f"{stem}: {k}")  # fitted per class: symmetric in every preset
         if "direction" in t and tuple(t["direction"].shape) != (d,):
             raise ValueError(f"{stem}: direction shape {tuple(t['direction'].shape)} != ({d},)")
         return cls(C, card, t.pop("C_success", None), t.pop("C_failure", None), t.pop("direction", None), t)
@@ -292,6 +346,12 @@ class SteeringArtifact:
         b = self.card.get("beta") if beta is None else beta
         if b is None:
             raise ValueError("no beta given and the card names none")
+        # attach time, not the first action: a non-conceptor, or per-step operators for another step count
+        check_conceptor(self.C, symmetric=_symmetric_by_card(self.card))
+        steps = denoise_steps(model)
+        if self.C.ndim == 3 and steps is not None and int(self.C.shape[0]) != steps:
+            raise ValueError(f"per-step conceptor has {self.C.shape[0]} steps, the policy runs "
+                             f"num_inference_steps = {steps}")
         return steer(model, site, make_operator(condition, self, seed), float(b), mode=mode)
 
 
