@@ -113,3 +113,28 @@ def test_weights_over_the_memory_budget_are_refused_before_loading(tmp_path, mon
     monkeypatch.setenv("LATENTSTACK_MEMORY_BUDGET", "100000")
     with pytest.raises(ArtifactError, match="LATENTSTACK_MEMORY_BUDGET"):
         art.tensors()
+
+
+@pytest.mark.parametrize("field,value", [("dim_model", 8192), ("n_heads", 0), ("n_encoder_layers", 10**4),
+                                         ("dim_feedforward", 10**7)])
+def test_act_lerobot_config_sizes_are_bounded_before_lerobot_builds(tmp_path, field, value):
+    """LeRobot's own config.json inside an ACT artifact (re-sealed) is size-checked before ACTPolicy is built."""
+    import lerobot.policies.act.configuration_act  # noqa: F401 (registers LeRobot's "act" config for sealing)
+
+    from latentstack.policies.lerobot_act import ACTAdapter
+    from latentstack.policies.lerobot_act.artifact import seal_act_artifact
+
+    shipped = ROOT / "policies" / "act_metaworld_mt6"
+    if not shipped.exists():
+        pytest.skip("shipped ACT artifact not present")
+    bad = tmp_path / "act"
+    shutil.copytree(shipped, bad)
+    lcfg = json.loads((bad / "lerobot" / "config.json").read_text())
+    (bad / "lerobot" / "config.json").write_text(json.dumps({**lcfg, field: value}))
+    side = [n for n in json.loads((shipped / "config.json").read_text())["files"] if not n.startswith("lerobot/")]
+    seal_act_artifact(bad, existing_files=side)
+    peak, t0 = _peak_rss_bytes(), time.perf_counter()
+    with pytest.raises(ArtifactError, match=field):
+        ACTAdapter.from_pretrained(bad)
+    assert time.perf_counter() - t0 < 10.0
+    assert _peak_rss_bytes() - peak < 1 << 30

@@ -73,6 +73,27 @@ def check_pipeline_json(art: Any, rel_path: str, allowed: frozenset[str]) -> Non
                                 "a file listed in config.json")
 
 
+# Sizes of LeRobot's ACTConfig a loader accepts (inclusive), checked before ``ACTPolicy`` is built: LeRobot builds
+# the model from its config.json before reading any weight, so a hostile dim_model = 8192 would otherwise
+# allocate gigabytes first. Wide for this project (the shipped model: dim_model 128, 4 heads, 2 + 2 layers).
+LEROBOT_ACT_BOUNDS: dict[str, tuple[int, int]] = {
+    "dim_model": (1, 4096), "n_heads": (1, 256), "dim_feedforward": (1, 65536), "n_encoder_layers": (1, 64),
+    "n_decoder_layers": (1, 64), "n_vae_encoder_layers": (1, 64), "latent_dim": (1, 4096), "chunk_size": (1, 1024),
+    "n_action_steps": (1, 1024), "n_obs_steps": (1, 64),
+}
+
+
+def check_lerobot_act_sizes(lcfg: Any, where: str | os.PathLike = "") -> None:
+    """Refuse (:class:`ArtifactError` naming the field) a LeRobot ACT config outside :data:`LEROBOT_ACT_BOUNDS`."""
+    for name, (low, high) in LEROBOT_ACT_BOUNDS.items():
+        v = getattr(lcfg, name, None)
+        if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+            raise ArtifactError(f"artifact {where}: LeRobot config {name} = {v!r} is not an int in [{low}, {high}]")
+    if lcfg.dim_model % lcfg.n_heads:
+        raise ArtifactError(f"artifact {where}: LeRobot config dim_model = {lcfg.dim_model} is not divisible by "
+                            f"n_heads = {lcfg.n_heads}")
+
+
 def _cpu_pipeline_json(path: Path) -> None:
     """A saved pipeline names the device it ran on; store "cpu" so the artifact loads on any machine."""
     doc = json.loads(path.read_text())
@@ -181,6 +202,7 @@ def load_act_artifact(path: str | os.PathLike, device: str | None = None, dtype:
     lcfg = PreTrainedConfig.from_pretrained(str(sub))
     if lcfg.type != ACT_TYPE:
         raise ArtifactError(f"artifact {art.path}: LeRobot config type {lcfg.type!r}, expected {ACT_TYPE!r}")
+    check_lerobot_act_sizes(lcfg, art.path)  # before anything derived from these sizes is built
     mine = ACTAdapterConfig.from_lerobot(lcfg, lerobot_dir=cfg.lerobot_dir, weights_dtype=cfg.weights_dtype)
     diff = sorted(k for k in ACTAdapterConfig.field_names() - {"device", "dtype"} if getattr(cfg, k) != getattr(mine, k))
     if diff:
@@ -211,4 +233,4 @@ def load_act_artifact(path: str | os.PathLike, device: str | None = None, dtype:
     return adapter
 
 
-__all__ = ["ALLOWED_PIPELINE_STEPS", "LEROBOT_DIR", "check_pipeline_json", "compact_act_artifact", "load_act_artifact", "save_act_artifact", "seal_act_artifact"]
+__all__ = ["ALLOWED_PIPELINE_STEPS", "LEROBOT_ACT_BOUNDS", "LEROBOT_DIR", "check_lerobot_act_sizes", "check_pipeline_json", "compact_act_artifact", "load_act_artifact", "save_act_artifact", "seal_act_artifact"]
