@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import math
+import numbers
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -79,6 +80,12 @@ def config_from_dict(d: Mapping[str, Any], *, expect_type: str | None = None) ->
     return config_class(type_name).from_dict(d)
 
 
+try:  # numpy's bool is not a Python bool but is no size either
+    from numpy import bool_ as np_bool
+except ImportError:  # pragma: no cover (numpy is a dependency; core must not need it to import)
+    np_bool = bool
+
+
 def _leaves(v: Any) -> list[Any]:
     return [y for x in v for y in _leaves(x)] if isinstance(v, (list, tuple)) else [v]
 
@@ -95,7 +102,9 @@ def check_bounds(config: Any, bounds: Mapping[str, tuple[float, float]]) -> None
         for x in _leaves(getattr(config, name)):
             if x is None and "None" in ann:
                 continue
-            if isinstance(x, bool) or not isinstance(x, (int, float)) or (want_int and not isinstance(x, int)):
+            # numbers.* so numpy scalars (dims read off array shapes / stats) pass like Python numbers
+            if isinstance(x, (bool, np_bool)) or not isinstance(x, numbers.Real) or (
+                    want_int and not isinstance(x, numbers.Integral)):
                 raise ValueError(f"{type(config).__name__}.{name} must be {'an int' if want_int else 'a number'}, "
                                  f"got {x!r}")
             if not math.isfinite(x) or not low <= x <= high:
