@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from latentstack import msgs
@@ -226,13 +226,17 @@ class MoodyPolicy:
     def __init__(self) -> None:
         self.mode = "ok"
         self.resets: list = []
+        self.bad_obs: list = []  # recorded, not asserted here: the node would swallow it as a policy_error
 
     def reset(self, seed=None) -> None:
         self.resets.append(seed)
 
     def select_action(self, obs: dict) -> np.ndarray:
-        assert obs["image"].ndim == 3 and obs["image"].shape[2] == 3 and obs["image"].size > 0
-        assert obs["state"].shape == (4,) and np.isfinite(obs["state"]).all()
+        img, state = obs["image"], obs["state"]
+        if not (img.ndim == 3 and img.shape[2] == 3 and img.size > 0 and img.dtype == np.uint8):
+            self.bad_obs.append(("image", img.shape, img.dtype))
+        if not (state.shape == (4,) and state.dtype == np.float32 and np.isfinite(state).all()):
+            self.bad_obs.append(("state", state))
         if self.mode == "raise":
             raise RuntimeError("policy failure")
         return {"ok": np.float32([0.1, -0.2, 0.3, 0.5]), "huge": np.float32([1e30, -1e30, 5, 0.5]),
@@ -282,8 +286,15 @@ OPS = st.one_of(
 )
 
 
+# Regression (found by this suite): a position finite in float64 but beyond float32 (1e300) passed the
+# JointState check and reached the policy as inf after the cast to the float32 state.
+HUGE_STATE = [("state", msgs.joint_state(JOINTS, [1e300, 0.0, 0.0, 0.0], stamp=5 * 10**8)),
+              ("image", msgs.image_to_msg(np.zeros((4, 4, 3), np.uint8), stamp=5 * 10**8))]
+
+
 @settings(FUZZ, max_examples=150)
 @given(trigger=st.sampled_from(["observation", "timer"]), ops=st.lists(OPS, min_size=1, max_size=12))
+@example(trigger="observation", ops=HUGE_STATE)
 def test_policy_node_always_answers(trigger: str, ops: list) -> None:
     clock = [10**9]
     t = InProcTransport(clock=lambda: clock[0])
@@ -353,6 +364,7 @@ def test_policy_node_always_answers(trigger: str, ops: list) -> None:
             assert a.shape == (4,) and np.isfinite(a).all()
             assert (a >= -1).all() and (a <= np.float32([1, 1, 1, 0.8])).all()
         assert all(s["decode_errors"] == 0 for s in node.stats()["subscriptions"].values())
+        assert policy.bad_obs == []  # the policy only ever saw a non-empty rgb8 image and a finite state
     finally:
         node.close()
 

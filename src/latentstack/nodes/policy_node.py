@@ -338,12 +338,15 @@ class PolicyNodeCore(NodeCore):
 
     def _on_state(self, msg: Any) -> None:
         names = self.params.state_joints or None
-        pos = msgs.joint_state_positions(msg, names)
+        with np.errstate(over="ignore"):  # the overflow is refused just below
+            pos = msgs.joint_state_positions(msg, names).astype(np.float32)
+        if not np.all(np.isfinite(pos)):  # finite in float64 (e.g. 1e300) but not in the policy's float32
+            raise msgs.MessageValueError("JointState positions overflow float32")
         stamp, now = msgs.stamp_ns(msg), self.transport.now_ns()
         if not self._stamp_ok(stamp, now, "joint state"):
             return
         self._seq += 1
-        self._state = (stamp, pos.astype(np.float32), now, self._seq)
+        self._state = (stamp, pos, now, self._seq)
         self._maybe_act()
 
     def _stamp_ok(self, stamp: int, now: int, what: str) -> bool:
