@@ -81,8 +81,9 @@ def check_conceptor(C: torch.Tensor, what: str = "C", *, symmetric: bool = True)
     loaded or attached; :func:`steer` itself stays open to any operator (research controls).
 
     ``symmetric=False``: the released COAST code's AND (preset ``and_mode="repo"``, ``A (A + B − AB)⁻¹ B``) is
-    not symmetric unless its operands commute; it is still refused unless its eigenvalues are real, in [0, 1],
-    and its spectral norm is at most 1 (so the gate never amplifies)."""
+    not symmetric unless its operands commute (and its eigenvalues may then be slightly complex); it is still
+    refused unless the real parts of its eigenvalues lie in [0, 1] and its spectral norm is at most 1 (so the
+    gate never amplifies)."""
     _check_operator(C)
     C64 = C.detach().to(torch.float64)
     tol = CONCEPTOR_ATOL
@@ -92,9 +93,9 @@ def check_conceptor(C: torch.Tensor, what: str = "C", *, symmetric: bool = True)
             raise ValueError(f"{what} is not symmetric (max |C - Cᵀ| = {asym:.3g} > {tol})")
         ev = torch.linalg.eigvalsh(0.5 * (C64 + C64.transpose(-1, -2)))
     else:
+        # The released AND of two noisy per-step estimates can have slightly complex eigenvalue pairs (|Im| ~ 1e-3
+        # measured on real taps); what keeps the gate safe is that it never amplifies: spectral norm <= 1.
         ev_c = torch.linalg.eigvals(C64)
-        if ev_c.imag.abs().max().item() > tol:
-            raise ValueError(f"{what} is not a conceptor: complex eigenvalues")
         ev = ev_c.real
         norm = torch.linalg.matrix_norm(C64, 2).max().item()
         if norm > 1.0 + tol:
