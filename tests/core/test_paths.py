@@ -58,3 +58,12 @@ def test_portable_command_hides_machine_paths(tmp_path: Path) -> None:
         ["steer", "study", "--policy", str(root / "policies" / "vla_metaworld_mt6"), f"--out={tmp_path / 'r'}", "-n", "3"]
     )
     assert cmd == "lstack steer study --policy policies/vla_metaworld_mt6 --out=r -n 3"
+
+
+def test_find_config_by_path_or_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = paths.repo_root()
+    monkeypatch.chdir(tmp_path)
+    assert paths.find_config("vla_small") == root / "configs" / "vla_small.yaml"
+    assert paths.find_config("configs/vla_small.yaml") == root / "configs" / "vla_small.yaml"
+    with pytest.raises(FileNotFoundError):
+        paths.find_config("no_such_config")

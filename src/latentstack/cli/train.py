@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from latentstack.cli.common import (
@@ -108,14 +107,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def _load_config(path: str) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        from latentstack.core.paths import find_data
+    from latentstack.core.paths import find_config
 
-        try:
-            p = find_data("configs", path)
-        except FileNotFoundError as exc:
-            raise SystemExit(f"lstack train: {exc}") from None
+    try:
+        p = find_config(path)
+    except FileNotFoundError as exc:
+        raise SystemExit(f"lstack train: {exc}") from None
     text = p.read_text()
     if p.suffix == ".json":
         doc = json.loads(text)

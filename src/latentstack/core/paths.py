@@ -125,6 +125,13 @@ def resolve_path(path: str | os.PathLike) -> Path:
     return p
 
 
+def find_config(path_or_name: str | os.PathLike) -> Path:
+    """A config file by path (checkout-relative paths work from any cwd) or by name (``vla_small``, ``korr_toy``:
+    the ``configs`` data folder); ``FileNotFoundError`` names where it looked."""
+    p = resolve_path(path_or_name)
+    return p if p.is_file() else find_data("configs", str(path_or_name))
+
+
 def repo_relative(path: str | os.PathLike) -> str | None:
     """``path`` relative to the checkout (POSIX form), or ``None`` when it is outside it or there is none."""
     root = repo_root()
@@ -159,6 +166,7 @@ def portable_command(argv: list[str], prog: str = "lstack") -> str:
 __all__ = [
     "DATA_KINDS",
     "data_dirs",
+    "find_config",
     "find_data",
     "list_data",
     "portable_command",

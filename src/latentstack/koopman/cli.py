@@ -27,14 +27,12 @@ def _load_yaml(path: str) -> dict[str, Any]:
     """A config by path (checkout-relative paths work from any cwd) or by name (``korr_toy``: the data resolver)."""
     import yaml
 
-    from latentstack.core.paths import find_data, resolve_path
+    from latentstack.core.paths import find_config
 
-    p = resolve_path(path)
-    if not p.is_file():
-        try:
-            p = find_data("configs", path)
-        except FileNotFoundError as e:
-            raise SystemExit(f"config {path} not found ({e})") from None
+    try:
+        p = find_config(path)
+    except FileNotFoundError as e:
+        raise SystemExit(f"config {path} not found ({e})") from None
     return yaml.safe_load(p.read_text()) or {}
 
 

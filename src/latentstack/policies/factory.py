@@ -33,7 +33,7 @@ from latentstack.core.artifacts import (
     read_artifact_doc,
     resolve_target,
 )
-from latentstack.core.paths import data_dirs, find_data, resolve_path
+from latentstack.core.paths import data_dirs, find_config, resolve_path
 
 # The checkout's configs/ or an install's share/latentstack/configs (the one data resolver).
 CONFIG_DIR = next(iter(data_dirs("configs")), Path("configs"))
@@ -54,10 +54,7 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     resolver's ``configs``)."""
     import yaml
 
-    p = resolve_path(path)
-    if not p.is_file():
-        p = find_data("configs", str(path))
-    with open(p) as fh:
+    with open(find_config(path)) as fh:
         return yaml.safe_load(fh) or {}
 
 
