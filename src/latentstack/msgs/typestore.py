@@ -63,6 +63,12 @@ EXTRA_MSG_DEFINITIONS: dict[str, str] = {
         "vision_msgs/BoundingBox3D bbox\nstring id\n"
     ),
     "vision_msgs/msg/Detection3DArray": "std_msgs/Header header\nvision_msgs/Detection3D[] detections\n",
+    # The project's own interface package (ros/latentstack_msgs, built by colcon on a ROS machine); this text is
+    # its .msg without comments (tests/msgs/test_action_command.py keeps the two equal).
+    "latentstack_msgs/msg/ActionCommand": (
+        "uint8 KIND_ACTION=0\nuint8 KIND_WATCHDOG_HOLD=1\nstd_msgs/Header header\nuint64 session\n"
+        "uint64 sequence\nuint8 kind\nfloat32[] data\n"
+    ),
 }
 
 _STORES: dict[str, Any] = {}
