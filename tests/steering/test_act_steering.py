@@ -12,7 +12,8 @@ from latentstack.latent import Tap, assert_model_unchanged, module_snapshot
 from latentstack.steering import conceptors as cz
 from latentstack.steering.collect import collect_rollouts, split_by_label
 from latentstack.steering.fit import fit_contrastive
-from latentstack.steering.intervention import steer
+from latentstack.steering.intervention import SteeringArtifact, steer
+from latentstack.steering.node_adapter import SteerablePolicy
 
 from .test_collect_vla import FakeEnv as VlaFakeEnv
 
@@ -145,3 +146,26 @@ def test_fit_conceptor_from_act_taps_and_steer(act):
         if layer == "decoder.layer0":
             assert np.abs(out - ref).max() > 1e-4
         assert_model_unchanged(act, snap)
+
+
+def test_per_step_conceptor_for_another_step_count_is_refused_at_attach(act, tmp_path):
+    """Issue 14 finding 10 (ACT path): ACT makes one call per chunk (``denoise_step=0``, D = 1). A 10-step per-step
+    conceptor used to attach to it and steer every chunk with C_0 alone; like the VLA path, attach now refuses it."""
+    d, site = act.config.dim_model, "decoder.layer0"
+    card = {"site": site, "beta": 0.5, "alpha": 1.0, "strategy": "per_step"}
+    C = torch.stack([0.1 * (t + 1) * torch.eye(d) for t in range(10)])  # valid conceptors (eigenvalues 0.1 .. 1)
+    SteeringArtifact(C, card).save(tmp_path / "ten")
+    art = SteeringArtifact.load(tmp_path / "ten", expected_d=d)  # a well-formed artifact: loads
+    ref = _chunk(act, 3)
+    with pytest.raises(ValueError, match="10 steps.*1 denoising step"):
+        art.intervention(act)
+    with pytest.raises(ValueError, match="10 steps"):  # the policy node's path (steering parameter)
+        SteerablePolicy(act, str(tmp_path / "ten"), 0.5)
+    assert np.array_equal(_chunk(act, 3), ref)  # nothing was left installed
+    # the matching count (1 step) attaches and steers exactly like its C_0 as a global conceptor
+    with SteeringArtifact(C[:1].clone(), card).intervention(act):
+        per_step = _chunk(act, 3)
+    with steer(act, site, C[0], beta=0.5):
+        global_ = _chunk(act, 3)
+    np.testing.assert_allclose(per_step, global_, rtol=1e-6, atol=1e-6)
+    assert np.abs(per_step - ref).max() > 1e-4  # and it does steer

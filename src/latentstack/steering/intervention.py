@@ -18,7 +18,7 @@ rollouts came from, by repo-relative path and fingerprint) and ``CARD.md``. Load
 files and refuses a card/tensor or an expected ``d`` mismatch, a matrix that is not a conceptor (symmetric,
 eigenvalues in [0, 1]: :func:`check_conceptor`), and (``source=``) a different policy artifact; attaching it to a
 policy (:meth:`SteeringArtifact.intervention`) refuses a per-step operator whose step count differs from the
-policy's ``num_inference_steps``.
+policy's denoising steps per chunk (:func:`denoise_steps`: the VLA's ``num_inference_steps``, 1 for ACT).
 """
 from __future__ import annotations
 
@@ -113,8 +113,12 @@ def _symmetric_by_card(card: Mapping[str, Any]) -> bool:
 
 
 def denoise_steps(model: Any) -> int | None:
-    """The number of denoising steps a policy runs per chunk (``config.num_inference_steps``), if it says."""
-    n = getattr(getattr(model, "config", None), "num_inference_steps", None)
+    """The number of denoising steps a policy runs per chunk, if it says: ``num_denoise_steps`` on the policy
+    (a policy without a denoising loop, e.g. the ACT adapter: 1, every chunk call annotated ``denoise_step=0``)
+    or else ``config.num_inference_steps`` (the flow-matching VLA)."""
+    n = getattr(model, "num_denoise_steps", None)
+    if n is None:
+        n = getattr(getattr(model, "config", None), "num_inference_steps", None)
     return int(n) if isinstance(n, int) and not isinstance(n, bool) else None
 
 
@@ -352,7 +356,7 @@ class SteeringArtifact:
         steps = denoise_steps(model)
         if self.C.ndim == 3 and steps is not None and int(self.C.shape[0]) != steps:
             raise ValueError(f"per-step conceptor has {self.C.shape[0]} steps, the policy runs "
-                             f"num_inference_steps = {steps}")
+                             f"num_inference_steps = {steps} denoising step(s) per action chunk")
         return steer(model, site, make_operator(condition, self, seed), float(b), mode=mode)
 
 

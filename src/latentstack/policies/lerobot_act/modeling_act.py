@@ -71,6 +71,10 @@ def is_act_checkpoint(path: str | os.PathLike) -> bool:
 class ACTAdapter(nn.Module):
     """LeRobot ACT as a project Policy: ``reset``, ``select_action``, ``latent_sites``."""
 
+    # no denoising loop: one call per chunk, annotated denoise_step=0 (COAST's D = 1). Steering reads this
+    # (steering.intervention.denoise_steps) to refuse a per-step conceptor fitted for another step count at attach
+    num_denoise_steps: int = 1
+
     def __init__(self, policy: nn.Module, preprocessor: Any, postprocessor: Any) -> None:
         super().__init__()
         from lerobot.policies.act.modeling_act import ACTPolicy
