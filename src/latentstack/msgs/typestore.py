@@ -1,4 +1,4 @@
-"""ROS 2 message types, CDR codec and RIHS01 hashes, all from rosbags' typestores.
+"""ROS 2 message types, CDR codec and RIHS01 hashes, all from rosbags' typestores (plus ``wstring``).
 
 rosbags' ``ROS2_HUMBLE`` / ``ROS2_JAZZY`` stores are the single schema source: message
 classes, CDR (de)serialization and RIHS01 type hashes all come from the same field
@@ -92,9 +92,9 @@ def _check_distro(distro: str | None) -> str:
 
 
 def _register_text(store: Any, typename: str, text: str) -> None:
-    from rosbags.typesys import get_types_from_msg
+    from .wstring import types_from_msg  # rosbags' .msg parser + wstring
 
-    store.register(get_types_from_msg(text, typename))
+    store.register(types_from_msg(text, typename))
 
 
 def typestore(distro: str | None = None) -> Any:
@@ -105,9 +105,15 @@ def typestore(distro: str | None = None) -> Any:
         return store
     with _LOCK:
         if d not in _STORES:
-            from rosbags.typesys import Stores, get_typestore
+            from importlib import import_module
 
-            store = get_typestore(Stores.ROS2_HUMBLE if d == "humble" else Stores.ROS2_JAZZY)
+            from rosbags.typesys import Stores
+
+            from .wstring import Ros2Typestore
+
+            # rosbags' own store module, wrapped in the subclass that adds wstring CDR and ROS 2's RIHS01 rule
+            which = Stores.ROS2_HUMBLE if d == "humble" else Stores.ROS2_JAZZY
+            store = Ros2Typestore(import_module(f"rosbags.typesys.stores.{which.value}"))
             for name, text in {**EXTRA_MSG_DEFINITIONS, **_USER_TYPES}.items():
                 _register_text(store, name, text)
             _STORES[d] = store
@@ -198,18 +204,18 @@ def _default_value(desc: tuple, store: Any) -> Any:
         return store.types[arg](**{k: _default_value(d, store) for k, d in sub})
     if kind == Nodetype.BASE:
         t = arg[0]
-        if t == "string":
+        if t in ("string", "wstring"):
             return ""
         if t == "bool":
             return False
         return 0.0 if t.startswith("float") else 0
     sub, n = arg
     if kind == Nodetype.ARRAY:
-        if sub[0] == Nodetype.BASE and sub[1][0] != "string":
+        if sub[0] == Nodetype.BASE and sub[1][0] in _NP_DTYPES:
             return np.zeros(n, dtype=_NP_DTYPES[sub[1][0]])
         return [_default_value(sub, store) for _ in range(n)]
     # sequence
-    if sub[0] == Nodetype.BASE and sub[1][0] != "string":
+    if sub[0] == Nodetype.BASE and sub[1][0] in _NP_DTYPES:
         return np.zeros(0, dtype=_NP_DTYPES[sub[1][0]])
     return []
 
@@ -251,8 +257,14 @@ def decode(data: bytes | bytearray | memoryview, typename: str, distro: str | No
 
 
 def rihs01(typename: str, distro: str | None = None) -> str:
-    """REP-2011 type hash ``RIHS01_<64 hex>`` (identical for Humble and Jazzy stores)."""
-    return typestore(distro).hash_rihs01(normalize_type(typename, distro=distro))
+    """REP-2011 type hash ``RIHS01_<64 hex>`` with ROS 2's rules (``.msg`` ``char`` -> UINT8), see ``typehash.py``.
+
+    Identical in the Humble and Jazzy stores for types whose definition did not change between them
+    (``rmw_dds_common/msg/Gid`` did: ``char[24]`` in Humble, ``char[16]`` from Iron on).
+    """
+    from .typehash import rihs01 as _rihs01
+
+    return _rihs01(typestore(distro).fielddefs, normalize_type(typename, distro=distro))
 
 
 def message_definition(typename: str, distro: str | None = None) -> str:
