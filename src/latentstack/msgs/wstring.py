@@ -181,9 +181,9 @@ class _Writer:
                 self.field(store, sub, item)
 
     def struct(self, store: Any, typename: str, message: Any) -> None:
-        for name, desc in store.fielddefs[typename][1] or _EMPTY:
-            value = 0 if name == "structure_needs_at_least_one_member" else getattr(message, name)
-            self.field(store, desc, value)
+        fields = store.fielddefs[typename][1]
+        for name, desc in fields or _EMPTY:
+            self.field(store, desc, getattr(message, name) if fields else 0)
 
 
 # --------------------------------------------------------------------------------------------- reader
