@@ -293,3 +293,29 @@ def test_type_with_nested_wstring_type_round_trips(corpus):
     m = msgs.new("latentstack_test_msgs/msg/HoldsW", "jazzy", w=[inner, inner], x=2.5)
     back = msgs.decode(msgs.encode(m, distro="jazzy"), "latentstack_test_msgs/msg/HoldsW", "jazzy")
     assert _same(back, m)
+
+
+# ----------------------------------------------------------------------------------------------- services
+ADD_TWO_INTS = "RIHS01_e118de6bf5eeb66a2491b5bda11202e7b68f198d6f67922cf30364858239c81a"  # ros2.md section 2
+
+
+def test_service_hash_golden_and_it_needs_the_char_rule():
+    from latentstack.msgs.typestore import service_rihs01
+
+    msgs.register_msg("example_interfaces/srv/AddTwoInts_Request", "int64 a\nint64 b\n")
+    msgs.register_msg("example_interfaces/srv/AddTwoInts_Response", "int64 sum\n")
+    store = ts.typestore("jazzy")
+    assert {"example_interfaces/srv/AddTwoInts_Request", "example_interfaces/srv/AddTwoInts_Response"} <= set(
+        store.fielddefs)  # filed under srv/, not rosbags' srv/msg/
+    assert service_rihs01("example_interfaces/srv/AddTwoInts", "jazzy") == ADD_TWO_INTS
+    desc = typehash.service_type_description(store.fielddefs, "example_interfaces/srv/AddTwoInts")
+    assert [r["type_name"] for r in desc["referenced_type_descriptions"]] == [
+        "builtin_interfaces/msg/Time", "example_interfaces/srv/AddTwoInts_Event",
+        "example_interfaces/srv/AddTwoInts_Request", "example_interfaces/srv/AddTwoInts_Response",
+        "service_msgs/msg/ServiceEventInfo"]
+    # every service embeds ServiceEventInfo (char client_gid[16]): with rosbags' char = 13 the hash is wrong
+    info = next(r for r in desc["referenced_type_descriptions"] if r["type_name"].endswith("ServiceEventInfo"))
+    gid = next(f for f in info["fields"] if f["name"] == "client_gid")
+    assert gid["type"]["type_id"] == 3 + 48
+    gid["type"]["type_id"] = 13 + 48
+    assert typehash.hash_type_description(desc) != ADD_TWO_INTS

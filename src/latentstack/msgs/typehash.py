@@ -33,6 +33,8 @@ __all__ = [
     "field_type",
     "hash_type_description",
     "rihs01",
+    "service_rihs01",
+    "service_type_description",
     "type_description",
 ]
 
@@ -120,3 +122,35 @@ def hash_type_description(description: Mapping[str, Any]) -> str:
 def rihs01(fielddefs: Mapping[str, Any], typename: str) -> str:
     """ROS 2's RIHS01 hash of ``typename`` (a ``pkg/msg/Type`` key of rosbags ``Typestore.fielddefs``)."""
     return hash_type_description(type_description(fielddefs, typename))
+
+
+def _nested(name: str, typename: str, capacity: int = 0) -> dict[str, Any]:
+    tid = FIELD_TYPE_IDS["nested"] + (BOUNDED_SEQUENCE_OFFSET if capacity else 0)
+    return {"name": name, "type": {"type_id": tid, "capacity": capacity, "string_capacity": 0,
+                                   "nested_type_name": typename}}
+
+
+def service_type_description(fielddefs: Mapping[str, Any], service: str) -> dict[str, Any]:
+    """The hashable description of service ``pkg/srv/Name`` (Iron and later), as rosidl builds it.
+
+    The service is a struct of ``request_message``, ``response_message`` and ``event_message``; the event
+    (``Name_Event``) holds ``service_msgs/msg/ServiceEventInfo info`` and the request and response as
+    ``[<=1]`` sequences. ``pkg/srv/Name_Request`` and ``pkg/srv/Name_Response`` must be in ``fielddefs``
+    (register them from the ``.srv`` halves); ``ServiceEventInfo`` comes from the Jazzy store.
+    """
+    req, resp, event = f"{service}_Request", f"{service}_Response", f"{service}_Event"
+    event_fields = [_nested("info", "service_msgs/msg/ServiceEventInfo"), _nested("request", req, 1),
+                    _nested("response", resp, 1)]
+    top = {"type_name": service, "fields": [_nested("request_message", req), _nested("response_message", resp),
+                                             _nested("event_message", event)]}
+    refs = {event: {"type_name": event, "fields": event_fields}}
+    for name in (req, resp, "service_msgs/msg/ServiceEventInfo"):
+        sub = type_description(fielddefs, name)
+        for d in [sub["type_description"], *sub["referenced_type_descriptions"]]:
+            refs[d["type_name"]] = d
+    return {"type_description": top, "referenced_type_descriptions": [refs[k] for k in sorted(refs)]}
+
+
+def service_rihs01(fielddefs: Mapping[str, Any], service: str) -> str:
+    """ROS 2's RIHS01 hash of service ``pkg/srv/Name`` (what rmw advertises for its request/reply topics)."""
+    return hash_type_description(service_type_description(fielddefs, service))

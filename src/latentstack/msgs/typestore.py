@@ -34,6 +34,7 @@ __all__ = [
     "register_msg",
     "rihs01",
     "ros_type_from_dds",
+    "service_rihs01",
     "type_of",
     "typestore",
 ]
@@ -265,6 +266,17 @@ def rihs01(typename: str, distro: str | None = None) -> str:
     from .typehash import rihs01 as _rihs01
 
     return _rihs01(typestore(distro).fielddefs, normalize_type(typename, distro=distro))
+
+
+def service_rihs01(service: str, distro: str | None = None) -> str:
+    """RIHS01 of service ``pkg/srv/Name`` (Jazzy; its ``Name_Request``/``Name_Response`` must be registered).
+
+    Humble has no service type hashes (and no ``service_msgs``), so this raises for the Humble store.
+    """
+    from .typehash import service_rihs01 as _service_rihs01
+
+    name = normalize_type(service, check=False)
+    return _service_rihs01(typestore(distro).fielddefs, name)
 
 
 def message_definition(typename: str, distro: str | None = None) -> str:

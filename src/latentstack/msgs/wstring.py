@@ -28,6 +28,7 @@ types store ``wstring`` as UTF-16.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 import struct
 from typing import Any
@@ -90,7 +91,17 @@ class _MsgParser(MSGParser):
 
 
 def types_from_msg(text: str, name: str) -> Any:
-    """``rosbags.typesys.get_types_from_msg`` that also accepts ``wstring`` fields."""
+    """``rosbags.typesys.get_types_from_msg`` that also accepts ``wstring`` fields and ``pkg/srv/`` names.
+
+    rosbags files a ``pkg/srv/Name_Request`` under ``pkg/srv/msg/Name_Request``; here the text is parsed as
+    ``pkg/msg/...`` (so relative type references resolve to the package's messages, as in a ``.srv``) and the
+    result is filed under the ``srv`` name.
+    """
+    parts = name.strip("/").split("/")
+    if len(parts) == 3 and parts[1] == "srv":
+        as_msg = f"{parts[0]}/msg/{parts[2]}"
+        typs = make_typesdict(_MsgParser(f"MSG: {as_msg}\n{text}").specification())
+        return {"/".join(parts) if k == as_msg else k: v for k, v in typs.items()}
     return make_typesdict(_MsgParser(f"MSG: {name}\n{text}").specification())
 
 
@@ -322,9 +333,13 @@ def _wide_msgdef(store: Ros2Typestore, typename: str) -> Msgdef[object]:
             return r.struct(typestore, typename), r.pos
         return deserialize_cdr
 
-    entries = list(store.fielddefs[typename][1])
-    return Msgdef(typename, entries, store.types[typename], 0, getsize, ser(True), ser(False), deser(True),
-                  deser(False), 0, _no_ros1, _no_ros1, _no_ros1, _no_ros1, _no_ros1, _no_ros1, _no_ros1)
+    cdr = {"name": typename, "fields": list(store.fielddefs[typename][1]), "cls": store.types[typename],
+           "size_cdr": 0, "getsize_cdr": getsize, "serialize_cdr_le": ser(True), "serialize_cdr_be": ser(False),
+           "deserialize_cdr_le": deser(True), "deserialize_cdr_be": deser(False)}
+    # by field name, so a rosbags 0.11.x that reorders or adds (ROS 1) members still builds; no static sizes
+    rest = {f.name: 0 if f.name.startswith("size_") else _no_ros1 for f in dataclasses.fields(Msgdef)
+            if f.name not in cdr}
+    return Msgdef(**cdr, **rest)
 
 
 class Ros2Typestore(Typestore):
