@@ -4,7 +4,7 @@
         control_rate_hz:=20.0
 
 Inputs: camera/image_raw (Image), joint_states (JointState), instruction (String, latched).
-Output: action (Float32MultiArray). Timer-triggered, with the stale-observation watchdog.
+Output: action (latentstack_msgs/ActionCommand, stamped and sequenced). Timer-triggered, with the stale-observation watchdog.
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument

@@ -24,13 +24,14 @@ from hypothesis import strategies as st
 
 from latentstack import msgs
 from latentstack.nodes import Executor
-from latentstack.nodes.interfaces import ACTION_LABEL, WATCHDOG_HOLD_LABEL, EpisodeEvent, episode_event_msg
+from latentstack.nodes.commands import ACTION_TYPE, KIND_ACTION, KIND_WATCHDOG_HOLD
+from latentstack.nodes.interfaces import EpisodeEvent, episode_event_msg
 from latentstack.nodes.lidar_detection import LidarDetectionNodeCore, LidarDetectionParams
 from latentstack.nodes.policy_node import PolicyNodeCore, PolicyNodeParams
 from latentstack.nodes.stereo_depth import StereoDepthNodeCore, StereoDepthParams
 from latentstack.perception.stereo.configuration_stereo import StereoConfig
 from latentstack.perception.stereo.model import SA2Tiny
-from latentstack.transport import DEFAULT, SENSOR_DATA, InProcTransport
+from latentstack.transport import DEFAULT, SENSOR_DATA, InProcTransport, NodeId
 
 FUZZ = settings(max_examples=200, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -271,7 +272,9 @@ def hostile_state(draw: st.DrawFn) -> object:
 @st.composite
 def hostile_episode(draw: st.DrawFn) -> object:
     seed = draw(st.one_of(st.integers(0, 100), st.integers(-(2**70), 2**70)).map(str) | st.sampled_from(["", "x"]))
-    kv = {"seed": seed, "task": draw(TEXT), "length": draw(st.sampled_from(["3", "", "z"]))}
+    kv = {"seed": seed, "task": draw(TEXT), "length": draw(st.sampled_from(["3", "", "z"])),
+          "session": draw(st.sampled_from(["", "0", "7", "-1", "x", str(2**70)])),
+          "index": draw(st.sampled_from(["", "0", "1", "-5", str(2**64)]))}
     return msgs.new("diagnostic_msgs/msg/DiagnosticStatus", name=draw(st.sampled_from(["episode", "other"])),
                     message=draw(st.sampled_from(["start", "end", "pause"])), values=msgs.kv_pairs(kv))
 
@@ -304,11 +307,12 @@ def test_policy_node_always_answers(trigger: str, ops: list) -> None:
     ex = Executor([node])
     pubs = {"image": t.create_publisher("/camera/image_raw", "sensor_msgs/msg/Image", SENSOR_DATA),
             "state": t.create_publisher("/joint_states", "sensor_msgs/msg/JointState", SENSOR_DATA),
-            "episode": t.create_publisher("/episode", "diagnostic_msgs/msg/DiagnosticStatus", "transient_local"),
+            "episode": t.create_publisher("/episode", "diagnostic_msgs/msg/DiagnosticStatus", "transient_local",
+                                          node=NodeId("sim_bridge")),
             "instruction": t.create_publisher("/instruction", "std_msgs/msg/String", "transient_local")}
-    answers: list[tuple[str, np.ndarray]] = []
-    t.create_subscription("/action", "std_msgs/msg/Float32MultiArray", lambda m: answers.append(
-        (m.layout.dim[0].label, msgs.float32_array_values(m, finite=False))), DEFAULT)
+    answers: list[tuple[int, np.ndarray]] = []
+    t.create_subscription("/action", ACTION_TYPE, lambda m: answers.append(
+        (int(m.kind), np.asarray(m.data, np.float32).copy())), DEFAULT)
     skew = int(node.params.max_clock_skew_s * 1e9)
     newest = -(2**63)  # newest stamp the node may have accepted (not beyond the clock skew when sent)
     try:
@@ -324,7 +328,7 @@ def test_policy_node_always_answers(trigger: str, ops: list) -> None:
                 pubs["state"].publish(msgs.joint_state(JOINTS, [0.1, 0.2, 0.3, 0.0], stamp=stamp))
                 _spin(t)
                 if trigger == "observation":  # exactly one answer: the action, or the hold if the policy failed
-                    assert len(answers) == n + 1 and answers[-1][0] == ACTION_LABEL, (arg, answers[n:])
+                    assert len(answers) == n + 1 and answers[-1][0] == KIND_ACTION, (arg, answers[n:])
                 else:  # timer mode: the next tick answers from this observation
                     clock[0] += 5 * 10**7
                     ex.spin_once()  # fires the timer; its output is delivered by the next spin
@@ -357,7 +361,7 @@ def test_policy_node_always_answers(trigger: str, ops: list) -> None:
                 clock[0] += int(arg * 1e9)
                 ex.spin_once()
                 _spin(t)
-                assert len(answers) == n + 1 and answers[-1][0] == WATCHDOG_HOLD_LABEL
+                assert len(answers) == n + 1 and answers[-1][0] == KIND_WATCHDOG_HOLD
                 assert answers[-1][1][:3].tolist() == [0, 0, 0]
             assert node.counters["callback_error"] == 0 and node.counters["timer_error"] == 0
         for _label, a in answers:  # everything the robot ever received is a valid, clamped action
@@ -374,8 +378,64 @@ def test_fuzz_episode_start_still_resets_the_policy() -> None:
     t = InProcTransport()
     policy = MoodyPolicy()
     node = PolicyNodeCore(t, PolicyNodeParams(), policy=policy)
-    pub = t.create_publisher("/episode", "diagnostic_msgs/msg/DiagnosticStatus", "transient_local")
+    pub = t.create_publisher("/episode", "diagnostic_msgs/msg/DiagnosticStatus", "transient_local",
+                             node=NodeId("sim_bridge"))
     pub.publish(episode_event_msg(EpisodeEvent("start", "reach", 2**63 - 1)))
     _spin(t)
     assert policy.resets[-1] == 2**63 - 1 and node.counters["episodes"] == 1
     node.close()
+
+
+class _StillEnv:
+    """The smallest env the sim bridge runs: records the actions it is given."""
+
+    def __init__(self, task, image_size=4, camera="none", max_episode_steps=50, instruction=""):
+        self.task, self.max_episode_steps, self.actions, self.t = task, max_episode_steps, [], 0
+
+    def _obs(self):
+        return {"image": np.zeros((4, 4, 3), np.uint8), "state": np.zeros(4, np.float32)}
+
+    def reset(self, seed=None):
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        self.actions.append(np.asarray(action, np.float32).copy())
+        self.t += 1
+        return self._obs(), 0.0, False, self.t >= self.max_episode_steps, {"success": False}
+
+    def close(self):
+        pass
+
+
+@st.composite
+def hostile_command(draw: st.DrawFn) -> object:
+    n = draw(st.sampled_from([4, 4, 4, 0, 3, 5]))
+    data = draw(st.lists(st.floats(width=32, allow_nan=True, allow_infinity=True), min_size=n, max_size=n))
+    return msgs.new(ACTION_TYPE, header=msgs.header(draw(st.sampled_from([0, 12_500_000, 2**31 * 10**9 - 1, -(10**9)]))),
+                    session=draw(st.sampled_from([0, 1, 2, 2**64 - 1])), sequence=draw(st.integers(0, 2**64 - 1)),
+                    kind=draw(st.integers(0, 255)), data=np.asarray(data, np.float32))
+
+
+@settings(FUZZ, max_examples=150)
+@given(cmds=st.lists(hostile_command(), min_size=1, max_size=10))
+def test_sim_bridge_survives_hostile_commands(cmds: list) -> None:
+    """Any ActionCommand: refused with a count or applied in range; the sim never raises and never stalls."""
+    from latentstack.nodes.sim_bridge import Episode, SimBridgeCore, SimBridgeParams
+
+    t = InProcTransport()
+    sim = SimBridgeCore(t, SimBridgeParams(image_size=4), env_factory=_StillEnv,
+                        episodes=[Episode("line-a", 1, "go", 50)])
+    pub = t.create_publisher("/action", ACTION_TYPE, DEFAULT, node=NodeId("policy_node"))
+    sim.start()
+    for m in cmds:
+        pub.publish(m)
+        t.spin_once()
+    c = sim.counters
+    assert c["callback_error"] == 0
+    for a in sim.env.actions:  # whatever was applied is finite and in the action space
+        assert np.isfinite(a).all() and (np.abs(a) <= 1).all()
+    valid = [m for m in cmds if int(m.kind) in (0, 1) and len(m.data) == 4 and np.isfinite(m.data).all()
+             and m.session >= 1 and m.sequence >= 1]
+    assert c["invalid_message"] == len(cmds) - len(valid)  # every malformed one counted as such
+    sim.close()

@@ -8,13 +8,14 @@ import pytest
 
 from latentstack import msgs
 from latentstack.nodes import EpisodeEvent, ParameterError, episode_event_msg, params_from_mapping
+from latentstack.nodes.commands import ACTION_TYPE
 from latentstack.nodes.policy_node import (
     POLICY_ADAPTERS,
     PolicyNodeCore,
     PolicyNodeParams,
     register_policy_adapter,
 )
-from latentstack.transport import DEFAULT, SENSOR_DATA, InProcTransport
+from latentstack.transport import DEFAULT, SENSOR_DATA, InProcTransport, NodeId
 
 JOINTS = ["hand_x", "hand_y", "hand_z", "gripper"]
 
@@ -27,10 +28,16 @@ class Rig:
         self.node = PolicyNodeCore(self.t, PolicyNodeParams(**params), policy=policy)
         self.img = self.t.create_publisher("/camera/image_raw", "sensor_msgs/msg/Image", SENSOR_DATA)
         self.js = self.t.create_publisher("/joint_states", "sensor_msgs/msg/JointState", SENSOR_DATA)
-        self.ep = self.t.create_publisher("/episode", "diagnostic_msgs/msg/DiagnosticStatus", "transient_local")
+        # episode events come from the node the policy node allows by default
+        self.ep = self.t.create_publisher("/episode", "diagnostic_msgs/msg/DiagnosticStatus", "transient_local",
+                                          node=NodeId("sim_bridge"))
         self.actions = []
-        self.t.create_subscription("/action", "std_msgs/msg/Float32MultiArray",
-                                   lambda m: self.actions.append(msgs.float32_array_values(m)), DEFAULT)
+        self.commands = []  # the raw ActionCommand messages
+        self.t.create_subscription("/action", ACTION_TYPE, self._on_action, DEFAULT)
+
+    def _on_action(self, m):
+        self.commands.append(m)
+        self.actions.append(np.asarray(m.data, np.float32).copy())
 
     def obs(self, stamp, x=0.0, value=10, gripper=0.0):
         self.img.publish(msgs.image_to_msg(np.full((4, 4, 3), value, np.uint8), stamp=stamp))
@@ -187,8 +194,8 @@ class RaisingPolicy:
 
 def _action_labels(r):
     labels = []
-    r.t.create_subscription("/action", "std_msgs/msg/Float32MultiArray",
-                            lambda m: labels.append(m.layout.dim[0].label), DEFAULT)
+    r.t.create_subscription("/action", ACTION_TYPE,
+                            lambda m: labels.append(("action", "watchdog_hold")[m.kind]), DEFAULT)
     return labels
 
 

@@ -6,11 +6,18 @@ import pytest
 
 from latentstack import msgs
 from latentstack.nodes import Executor, ParameterError, decode_episode_event
+from latentstack.nodes.commands import (
+    ACTION_TYPE,
+    KIND_ACTION,
+    KIND_WATCHDOG_HOLD,
+    CommandSequencer,
+    action_command_msg,
+)
 from latentstack.nodes.policy_node import PolicyNodeCore, PolicyNodeParams
 from latentstack.nodes.sim_bridge import Episode, SimBridgeCore, SimBridgeParams
 from latentstack.sim.evaluation import evaluate
 from latentstack.sim.suites import Suite, TaskSpec
-from latentstack.transport import DEFAULT, InProcTransport
+from latentstack.transport import DEFAULT, InProcTransport, NodeId
 
 SUITE = Suite(
     name="line",
@@ -64,23 +71,40 @@ def test_episode_events_and_observation_topics(line_env, fixed_policy):
     assert infos[0].width == 8 and infos[0].header.frame_id == "camera"
 
 
+class Commander:
+    """Stands in for the policy node: sequenced ActionCommands stamped with the sim's current observation."""
+
+    def __init__(self, t, sim, node="policy_node", session=None):
+        self.pub = t.create_publisher("/action", ACTION_TYPE, DEFAULT, node=NodeId(node) if node else None)
+        self.sim, self.seq = sim, CommandSequencer(session)
+
+    def publish(self, values, kind=KIND_ACTION, stamp=None):
+        self.pub.publish(self.msg(values, kind, stamp))
+
+    def msg(self, values, kind=KIND_ACTION, stamp=None):
+        return action_command_msg(np.asarray(values, np.float32), kind, self.sim.stamp() if stamp is None else stamp,
+                                  self.seq)
+
+    def publish_raw(self, data):
+        self.pub.publish_raw(data)
+
+
 def make_sim(line_env, clock=None, **params):
     t = InProcTransport(clock=clock)
     sim = SimBridgeCore(t, SimBridgeParams(image_size=8, **params), env_factory=line_env,
                         episodes=[Episode("line-a", 1, "go right", 50)])
-    act = t.create_publisher("/action", "std_msgs/msg/Float32MultiArray", DEFAULT)
-    return t, sim, act
+    return t, sim, Commander(t, sim)
 
 
 def test_bad_actions_are_logged_and_ignored(line_env, caplog):
     t, sim, act = make_sim(line_env)
     sim.start()
-    act.publish(msgs.float32_array([0.1, 0.0]))  # wrong length
-    act.publish(msgs.float32_array([np.nan, 0, 0, 0]))  # NaN
+    act.publish([0.1, 0.0])  # wrong length
+    act.publish([np.nan, 0, 0, 0])  # NaN
     act.publish_raw(b"\x00\x01\x00\x00\x01")  # undecodable
     t.spin_once()
     assert sim.env.t == 0 and sim.counters["invalid_message"] == 2
-    act.publish(msgs.float32_array([5.0, 0, 0, -9.0]))  # out of range: clamped, applied
+    act.publish([5.0, 0, 0, -9.0])  # out of range: clamped, applied
     t.spin_once()
     assert sim.env.t == 1 and sim.env.actions[-1].tolist() == [1.0, 0.0, 0.0, -1.0]
     assert sim.counters["action_clamped"] == 1
@@ -108,7 +132,7 @@ def test_free_running_holds_without_fresh_actions(line_env, clock):
     clock.advance(0.1)
     ex.spin_once()
     assert sim.env.t == 1 and sim.env.actions[-1].tolist() == [0, 0, 0, 0]  # no action yet: hold
-    act.publish(msgs.float32_array([0.2, 0, 0, 0.7]))
+    act.publish([0.2, 0, 0, 0.7])
     clock.advance(0.1)
     ex.spin_once()
     ex.spin_once()
@@ -131,20 +155,18 @@ def test_params_validation():
 
 def test_lockstep_ignores_watchdog_holds_but_free_running_applies_them(line_env, clock):
     """A watchdog hold is not the answer to the current observation: a lockstep sim waits for the answer."""
-    from latentstack.nodes.interfaces import WATCHDOG_HOLD_LABEL
-
     t, sim, act = make_sim(line_env)
     sim.start()
-    act.publish(msgs.float32_array([0, 0, 0, 0.5], WATCHDOG_HOLD_LABEL))
+    act.publish([0, 0, 0, 0.5], KIND_WATCHDOG_HOLD)
     t.spin_once()
     assert sim.env.t == 0 and sim.counters["watchdog_hold_ignored"] == 1
-    act.publish(msgs.float32_array([0.2, 0, 0, 0.5], "action"))
+    act.publish([0.2, 0, 0, 0.5], KIND_ACTION)
     t.spin_once()
     assert sim.env.t == 1
     _, free, act2 = make_sim(line_env, clock=clock, lockstep=False, rate_hz=10.0)
     ex = Executor([free])
     free.start()
-    act2.publish(msgs.float32_array([0.0, 0, 0, 0.7], WATCHDOG_HOLD_LABEL))
+    act2.publish([0.0, 0, 0, 0.7], KIND_WATCHDOG_HOLD, stamp=10**18)  # a hold is never stale or early
     clock.advance(0.1)
     ex.spin_once()
     ex.spin_once()
@@ -164,10 +186,10 @@ def test_bad_episode_seeds_are_refused_and_the_run_goes_on(line_env, caplog):
                           lambda m: events.append(decode_episode_event(m)), "transient_local")
     eps = [Episode("line-a", s, "go right", 2) for s in (2**64, -1, 13, 5)]
     sim = SimBridgeCore(t, SimBridgeParams(image_size=8), env_factory=PickyEnv, episodes=eps)
-    act = t.create_publisher("/action", "std_msgs/msg/Float32MultiArray", DEFAULT)
+    act = Commander(t, sim)
     sim.start()  # must not raise
     for _ in range(2):
-        act.publish(msgs.float32_array([0.1, 0, 0, 0]))
+        act.publish([0.1, 0, 0, 0])
         t.spin_once()
     assert sim.finished and [r.seed for r in sim.results] == [5]
     assert sim.counters["episodes_refused"] == 3 and "seed" in caplog.text

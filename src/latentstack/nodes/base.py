@@ -15,16 +15,17 @@ import time
 import types
 import typing
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from latentstack import msgs
 from latentstack.transport import NodeId, Publisher, QoSProfile, Subscription, Transport, resolve_topic
+from latentstack.transport.base import Sender, SenderFilter
 from latentstack.transport.names import validate_namespace, validate_node_name
 from latentstack.transport.ratelimit import RateLimitedLog  # shared with the transports' decode warnings
 
-__all__ = ["Executor", "NodeCore", "ParameterError", "RateLimitedLog", "Timer", "params_from_mapping",
-           "params_to_dict"]
+__all__ = ["Executor", "NodeCore", "ParameterError", "RateLimitedLog", "Timer", "check_publisher_list",
+           "params_from_mapping", "params_to_dict", "publisher_filter"]
 
 P = TypeVar("P")
 
@@ -149,6 +150,62 @@ def check_string_length(label: str, value: Any, max_length: int) -> None:
         raise msgs.MessageValueError(f"{label} has {n} characters > max_string_length {max_length}")
 
 
+# ----------------------------------------------------------------------------- publisher allow-lists
+def _fq_node(node: NodeId) -> str:
+    return node.namespace.rstrip("/") + "/" + node.name
+
+
+def _parse_publisher(entry: str, namespace: str) -> tuple[str, str | bytes]:
+    """``("node", "/ns/name")`` or ``("guid", prefix bytes)``; ValueError for anything else."""
+    if not isinstance(entry, str) or not entry:
+        raise ValueError(f"allowed publisher must be a node name or 'guid:<hex>', got {entry!r}")
+    if entry.startswith("guid:"):
+        hexpart = entry[5:]
+        if not 2 <= len(hexpart) <= 32 or len(hexpart) % 2:
+            raise ValueError(f"{entry!r}: a GUID prefix is 1 to 16 bytes of hex")
+        return "guid", bytes.fromhex(hexpart)
+    if entry.startswith("/"):
+        ns, _, name = entry.rpartition("/")
+        ns = ns or "/"
+    else:
+        ns, name = namespace, entry
+    validate_namespace(ns)
+    validate_node_name(name)
+    return "node", ns.rstrip("/") + "/" + name
+
+
+def check_publisher_list(name: str, entries: Sequence[str]) -> None:
+    """Start-up check of an ``*_publishers`` parameter (ParameterError naming the bad entry)."""
+    for e in entries:
+        try:
+            _parse_publisher(e, "/")
+        except ValueError as exc:
+            raise ParameterError(f"parameter {name!r}: {exc}") from None
+
+
+def publisher_filter(allowed: Sequence[str], namespace: str = "/") -> SenderFilter | None:
+    """A subscription's sender filter from node names and ``guid:<hex>`` prefixes; None (anyone) when empty.
+
+    A node name matches a writer announced for that node (in-process: the publishing node; DDS: its
+    participant's ``ros_discovery_info``); a GUID prefix matches the writer's participant or its own GUID.
+    This is identification, not authentication: on an unsecured DDS domain a participant can announce
+    any node name (threat model: README)."""
+    if not allowed:
+        return None
+    parsed = [_parse_publisher(e, namespace) for e in allowed]
+    names = {v for k, v in parsed if k == "node"}
+    prefixes = [v for k, v in parsed if k == "guid"]
+
+    def accept(sender: Sender) -> bool | None:
+        if any(sender.participant.startswith(g) or sender.gid.startswith(g) for g in prefixes):  # type: ignore[arg-type]
+            return True
+        if sender.node is None:
+            return None if names else False  # DDS: the writer's node may not be announced yet
+        return _fq_node(sender.node) in names
+
+    return accept
+
+
 # ----------------------------------------------------------------------------- timers / nodes
 class Timer:
     """Periodic callback on the transport clock (fired by :class:`Executor` or an rclpy timer)."""
@@ -207,6 +264,11 @@ class NodeCore:
         self.closed = False
         transport.register_node(self.node_id)
 
+    @property
+    def fq_name(self) -> str:
+        """``/namespace/name``."""
+        return _fq_node(self.node_id)
+
     # -- endpoints
     def topic(self, name: str) -> str:
         return resolve_topic(name, self.namespace, self.name)
@@ -217,9 +279,14 @@ class NodeCore:
         return pub
 
     def create_subscription(self, topic: str, msgtype: str, callback: Callable[[Any], None],
-                            qos: QoSProfile | str | None = None, *, raw: bool = False) -> Subscription:
+                            qos: QoSProfile | str | None = None, *, raw: bool = False,
+                            allowed_publishers: Sequence[str] = ()) -> Subscription:
+        """``allowed_publishers``: node names (relative to this node's namespace, or absolute) and/or
+        ``guid:<hex>`` prefixes of DDS participant/writer GUIDs; messages from anyone else are refused
+        (counted in the subscription's ``refused_senders``). Empty: anyone (see :func:`publisher_filter`)."""
         sub = self.transport.create_subscription(self.topic(topic), msgtype, self._guard(callback, topic), qos,
                                                  raw=raw, node=self.node_id)
+        sub.sender_filter = publisher_filter(allowed_publishers, self.namespace)
         self.subscriptions.append(sub)
         return sub
 

@@ -2,7 +2,11 @@
 
 Inputs: ``camera/image_raw`` (Image) + ``joint_states`` (JointState) paired by header stamp,
 ``instruction`` (String) and ``episode`` events (start => ``policy.reset(seed)``).
-Output: ``action`` (Float32MultiArray, ``action_dim`` values).
+Output: ``action`` (``latentstack_msgs/ActionCommand``, ``action_dim`` values, stamped and sequenced:
+see :mod:`.commands`). Episode events are taken only from ``episode_publishers`` (node names), and a
+start event that does not advance its publisher session's episode index (a replay) is refused.
+Images larger than ``max_image_width`` x ``max_image_height`` are refused from their header, before
+any pixel is converted or reaches the policy.
 
 Two triggers:
 
@@ -19,9 +23,10 @@ Two triggers:
 The node always answers: every tick (timer) or observation (lockstep) gets either a valid
 clamped action or the hold action, never nothing. Policy outputs that are non-finite or of the
 wrong size, and policies that raise, are answered with the hold action (logged rate-limited,
-counted in ``bad_policy_output`` / ``policy_error``). Watchdog holds are published with the
-layout label ``watchdog_hold`` (see :mod:`.interfaces`: a lockstep sim ignores them, a robot
-applies them); answers carry ``action``. All actions are clamped to ``[action_low, action_high]``.
+counted in ``bad_policy_output`` / ``policy_error``). Watchdog holds are published as
+``KIND_WATCHDOG_HOLD`` stamped with the node clock (see :mod:`.interfaces`: a lockstep sim ignores
+them, a robot applies them); answers are ``KIND_ACTION`` stamped with the observation they answer.
+All actions are clamped to ``[action_low, action_high]``.
 
 Bounded clock skew: an image or joint state stamped more than ``max_clock_skew_s`` ahead of the
 node's clock is refused (logged rate-limited, counted in ``future_stamp``), so one bogus stamp
@@ -54,11 +59,12 @@ from .base import (
     check,
     check_device_param,
     check_finite,
+    check_publisher_list,
     params_from_mapping,
     params_to_dict,
 )
+from .commands import KIND_ACTION, KIND_WATCHDOG_HOLD, CommandSequencer, action_command_msg
 from .interfaces import (
-    ACTION_LABEL,
     ACTION_TYPE,
     EPISODE_QOS,
     EPISODE_TYPE,
@@ -66,7 +72,7 @@ from .interfaces import (
     INSTRUCTION_QOS,
     INSTRUCTION_TYPE,
     JOINT_STATE_TYPE,
-    WATCHDOG_HOLD_LABEL,
+    EpisodeGate,
     decode_episode_event,
     is_valid_seed,
 )
@@ -137,6 +143,10 @@ class PolicyNodeParams:
     sync_tolerance_s: float = 0.0  # max |stamp(image) - stamp(state)| of one observation
     max_clock_skew_s: float = 1.0  # observations stamped further ahead of the node clock are refused
     wait_for_episode: bool = False  # act only after an episode-start event (sim graphs)
+    # who may send episode events: node names (relative to this node's namespace) / "guid:<hex>"; () = anyone
+    episode_publishers: tuple[str, ...] = ("sim_bridge",)
+    max_image_width: int = 1024  # larger images are refused before conversion (input cap)
+    max_image_height: int = 1024
     action_dim: int = 4
     action_low: tuple[float, ...] = (-1.0,)  # one value (broadcast) or action_dim values
     action_high: tuple[float, ...] = (1.0,)
@@ -168,6 +178,10 @@ class PolicyNodeParams:
         check(0 <= self.motion_dims <= self.action_dim, f"motion_dims must be in [0, action_dim], got {self.motion_dims}")
         check(is_valid_seed(self.seed), f"seed must be an integer in [0, 2**63 - 1], got {self.seed!r}")
         check(self.torch_threads >= 1, f"torch_threads must be >= 1, got {self.torch_threads}")
+        check(1 <= self.max_image_width <= 16384 and 1 <= self.max_image_height <= 16384,
+              f"max_image_width / max_image_height must be in [1, 16384], got {self.max_image_width} x "
+              f"{self.max_image_height}")
+        check_publisher_list("episode_publishers", self.episode_publishers)
         check_device_param(self.device)
         lo, hi = self.bounds()
         check(bool(np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))), "action bounds must be finite")
@@ -267,12 +281,15 @@ class PolicyNodeCore(NodeCore):
         self.actions_published = 0
         self.holds_published = 0
         self._last_answer_ns = self.transport.now_ns()  # when the last observation was answered (watchdog)
+        self.sequencer = CommandSequencer()  # this run's command session and sequence numbers
+        self.episode_gate = EpisodeGate()
 
         self.action_pub = self.create_publisher(p.action_topic, ACTION_TYPE, "default")
         self.create_subscription(p.image_topic, IMAGE_TYPE, self._on_image, "sensor_data")
         self.create_subscription(p.state_topic, JOINT_STATE_TYPE, self._on_state, "sensor_data")
         self.create_subscription(p.instruction_topic, INSTRUCTION_TYPE, self._on_instruction, INSTRUCTION_QOS)
-        self.create_subscription(p.episode_topic, EPISODE_TYPE, self._on_episode, EPISODE_QOS)
+        self.create_subscription(p.episode_topic, EPISODE_TYPE, self._on_episode, EPISODE_QOS,
+                                 allowed_publishers=p.episode_publishers)
         if p.trigger == "timer":
             self.create_timer(1.0 / p.control_rate_hz, self._on_timer)
         else:  # lockstep watchdog: a silent upstream must not leave the last action running
@@ -324,6 +341,10 @@ class PolicyNodeCore(NodeCore):
 
     # -- inputs
     def _on_image(self, msg: Any) -> None:
+        p = self.params
+        if int(msg.width) > p.max_image_width or int(msg.height) > p.max_image_height:  # before any conversion
+            raise msgs.MessageValueError(f"image {msg.width}x{msg.height} exceeds the input cap "
+                                         f"{p.max_image_width}x{p.max_image_height} (max_image_width/height)")
         img = msgs.msg_to_image(msg, want="rgb8")
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
             raise msgs.MessageValueError(f"policy needs an rgb8 image, got {msg.encoding} {img.shape}")
@@ -364,6 +385,10 @@ class PolicyNodeCore(NodeCore):
     def _on_episode(self, msg: Any) -> None:
         ev = decode_episode_event(msg)
         if ev is None or ev.event != "start":
+            return
+        refused = self.episode_gate.check(ev)
+        if refused is not None:
+            self.warn("bad_episode", "refused episode start (task %r, seed %r): %s", ev.task, ev.seed, refused)
             return
         try:  # a seed the policy cannot take refuses the event; the node keeps its state and goes on
             self.policy.reset(seed=ev.seed)
@@ -432,21 +457,25 @@ class PolicyNodeCore(NodeCore):
             action = np.asarray(self.policy.select_action(self.observation()), dtype=np.float32).reshape(-1)
         except Exception as exc:  # noqa: BLE001 - a policy failure is answered with the hold, never silence
             self.warn("policy_error", "policy raised %s: %s; holding", type(exc).__name__, exc)
-            self._publish_hold(None)
+            self._publish_hold(None, stamp)
             return
         finally:  # the watchdog counts from the answer: a slow policy is not mistaken for a silent upstream
             self._last_answer_ns = self.transport.now_ns()
         if action.size != self.params.action_dim or not np.all(np.isfinite(action)):
             self.warn("bad_policy_output", "policy returned %s values (finite: %s); holding",
                       action.size, bool(np.all(np.isfinite(action))))
-            self._publish_hold(None)
+            self._publish_hold(None, stamp)
             return
         clamped = np.clip(action, self.low, self.high)
         if not np.array_equal(clamped, action):
             self.counters["clamped"] += 1
         self.last_action = clamped
-        self.action_pub.publish(msgs.float32_array(clamped, ACTION_LABEL, self.transport.distro))
+        self._publish(clamped, KIND_ACTION, stamp)
         self.actions_published += 1
+
+    def _publish(self, values: np.ndarray, kind: int, stamp: int) -> None:
+        self.action_pub.publish(action_command_msg(values, kind, stamp, self.sequencer, self.fq_name,
+                                                   self.transport.distro))
 
     def hold_action(self) -> np.ndarray:
         p = self.params
@@ -458,10 +487,13 @@ class PolicyNodeCore(NodeCore):
                 a[: p.motion_dims] = 0.0
         return np.clip(a, self.low, self.high)
 
-    def _publish_hold(self, reason: str | None) -> None:
-        """The hold action; ``reason`` set = a watchdog hold (labelled so), None = the answer to an observation."""
+    def _publish_hold(self, reason: str | None, stamp: int | None = None) -> None:
+        """The hold action: ``reason`` set = a watchdog hold (stamped with the node clock), None = the answer to
+        the observation stamped ``stamp``."""
         if reason is not None:
             self.warn("stale_observation", "watchdog: %s; holding", reason)
-        label = ACTION_LABEL if reason is None else WATCHDOG_HOLD_LABEL
-        self.action_pub.publish(msgs.float32_array(self.hold_action(), label, self.transport.distro))
+            self._publish(self.hold_action(), KIND_WATCHDOG_HOLD, self.transport.now_ns())
+        else:
+            assert stamp is not None
+            self._publish(self.hold_action(), KIND_ACTION, stamp)
         self.holds_published += 1

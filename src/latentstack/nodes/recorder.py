@@ -47,7 +47,7 @@ class RecorderParams:
         "camera/image_raw:sensor_msgs/msg/Image",
         "camera/camera_info:sensor_msgs/msg/CameraInfo",
         "joint_states:sensor_msgs/msg/JointState",
-        "action:std_msgs/msg/Float32MultiArray",
+        "action:latentstack_msgs/msg/ActionCommand",
         "instruction:std_msgs/msg/String:transient_local",
         "episode:diagnostic_msgs/msg/DiagnosticStatus:transient_local",
     )

@@ -3,7 +3,8 @@
 Publishes per step ``camera/image_raw`` (rgb8 Image), ``camera/camera_info`` and
 ``joint_states`` (hand x/y/z + gripper) with one shared stamp (sim time of the step), the
 instruction (``instruction``, latched) and ``episode`` start/end events; applies
-``action`` commands (Float32MultiArray).
+``action`` commands (``latentstack_msgs/ActionCommand``, see :mod:`.commands`) from the nodes named in
+``action_publishers`` only.
 
 ``lockstep=True``: the env steps exactly when an action for the current observation
 arrives, so a closed loop through the node graph reproduces
@@ -16,8 +17,11 @@ action (zero motion, gripper kept) when none arrived within ``action_timeout_s``
 
 Episodes run task by task, seed by seed, exactly like ``evaluate``: one env per task,
 ``env.reset(seed)`` per episode. A malformed or wrong-length action is logged and ignored;
-out-of-range values are clamped to the action space (and counted). A policy node's watchdog hold
-(layout label ``watchdog_hold``) answers no observation: lockstep ignores it (counted), free-running
+out-of-range values are clamped to the action space (and counted). Every command goes through a
+:class:`~.commands.CommandFilter`: replayed, out-of-order and foreign-session commands are refused
+(counted as ``command_<reason>``); lockstep applies only the answer stamped with its current observation's
+stamp (others: ``command_stale``), free-running refuses answers older than ``action_timeout_s`` of sim
+time or stamped after the current observation. A policy node's watchdog hold answers no observation: lockstep ignores it (counted), free-running
 applies it like any action.
 
 Episode seeds must be integers in ``[0, 2**63 - 1]`` (``seeds`` parameter: checked at start-up). An
@@ -35,7 +39,8 @@ import numpy as np
 from latentstack import msgs
 from latentstack.sim.rollout import EpisodeResult, EpisodeState
 
-from .base import NodeCore, check, check_finite
+from .base import NodeCore, check, check_finite, check_publisher_list
+from .commands import CommandFilter, CommandSequencer, decode_action_command
 from .interfaces import (
     ACTION_TYPE,
     CAMERA_INFO_TYPE,
@@ -45,7 +50,6 @@ from .interfaces import (
     INSTRUCTION_QOS,
     INSTRUCTION_TYPE,
     JOINT_STATE_TYPE,
-    WATCHDOG_HOLD_LABEL,
     EpisodeEvent,
     episode_event_msg,
     is_valid_seed,
@@ -83,8 +87,14 @@ class SimBridgeParams:
     joint_names: tuple[str, ...] = ("hand_x", "hand_y", "hand_z", "gripper")
     action_dim: int = 4
     motion_dims: int = 3
+    # who may command the sim: node names (relative to this node's namespace) / "guid:<hex>"; () = anyone
+    action_publishers: tuple[str, ...] = ("policy_node",)
+    session_timeout_s: float = 1.0  # a second command session is refused while the first published this recently
 
     def __post_init__(self) -> None:
+        check_publisher_list("action_publishers", self.action_publishers)
+        check_finite("session_timeout_s", self.session_timeout_s)
+        check(self.session_timeout_s >= 0, f"session_timeout_s must be >= 0, got {self.session_timeout_s}")
         check(self.split in SPLITS, f"split must be one of {SPLITS}, got {self.split!r}")
         check(self.episodes_per_task >= 1, f"episodes_per_task must be >= 1, got {self.episodes_per_task}")
         for name in ("rate_hz", "action_timeout_s", "republish_s", "step_dt_s"):
@@ -164,13 +174,19 @@ class SimBridgeCore(NodeCore):
         self._instruction_sent: str | None = None
         self.low = np.full(p.action_dim, -1.0, np.float32)
         self.high = np.full(p.action_dim, 1.0, np.float32)
+        # lockstep checks an answer's stamp against the awaited observation itself; free-running by age
+        self.commands = CommandFilter(max_age_s=None if p.lockstep else p.action_timeout_s,
+                                      max_future_s=None if p.lockstep else 0.0,
+                                      session_timeout_s=p.session_timeout_s)
+        self.episode_session = CommandSequencer().session  # tells this run's episode events from replays
 
         self.image_pub = self.create_publisher(p.image_topic, IMAGE_TYPE, "sensor_data")
         self.info_pub = self.create_publisher(p.camera_info_topic, CAMERA_INFO_TYPE, "sensor_data")
         self.state_pub = self.create_publisher(p.state_topic, JOINT_STATE_TYPE, "sensor_data")
         self.instruction_pub = self.create_publisher(p.instruction_topic, INSTRUCTION_TYPE, INSTRUCTION_QOS)
         self.episode_pub = self.create_publisher(p.episode_topic, EPISODE_TYPE, EPISODE_QOS)
-        self.create_subscription(p.action_topic, ACTION_TYPE, self._on_action, "default")
+        self.create_subscription(p.action_topic, ACTION_TYPE, self._on_action, "default",
+                                 allowed_publishers=p.action_publishers)
         if p.lockstep:
             self.create_timer(p.republish_s, self._republish)
         else:
@@ -249,7 +265,8 @@ class SimBridgeCore(NodeCore):
         self._latest_action = None
         self._last_applied = None
         self.episode_pub.publish(episode_event_msg(
-            EpisodeEvent("start", ep.task, ep.seed, ep.instruction, index=self._ep_index), self.transport.distro))
+            EpisodeEvent("start", ep.task, ep.seed, ep.instruction, index=self._ep_index,
+                         session=self.episode_session, source=self.fq_name), self.transport.distro))
         if ep.instruction != self._instruction_sent:
             self.instruction_pub.publish(msgs.string_msg(ep.instruction, self.transport.distro))
             self._instruction_sent = ep.instruction
@@ -263,7 +280,8 @@ class SimBridgeCore(NodeCore):
         self.results.append(res)
         self.episode_pub.publish(episode_event_msg(
             EpisodeEvent("end", ep.task, ep.seed, ep.instruction, success=res.success, length=res.length,
-                         index=self._ep_index), self.transport.distro))
+                         index=self._ep_index, session=self.episode_session, source=self.fq_name),
+            self.transport.distro))
         self.log.info("[%s] episode %d %s seed %d: %s in %d steps", self.name, self._ep_index, ep.task, ep.seed,
                       "success" if res.success else "failure", res.length)
         self._next_episode()
@@ -305,22 +323,26 @@ class SimBridgeCore(NodeCore):
             self._publish_observation()
 
     # -- actions
-    def _validate_action(self, msg: Any) -> np.ndarray:
-        a = msgs.float32_array_values(msg, self.params.action_dim)
-        c = np.clip(a, self.low, self.high)
-        if not np.array_equal(a, c):
-            self.warn("action_clamped", "action %s outside [-1, 1]; clamped", np.round(a, 3).tolist())
-        return c
-
     def _on_action(self, msg: Any) -> None:
-        a = self._validate_action(msg)
+        cmd = decode_action_command(msg, self.params.action_dim)  # MessageValueError: logged, counted, dropped
+        reason = self.commands.check(cmd, self.transport.now_ns(), reference_stamp_ns=self.stamp())
+        if reason is not None:
+            self.warn(f"command_{reason}", "refused action command (session %d, sequence %d, stamp %d ns): %s",
+                      cmd.session, cmd.sequence, cmd.stamp_ns, reason.replace("_", " "))
+            return
+        a = np.clip(cmd.values, self.low, self.high)
+        if not np.array_equal(a, cmd.values):
+            self.warn("action_clamped", "action %s outside [-1, 1]; clamped", np.round(cmd.values, 3).tolist())
         if self.params.lockstep:
-            dims = msg.layout.dim
-            if len(dims) and dims[0].label == WATCHDOG_HOLD_LABEL:  # not the answer to this observation
+            if cmd.is_hold:  # not the answer to this observation
                 self.counters["watchdog_hold_ignored"] += 1
                 return
             if not self._awaiting:
                 self.counters["unexpected_action"] += 1
+                return
+            if cmd.stamp_ns != self.stamp():  # answers some other observation (a late or forged one)
+                self.warn("command_stale", "refused action stamped %d ns: the awaited observation is stamped %d ns",
+                          cmd.stamp_ns, self.stamp())
                 return
             self._step(a)
         else:

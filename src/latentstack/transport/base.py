@@ -25,7 +25,8 @@ from .ratelimit import RateLimitedLog
 if TYPE_CHECKING:  # typing.Self is Python >= 3.11: imported for type checkers only
     from typing import Self
 
-__all__ = ["NodeId", "Publisher", "Subscription", "TopicTypeError", "Transport", "TransportError"]
+__all__ = ["NodeId", "Publisher", "Sender", "SenderFilter", "Subscription", "TopicTypeError", "Transport",
+           "TransportError"]
 
 log = logging.getLogger("latentstack.transport")
 
@@ -46,6 +47,27 @@ class NodeId:
 
     name: str
     namespace: str = "/"
+
+
+@dataclass(frozen=True)
+class Sender:
+    """Who published a received message, as far as the transport can tell.
+
+    ``gid``: the writer's 16-byte GUID (DDS) or a random per-publisher id (in-process);
+    ``participant``: the DDS participant's GUID (in-process: the transport's id); ``node``: the ROS node
+    the writer belongs to, from ``ros_discovery_info`` (DDS) or the publisher itself (in-process), None
+    when unknown. Without DDS Security none of this is authenticated: it tells apart the well-behaved
+    participants of a graph, it does not stop a forger (see the threat model in the README).
+    """
+
+    gid: bytes
+    participant: bytes = b""
+    node: NodeId | None = None
+
+
+# A subscription's sender filter: True accept, False refuse, None "not known yet" (a DDS writer whose
+# ros_discovery_info has not arrived; the DDS transport holds such messages briefly and asks again).
+SenderFilter = Callable[[Sender], "bool | None"]
 
 
 class Publisher:
@@ -105,10 +127,37 @@ class Subscription:
         self.closed = False
         # a peer sending garbage at full rate gets a few lines per window, the rest counted (rate_log.suppressed)
         self.rate_log = RateLimitedLog(log)
+        # publisher allow-list (NodeCore.create_subscription(allowed_publishers=...)); None = anyone
+        self.sender_filter: SenderFilter | None = None
+        self.refused_senders = 0
 
-    def _deliver(self, data: bytes, timestamp_ns: int | None = None) -> bool:
-        """Decode and call back; False (logged, counted) when the bytes are malformed."""
+    def _sender_allowed(self, sender: Sender | None, *, final: bool = True) -> bool | None:
+        """The sender filter's verdict (True without a filter); a refusal is counted and logged (rate-limited).
+
+        ``final=False`` lets "not known yet" (None) through uncounted, for a backend that can ask again later."""
+        if self.sender_filter is None:
+            return True
+        verdict = self.sender_filter(sender) if sender is not None else False
+        if verdict is None and final:
+            verdict = False
+        if verdict is False:
+            self.refused_senders += 1
+            who = "an unknown writer" if sender is None else (
+                f"node {sender.node.namespace.rstrip('/')}/{sender.node.name}" if sender.node else
+                f"writer {sender.gid.hex()} (no node announced)")
+            self.rate_log.log("sender", logging.WARNING, "refused message on %s from %s: not an allowed publisher",
+                              self.topic, who)
+        return verdict
+
+    def _deliver(self, data: bytes, timestamp_ns: int | None = None, sender: Sender | None = None,
+                 checked: bool = False) -> bool:
+        """Decode and call back; False (logged, counted) when the bytes are malformed or the sender is refused.
+
+        ``checked``: the backend already ran the sender filter (the DDS transport, which may hold a message
+        until its writer's node is known)."""
         if self.closed:
+            return False
+        if not checked and not self._sender_allowed(sender):
             return False
         self.received += 1
         if self.raw:

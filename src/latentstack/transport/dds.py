@@ -7,7 +7,9 @@
 - QoS as rmw_cyclonedds ``create_readwrite_qos``: reliability, durability (+ durability
   service for TRANSIENT_LOCAL), KEEP_LAST depth, no autodispose, endpoint USER_DATA
   ``typehash=RIHS01_<hex>;`` (Jazzy; Humble sends none), participant USER_DATA ``enclave=/;``;
-- an optional ``ros_discovery_info`` writer so ``ros2 node list`` shows our node names.
+- an optional ``ros_discovery_info`` writer so ``ros2 node list`` shows our node names, and a reader of
+  everyone's ``ros_discovery_info``, so each received sample is attributed to its writer's node
+  (:class:`~latentstack.transport.base.Sender`) for publisher allow-lists.
 
 Network traffic follows the Cyclone configuration: ``config="loopback"`` pins it to
 127.0.0.1 with multicast off (tests use that with a random domain id). Topics only;
@@ -15,15 +17,35 @@ services are RMW-specific and not implemented.
 """
 from __future__ import annotations
 
+import logging
 import os
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from latentstack import msgs
 
-from .base import Callback, NodeId, Publisher, Subscription, TopicTypeError, Transport, TransportError, log
-from .discovery import DISCOVERY_QOS, DISCOVERY_TOPIC, DISCOVERY_TYPE, NodeEntities, encode_participant_info
+from .base import (
+    Callback,
+    NodeId,
+    Publisher,
+    Sender,
+    Subscription,
+    TopicTypeError,
+    Transport,
+    TransportError,
+    log,
+)
+from .discovery import (
+    DISCOVERY_QOS,
+    DISCOVERY_TOPIC,
+    DISCOVERY_TYPE,
+    NodeEntities,
+    decode_participant_info,
+    encode_participant_info,
+)
 from .names import dds_topic_name
 from .qos import Durability, History, QoSProfile, Reliability
 
@@ -133,6 +155,9 @@ class _DdsSubscription(Subscription):
         self.reader = reader
         self.condition = condition
         self.gid = reader.get_guid().bytes
+        # samples whose writer's node is not known yet (its ros_discovery_info may trail the data): kept
+        # briefly, bounded, then refused; (data, source stamp, handle, first seen monotonic s)
+        self.unresolved: deque[tuple[bytes, int, int, float]] = deque(maxlen=DdsTransport.UNRESOLVED_MAX)
 
     def matched_count(self) -> int:
         return len(self.reader.get_matched_publications())
@@ -152,6 +177,8 @@ class DdsTransport(Transport):
     """
 
     kind = "dds"
+    UNRESOLVED_MAX = 64  # samples per subscription held while their writer's node is unknown
+    UNRESOLVED_WAIT_S = 2.0  # how long such a sample waits for the writer's ros_discovery_info
 
     def __init__(
         self, domain_id: int | None = None, distro: str | None = None, *, config: str | None = None,
@@ -189,6 +216,14 @@ class DdsTransport(Transport):
         self._closing = False
         self._order = 0
         self._discovery_writer = None
+        # writer GUID -> node, from every participant's ros_discovery_info (ours included)
+        self._writer_nodes: dict[bytes, NodeId] = {}
+        self._participant_writers: dict[bytes, set[bytes]] = {}
+        self._senders: dict[int, tuple[bytes, bytes]] = {}  # publication handle -> (writer GUID, participant GUID)
+        self._discovery_reader = self._make_discovery_reader()
+        from cyclonedds.core import ReadCondition
+
+        self._waitset.attach(ReadCondition(self._discovery_reader, _ANY))  # an announcement wakes a waiting spin
         if discovery_info:
             self._discovery_writer = self._make_writer(DISCOVERY_TOPIC, DISCOVERY_TYPE, DISCOVERY_QOS, raw_topic=True)
             self._publish_discovery()
@@ -291,6 +326,77 @@ class DdsTransport(Transport):
         pad = (-len(data)) % 4
         ddspy_write(self._discovery_writer._ref, data + b"\0" * pad)
 
+    def _make_discovery_reader(self) -> Any:
+        from cyclonedds.sub import DataReader
+
+        # KEEP_ALL as rmw_dds_common's reader: the topic is keyless, one participant's sample must not push
+        # out another's before it is taken
+        qos = QoSProfile(Reliability.RELIABLE, Durability.TRANSIENT_LOCAL, History.KEEP_ALL, 1)
+        return DataReader(self.participant, self._topic(DISCOVERY_TOPIC, DISCOVERY_TYPE),
+                          qos=to_dds_qos(qos, user_data=self._user_data(DISCOVERY_TYPE)))
+
+    def _take_discovery(self) -> None:
+        """Updates writer -> node from the participants' ``ros_discovery_info`` (each sample: one participant's
+        full list). A malformed sample is logged and skipped."""
+        from cyclonedds._clayer import ddspy_take
+
+        while True:
+            ret = ddspy_take(self._discovery_reader._ref, _ANY, 64)
+            if isinstance(ret, int):
+                log.warning("DDS take on %s failed (code %d)", DISCOVERY_TOPIC, ret)
+                return
+            for data, info in ret:
+                if not info.valid_data:
+                    continue
+                try:
+                    pinfo = decode_participant_info(data, self.distro)
+                except (msgs.MessageError, ValueError) as exc:
+                    log.warning("ignored malformed %s sample: %s", DISCOVERY_TOPIC, exc)
+                    continue
+                part = pinfo["gid"][:16]  # Humble pads GIDs to 24 bytes
+                with self._lock:
+                    for w in self._participant_writers.pop(part, set()):
+                        self._writer_nodes.pop(w, None)
+                    mine = set()
+                    for n in pinfo["nodes"]:
+                        for g in n.writer_gids:
+                            self._writer_nodes[g[:16]] = NodeId(n.name, n.namespace)
+                            mine.add(g[:16])
+                    self._participant_writers[part] = mine
+            if len(ret) < 64:
+                return
+
+    def _sender(self, sub: _DdsSubscription, handle: int) -> Sender:
+        ids = self._senders.get(handle)
+        if ids is None:
+            ep = sub.reader.get_matched_publication_data(handle)
+            if ep is None:  # the writer is already gone
+                return Sender(b"", b"", None)
+            ids = (ep.key.bytes, ep.participant_key.bytes)
+            if len(self._senders) >= 4096:  # bounded: writers come and go in a long-running graph
+                self._senders.clear()
+            self._senders[handle] = ids
+        with self._lock:
+            node = self._writer_nodes.get(ids[0])
+        return Sender(ids[0], ids[1], node)
+
+    def _admit(self, sub: _DdsSubscription, data: bytes, stamp: int, handle: int, first_seen: float) -> bool | None:
+        """The sender filter's verdict; "not known yet" samples wait in ``sub.unresolved`` (bounded, timed)."""
+        if sub.sender_filter is None:
+            return True
+        verdict = sub._sender_allowed(self._sender(sub, handle), final=False)
+        if verdict is None:
+            if time.monotonic() - first_seen < self.UNRESOLVED_WAIT_S:
+                if len(sub.unresolved) == sub.unresolved.maxlen:
+                    sub.refused_senders += 1  # the oldest waiting sample is pushed out: refused
+                sub.unresolved.append((data, stamp, handle, first_seen))
+                return None
+            sub.refused_senders += 1
+            sub.rate_log.log("sender", logging.WARNING, "refused message on %s: its writer announced no node within %.1f s",
+                             sub.topic, self.UNRESOLVED_WAIT_S)
+            return False
+        return verdict
+
     def create_publisher(self, *a: Any, **k: Any) -> Publisher:
         pub = super().create_publisher(*a, **k)
         if pub.node is not None:  # the endpoint list changed: republish the node's entities
@@ -307,17 +413,25 @@ class DdsTransport(Transport):
     def _take_all(self) -> list[tuple[int, int, _DdsSubscription, bytes]]:
         from cyclonedds._clayer import ddspy_take
 
+        self._take_discovery()  # first: a writer's node may have just been announced
         out = []
+        now = time.monotonic()
         with self._lock:
             subs = [s for s in self.subscriptions if not s.closed]
         for sub in subs:
+            waiting, sub.unresolved = list(sub.unresolved), deque(maxlen=sub.unresolved.maxlen)
+            for data, stamp, handle, first in waiting:  # in arrival order, before anything newer
+                if self._admit(sub, data, stamp, handle, first):
+                    self._order += 1
+                    out.append((stamp, self._order, sub, data))
             while True:
                 ret = ddspy_take(sub.reader._ref, _ANY, 64)
                 if isinstance(ret, int):
                     log.warning("DDS take on %s failed (code %d)", sub.topic, ret)
                     break
                 for data, info in ret:
-                    if info.valid_data:
+                    if info.valid_data and self._admit(sub, data, int(info.source_timestamp),
+                                                       int(info.publication_handle), now):
                         self._order += 1
                         out.append((int(info.source_timestamp), self._order, sub, data))
                 if len(ret) < 64:
@@ -337,7 +451,7 @@ class DdsTransport(Transport):
             batch = self._take_all()
         n = 0
         for stamp, _, sub, data in batch:
-            if sub._deliver(data, stamp):
+            if sub._deliver(data, stamp, checked=True):
                 n += 1
         return n
 

@@ -16,6 +16,7 @@ the delivery FIFO is compacted to the messages still queued, so it never outgrow
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import time
 from collections import deque
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .base import Callback, NodeId, Publisher, Subscription, TopicTypeError, Transport, log
+from .base import Callback, NodeId, Publisher, Sender, Subscription, TopicTypeError, Transport, log
 from .qos import Durability, History, QoSProfile, qos_compatible
 
 __all__ = ["InProcBus", "InProcTransport"]
@@ -63,6 +64,7 @@ class _InProcPublisher(Publisher):
 
     def __init__(self, *a: Any, **k: Any) -> None:
         super().__init__(*a, **k)
+        self.sender = Sender(os.urandom(16), self.transport.gid, self.node)  # what subscribers see as the writer
         self.history: deque[bytes] = deque(maxlen=self.qos.depth if self.qos.durability == Durability.TRANSIENT_LOCAL
                                            else 0)
 
@@ -74,7 +76,7 @@ class _InProcPublisher(Publisher):
             stamp = time.time_ns()
             for sub in bus.topics[self.topic].subscriptions:
                 if not sub.closed and qos_compatible(self.qos, sub.qos)[0]:
-                    sub.transport._enqueue(sub, data, stamp)
+                    sub.transport._enqueue(sub, data, stamp, self.sender)
 
     def matched_count(self) -> int:
         with self.transport.bus.lock:
@@ -96,7 +98,7 @@ class _InProcSubscription(Subscription):
         super().__init__(*a, **k)
         keep_all = self.qos.history == History.KEEP_ALL
         cap = self.transport.keep_all_cap if keep_all else self.qos.depth
-        self.pending: deque[tuple[int, bytes, int]] = deque(maxlen=cap)
+        self.pending: deque[tuple[int, bytes, int, Sender]] = deque(maxlen=cap)
         self.dropped = 0  # messages pushed out of the full queue before anyone spun
 
     def close(self) -> None:
@@ -121,6 +123,7 @@ class InProcTransport(Transport):
             raise ValueError(f"keep_all_cap must be >= 1, got {keep_all_cap}")
         self.keep_all_cap = keep_all_cap
         self.bus = bus or InProcBus()
+        self.gid = os.urandom(16)  # stands in for a DDS participant GUID
         self._clock = clock
         self._fifo: deque[tuple[int, _InProcSubscription]] = deque()
         self._fifo_limit = self._FIFO_MIN
@@ -149,15 +152,15 @@ class InProcTransport(Transport):
                 for pub in t.publishers:
                     if qos_compatible(pub.qos, qos)[0]:
                         for data in pub.history:
-                            self._enqueue(sub, data, time.time_ns())
+                            self._enqueue(sub, data, time.time_ns(), pub.sender)
             return sub
 
-    def _enqueue(self, sub: _InProcSubscription, data: bytes, stamp: int) -> None:
+    def _enqueue(self, sub: _InProcSubscription, data: bytes, stamp: int, sender: Sender) -> None:
         with self._cv:
             seq = self.bus.next_seq()
             if len(sub.pending) == sub.pending.maxlen:
                 sub.dropped += 1
-            sub.pending.append((seq, data, stamp))  # KEEP_LAST / capped KEEP_ALL: deque drops the oldest
+            sub.pending.append((seq, data, stamp, sender))  # KEEP_LAST / capped KEEP_ALL: deque drops the oldest
             self._fifo.append((seq, sub))
             if len(self._fifo) > self._fifo_limit:
                 self._compact()
@@ -171,7 +174,7 @@ class InProcTransport(Transport):
         # every queued message has a FIFO entry, so the FIFO names every subscription to scan (including
         # one still being created, whose TRANSIENT_LOCAL replay is not in self.subscriptions yet)
         subs = {id(s): s for _, s in self._fifo}.values()
-        live = sorted(((seq, s) for s in subs for seq, _, _ in s.pending), key=lambda e: e[0])
+        live = sorted(((seq, s) for s in subs for seq, *_ in s.pending), key=lambda e: e[0])
         self._fifo = deque(live)
         self._fifo_limit = max(self._FIFO_MIN, 2 * len(live))
 
@@ -191,8 +194,8 @@ class InProcTransport(Transport):
             with self.bus.lock:
                 if not sub.pending or sub.pending[0][0] != seq:
                     continue  # dropped by KEEP_LAST, or subscription closed
-                _, data, stamp = sub.pending.popleft()
-            if sub._deliver(data, stamp):
+                _, data, stamp, sender = sub.pending.popleft()
+            if sub._deliver(data, stamp, sender):
                 n += 1
         return n
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Callback, NodeId, Publisher, Subscription, Transport, TransportError
+from .base import Callback, NodeId, Publisher, Sender, Subscription, Transport, TransportError
 from .qos import Durability, History, QoSProfile, Reliability
 
 try:  # pragma: no cover - rclpy is not installable from PyPI
@@ -89,9 +89,20 @@ class RclpyTransport(Transport):  # pragma: no cover - needs rclpy
     ) -> Subscription:
         sub = _RclpySubscription(self, topic, msgtype, callback, qos, raw, node)
         sub.handle = self.node.create_subscription(
-            self._msg_class(msgtype), topic, lambda data: sub._deliver(bytes(data)), to_rclpy_qos(qos), raw=True
+            self._msg_class(msgtype), topic, lambda data: self._on_data(sub, bytes(data)), to_rclpy_qos(qos), raw=True
         )
         return sub
+
+    def _on_data(self, sub: Subscription, data: bytes) -> None:
+        """rclpy hands a callback no per-message publisher, so a publisher allow-list is enforced per topic:
+        while any publisher on the topic (graph API) is outside the list, every message on it is refused.
+        Authenticated access control on this backend is SROS2 (publish permissions per topic)."""
+        if sub.sender_filter is not None:
+            for info in self.node.get_publishers_info_by_topic(sub.topic):
+                sender = Sender(bytes(info.endpoint_gid)[:16], b"", NodeId(info.node_name, info.node_namespace))
+                if not sub._sender_allowed(sender):
+                    return
+        sub._deliver(data, checked=True)
 
     def spin_once(self, timeout: float = 0.0) -> int:
         before = sum(s.received for s in self.subscriptions)
