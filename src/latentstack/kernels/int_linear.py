@@ -14,6 +14,10 @@ Execution paths (``impl`` on the modules):
 - ``"cpp"`` — one fused C++ op (quantise rows → ``at::_int_mm`` → epilogue); default when it
   builds, because in eager mode the small quantisation ops otherwise cost as much as the GEMM.
 - ``"fake"`` — fake-quant reference in float64 (dequantise both operands, matmul); the oracle.
+- ``"triton"`` — one fused Triton kernel per layer (quantise rows → int8 ``tl.dot`` → epilogue; W4A8
+  unpacks the nibbles inside the GEMM), :mod:`latentstack.kernels.triton_int`; what ``auto`` picks on
+  CUDA tensors when triton is installed (the torch chain of small ops measured slower than bf16 there).
+  On CPU tensors it runs only under ``TRITON_INTERPRET=1`` (tests); CPU ``auto`` is unchanged.
 
 ``_int_mm`` shape rules: on CPU every shape works and is exact (checked in tests); on CUDA it
 needs M > 16 and K, N multiples of 8 — :func:`int_mm` pads there.
@@ -66,6 +70,7 @@ __all__ = [
     "quantize_symmetric",
     "resident_bytes",
     "state_bytes",
+    "triton_int_available",
     "unpack_int4",
 ]
 
@@ -76,6 +81,30 @@ EPS = 1e-8
 def int_cpp_available() -> bool:
     """True if the fused C++ int ops are built/loaded (builds them on first call, ~15 s)."""
     return INT_OPS.load()
+
+
+def _triton_int() -> Any:
+    """The Triton kernel module, imported on first use (``None`` when triton is not installed)."""
+    try:
+        from . import triton_int
+    except ImportError:
+        return None
+    return triton_int
+
+
+def triton_int_available(device: torch.device | str = "cuda") -> bool:
+    """True if the Triton int kernels take tensors on ``device`` here (CUDA compiled, or CPU interpreted)."""
+    mod = _triton_int()
+    return mod is not None and bool(mod.runs_on(device))
+
+
+def _triton_why() -> str | None:
+    mod = _triton_int()
+    if mod is None:
+        return "triton is not installed"
+    if mod.INTERPRETED:
+        return "triton kernels were built for the CPU interpreter (TRITON_INTERPRET=1)"
+    return None if torch.cuda.is_available() else "no CUDA device"
 
 
 # --------------------------------------------------------------------------- quantisers
@@ -184,7 +213,11 @@ def _resolve_impl(impl: str, x: torch.Tensor) -> str:
     if impl == "auto":
         if torch.compiler.is_compiling():  # no build attempts while tracing; plain attribute read
             return "cpp" if x.device.type == "cpu" and INT_OPS.status()[0] else "torch"
+        if x.device.type == "cuda":
+            return "triton" if triton_int_available(x.device) else "torch"
         return "cpp" if x.device.type == "cpu" and int_cpp_available() else "torch"
+    if impl == "triton" and not triton_int_available(x.device):
+        raise RuntimeError(f"Triton int kernels do not run on {x.device} here: {_triton_why()}")
     if impl == "cpp" and torch.compiler.is_compiling():
         return impl if INT_OPS.status()[0] else "torch"
     if impl == "cpp" and not int_cpp_available():
@@ -203,8 +236,8 @@ class _IntLinearBase(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, impl: str) -> None:
         super().__init__()
-        if impl not in ("auto", "cpp", "torch", "fake"):
-            raise ValueError(f"impl must be auto | cpp | torch | fake, got {impl!r}")
+        if impl not in ("auto", "cpp", "torch", "fake", "triton"):
+            raise ValueError(f"impl must be auto | cpp | torch | fake | triton, got {impl!r}")
         self.in_features, self.out_features, self.impl = in_features, out_features, impl
         if impl in ("auto", "cpp"):
             int_cpp_available()  # build/load now, never inside a torch.compile trace
@@ -232,6 +265,9 @@ class _IntLinearBase(nn.Module):
     def _forward_cpp(self, x2: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def _forward_triton(self, x2: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
     def forward_fake(self, x: torch.Tensor) -> torch.Tensor:
         """Fake-quant oracle in float64: dequantised activations @ dequantised weights."""
         xq, sx = quantize_per_token(x.reshape(-1, self.in_features))
@@ -245,10 +281,13 @@ class _IntLinearBase(nn.Module):
         return self.run(x, self.impl)
 
     def run(self, x: torch.Tensor, impl: str = "auto") -> torch.Tensor:
-        """Forward on a chosen path: ``auto | cpp | torch | fake``."""
+        """Forward on a chosen path: ``auto | cpp | torch | fake | triton``."""
         impl = _resolve_impl(impl, x)
         if impl == "fake":
             return self.forward_fake(x).to(x.dtype)
+        if impl == "triton":  # reads x in its own dtype and writes x.dtype: no fp32 round trip outside the kernel
+            y = self._forward_triton(x.reshape(-1, self.in_features))
+            return y.reshape(*x.shape[:-1], self.out_features)
         x2 = x.reshape(-1, self.in_features).to(torch.float32)
         y = self._forward_cpp(x2.contiguous()) if impl == "cpp" else self._forward_torch(x2)
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
@@ -306,6 +345,9 @@ class W8A8Linear(_IntLinearBase):
     def _forward_cpp(self, x2: torch.Tensor) -> torch.Tensor:
         return torch.ops.latentstack_int.w8a8_linear(x2, self.weight_kn(), self.weight_scale, self.bias, EPS)
 
+    def _forward_triton(self, x2: torch.Tensor) -> torch.Tensor:
+        return _triton_int().w8a8_linear_triton(x2, self.weight_kn(), self.weight_scale, self.bias, EPS)
+
 
 class W4A8Linear(_IntLinearBase):
     """int4 per-output-channel weights packed two per byte (``[ceil(K/2), N]`` uint8), int8 GEMM.
@@ -350,6 +392,13 @@ class W4A8Linear(_IntLinearBase):
         return torch.ops.latentstack_int.w4a8_linear(
             x2, self.weight_packed, self.in_features, self.weight_scale, self.bias, EPS
         )
+
+    def _forward_triton(self, x2: torch.Tensor) -> torch.Tensor:
+        ti = _triton_int()
+        if self._unpacked is not None or self.cache_unpacked:  # speed of W8A8 asked for: the cached int8 copy
+            return ti.w8a8_linear_triton(x2, self.weight_kn(), self.weight_scale, self.bias, EPS)
+        # the packed bytes are read inside the GEMM: no int8 copy of the weight is made (nor cached)
+        return ti.w4a8_linear_triton(x2, self.weight_packed, self.in_features, self.weight_scale, self.bias, EPS)
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         self._unpacked = None  # new codes invalidate the cache
@@ -495,5 +544,7 @@ register("int_linear", "cpp", _path("cpp"), devices=("cpu",), check=lambda: int_
          why_unavailable=lambda: INT_OPS.status()[1], note="fused C++ quantise + _int_mm + epilogue")
 register("int_linear", "torch", _path("torch"), note="eager torch ops around _int_mm")
 register("int_linear", "reference", _path("fake"), note="fake-quant float64 oracle")
+register("int_linear", "triton", _path("triton"), devices=("cuda",), check=lambda: triton_int_available("cuda"),
+         why_unavailable=_triton_why, note="one fused Triton kernel: quantise rows + int8 tl.dot + epilogue")
 set_preference("int_linear", "cpu", ["cpp", "torch"])
-set_preference("int_linear", "cuda", ["torch"])
+set_preference("int_linear", "cuda", ["triton", "torch"])
