@@ -14,9 +14,20 @@ must cost one GEMM and nothing else, and β = 0 must be an exact no-op. Paths:
   equal to the dense gate to ≤ 1e-6 relative when U covers every eigenvalue above the cutoff.
 - :func:`fold_gate_into_linear` — ``W' = W M`` for a site that feeds *only* one linear layer
   (``y = W (M h) + b``); a residual stream also feeds norms and adds, so usually it cannot fold.
+
+On a GPU (the VLA): COAST gates an ``expert.layer{i}`` output, the action-token residual stream, which feeds
+the next layer's LayerNorm *and* its residual add (or the final norm), so no linear layer can absorb ``M``
+exactly. What costs time there is not the ``(B·H, d) × (d, d)`` GEMM (a few µs) but the per-call Python of
+the hook/wrapper and its launch; so the VLA's CUDA-graph path captures a gate whose edit is marked
+:func:`mark_graph_safe` (a pure function of the value and the ``denoise_step`` annotation) *inside* the graph
+of the whole chunk — one captured GEMM per denoising step, no Python per call
+(``latentstack.policies.vla.cuda_graph_vla``; its cost is measured by ``benchmarks/gpu.py``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,8 +41,24 @@ __all__ = [
     "conceptor_gate_reference",
     "fold_gate_into_linear",
     "gate_matrix",
+    "is_graph_safe",
     "lowrank_factors",
+    "mark_graph_safe",
 ]
+
+
+def mark_graph_safe(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Declare an Intervention edit capturable in a CUDA graph: its result depends only on the value and the
+    ``denoise_step`` annotation (the same at every replay), never on ``step``, ``call_index`` or host-side
+    state, and after its first call it makes no host-to-device copy or host synchronisation. Returns ``fn``
+    (usable as a decorator)."""
+    fn.graph_safe = True  # type: ignore[attr-defined]
+    return fn
+
+
+def is_graph_safe(fn: Callable[..., Any]) -> bool:
+    """True if ``fn`` was marked with :func:`mark_graph_safe`."""
+    return bool(getattr(fn, "graph_safe", False))
 
 
 def _beta_value(beta: float | torch.Tensor) -> float:

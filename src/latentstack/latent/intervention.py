@@ -94,6 +94,7 @@ class Intervention:
                 out = orig(*args, **kwargs)
                 new = apply(i, args, out)
                 return out if new is None else new
+        forward.latent_edit = (self, i)  # type: ignore[attr-defined]  # lets a CUDA-graph capture identify the edit
         module.forward = forward  # instance attribute shadows the class method; deleted on exit
 
         class _Unwrap:

@@ -34,7 +34,7 @@ from torch import nn
 from latentstack.core.artifacts import ArtifactError, is_artifact, load_artifact, save_artifact
 from latentstack.core.card import bullet_lines, header_lines, provenance_lines, render, write_card
 from latentstack.core.paths import portable_path, resolve_path
-from latentstack.kernels.conceptor import gate_matrix
+from latentstack.kernels.conceptor import gate_matrix, mark_graph_safe
 from latentstack.latent import Intervention, Site
 
 from . import conceptors as cz
@@ -159,7 +159,7 @@ def conceptor_edit(C: torch.Tensor, beta: float, step_key: str = "denoise_step")
             return torch.matmul(value, Mt[t])
         return torch.matmul(value, Mt)
 
-    return edit
+    return mark_graph_safe(edit)  # pure in (value, denoise_step): the VLA's CUDA graph captures it
 
 
 def linear_edit(direction: torch.Tensor, magnitude: float) -> Edit:

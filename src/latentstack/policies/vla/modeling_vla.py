@@ -37,6 +37,7 @@ from latentstack.latent.context import annotate
 from latentstack.latent.site import Site
 from latentstack.policies.protocol import ActionChunkQueue, Observation
 from latentstack.policies.vla.configuration_vla import VLAConfig
+from latentstack.policies.vla.cuda_graph_vla import ChunkGraphCache
 from latentstack.policies.vla.processor_vla import VLAInputs, VLAProcessor
 from latentstack.policies.vla.tokenizer import WordTokenizer
 
@@ -179,13 +180,14 @@ class ActionExpert(nn.Module):
     ) -> Tensor:
         """``x_t (B, H, A)`` noisy (normalized) actions, ``t (B,)`` flow time -> velocity (B, H, A)."""
         cfg = self.cfg
-        a = self.action_in(x_t)
+        cdt = self.pos_embed.dtype  # the compute dtype (bf16 after set_inference_dtype); casts are no-ops in fp32
+        a = self.action_in(x_t.to(cdt))
         te = sinusoidal_time_embedding(t, a.shape[-1], cfg.time_embed_min_period, cfg.time_embed_max_period)
-        h = torch.cat([a, te[:, None, :].expand_as(a)], dim=-1)
+        h = torch.cat([a, te[:, None, :].expand_as(a).to(a.dtype)], dim=-1)
         h = self.time_mlp_out(F.silu(self.time_mlp_in(h))) + self.pos_embed[: x_t.shape[1]]
         for layer, kv in zip(self.layers, cache):
             h = layer(h, kv, attn_mask)
-        return self.action_out(self.norm(h))
+        return self.action_out(self.norm(h)).to(x_t.dtype)
 
 
 class VisionEncoder(nn.Module):
@@ -279,6 +281,10 @@ class VLAPolicy(nn.Module):
         # evaluation seed (and so its outputs up to float rounding) is the same on CPU and GPU.
         self._generator = torch.Generator().manual_seed(config.seed)
         self._step = 0
+        # CUDA-graph chunk prediction: None = whenever on CUDA (see predict_action_chunk); False = always eager
+        self.cuda_graph: bool | None = None
+        self._graphs = ChunkGraphCache()
+        self._graph_version = 0  # bumped by .to() & co.: captured graphs re-check the weights' storages
         self.eval()
 
     # ---------------------------------------------------------------- device / processor
@@ -356,9 +362,10 @@ class VLAPolicy(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         """Prefix tokens (B, P, d) and the key mask ``(B, 1, 1, P)``. ``lang_mask`` None means nothing is
         padded (the processor decides that on the host), and then no mask is built: no device sync here."""
-        img = self.vision(images)
+        cdt = self.compute_dtype  # float32 unless set_inference_dtype: then these casts are no-ops
+        img = self.vision(images.to(cdt))
         lang = self.language(lang_ids)
-        st = self.state_proj(self.normalize_state(state.float()))[:, None, :]
+        st = self.state_proj(self.normalize_state(state.float()).to(cdt))[:, None, :]
         tokens = torch.cat([img, lang, st], dim=1)
         if lang_mask is None:
             return tokens, None
@@ -449,7 +456,8 @@ class VLAPolicy(nn.Module):
             # bit-identical to the pre-device code on the CPU), then moved to the model
             gen = generator or self._generator
             noise = torch.randn(b, cfg.chunk_size, cfg.action_dim, generator=gen, device=gen.device)
-        x = noise.to(device=prefix.device, dtype=prefix.dtype)
+        # the flow state stays at least fp32 (bf16 networks still integrate in fp32); fp32 models: unchanged
+        x = noise.to(device=prefix.device, dtype=torch.promote_types(prefix.dtype, torch.float32))
         cache = self.expert.prefix_cache(prefix)
         mask = self._expert_mask(prefix_mask, x.shape[1])
         dt = -1.0 / k_steps
@@ -460,6 +468,21 @@ class VLAPolicy(nn.Module):
             x = x + dt * v
         return x
 
+    def _chunk(
+        self,
+        batch: Mapping[str, Any] | VLAInputs,
+        noise: Tensor | None,
+        num_steps: int | None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """The chunk computation itself (eager, or what the CUDA graph captures with static buffers)."""
+        prefix, prefix_mask = self.encode_prefix(batch, augment=False)
+        x = self.sample_actions(prefix, prefix_mask, noise=noise, num_steps=num_steps, generator=generator)
+        actions = self.unnormalize_action(x)
+        if self.config.clip_actions:
+            actions = actions.clamp(self.config.action_low, self.config.action_high)
+        return actions
+
     @torch.inference_mode()
     def predict_action_chunk(
         self,
@@ -467,22 +490,71 @@ class VLAPolicy(nn.Module):
         noise: Tensor | None = None,
         num_steps: int | None = None,
         generator: torch.Generator | None = None,
+        graph: bool | None = None,
     ) -> Tensor:
         """Batched chunk prediction -> de-normalized actions (B, H, A) (clipped if ``clip_actions``).
 
         Accepts ``observation.image``/``image`` (uint8 or float [0,1], channel-first or -last),
         ``observation.state``/``state``, and ``task``/``instruction`` (str or list) or ``lang_tokens``.
         Noise comes from ``generator`` or the policy's own generator (reseeded by :meth:`reset`).
+
+        ``graph``: run the whole chunk as a captured CUDA graph (:mod:`.cuda_graph_vla`); ``None`` follows
+        ``self.cuda_graph`` (``None``: on whenever the model is on CUDA). On the CPU, in training mode, or with
+        hooks that must run per call (Taps), this is the eager path, unchanged. Graph and eager draw the same
+        noise from the same generator in the same order.
         """
         with annotate(step=self._step):
-            prefix, prefix_mask = self.encode_prefix(batch, augment=False)
-            x = self.sample_actions(
-                prefix, prefix_mask, noise=noise, num_steps=num_steps, generator=generator
-            )
-            actions = self.unnormalize_action(x)
-            if self.config.clip_actions:
-                actions = actions.clamp(self.config.action_low, self.config.action_high)
-        return actions
+            if self._graph_wanted(graph):
+                actions = self._predict_graph(batch, noise, num_steps, generator)
+                if actions is not None:
+                    return actions
+            return self._chunk(batch, noise, num_steps, generator)
+
+    # ---------------------------------------------------------------- GPU inference
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """dtype the networks run in (float32, or what :meth:`set_inference_dtype` set); normalizer stays fp32."""
+        return self.vision.row_embed.dtype
+
+    def set_inference_dtype(self, dtype: torch.dtype | str) -> VLAPolicy:
+        """Cast the networks (vision, language, state projection, backbone, expert) to ``dtype`` for inference,
+        e.g. ``torch.bfloat16`` on a GPU; the normalization statistics, the flow state ``x`` and the returned
+        actions stay float32. ``torch.float32`` undoes it (up to the rounding already applied)."""
+        dt = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        for m in (self.vision, self.language, self.state_proj, self.backbone, self.expert):
+            m.to(dt)
+        self.clear_cuda_graphs()
+        return self
+
+    def clear_cuda_graphs(self) -> None:
+        """Drop captured chunk graphs (they are also re-captured automatically when weights move or change)."""
+        self._graphs.clear()
+        self._graph_version += 1
+
+    def _apply(self, *args: Any, **kwargs: Any) -> Any:
+        # .to() / .cuda() / .float() may move every storage a captured graph reads
+        self.__dict__["_graph_version"] = self.__dict__.get("_graph_version", 0) + 1
+        return super()._apply(*args, **kwargs)
+
+    def _graph_wanted(self, graph: bool | None) -> bool:
+        want = self.cuda_graph if graph is None else graph
+        on_cuda = self.device.type == "cuda"
+        if want is None:
+            return on_cuda and not self.training
+        return bool(want) and on_cuda and not self.training  # CPU / training: the eager no-op fallback
+
+    def _predict_graph(
+        self, batch: Mapping[str, Any], noise: Tensor | None, num_steps: int | None,
+        generator: torch.Generator | None,
+    ) -> Tensor | None:
+        cfg = self.config
+        inputs = self.processor(batch)  # host-side conversions, outside the graph
+        if noise is None:  # the same draw sample_actions makes, on the same generator
+            gen = generator or self._generator
+            noise = torch.randn(inputs.batch_size, cfg.chunk_size, cfg.action_dim, generator=gen, device=gen.device)
+        noise = noise.to(self.device)
+        k = int(num_steps or cfg.num_inference_steps)
+        return self._graphs.run(self, lambda i, n, s: self._chunk(i, n, s), inputs, noise, k)
 
     # ---------------------------------------------------------------- Policy protocol
     def reset(self, seed: int | None = None) -> None:
