@@ -7,11 +7,16 @@ registry, so a new path is tested and benchmarked by registering it once.
 ``impl="auto"`` picks the first *available* path in the per-device preference order; asking for
 a named path that is unavailable raises (so a test never silently compares the reference with
 itself). GPU paths are registered behind a device check and report why they are unavailable.
+
+Triton paths run on CUDA tensors, and on CPU tensors only while Triton's interpreter is on
+(``TRITON_INTERPRET=1``): that is how CI tests them without a GPU. They are never in the CPU
+preference order, so ``impl="auto"`` on CPU is unaffected by the interpreter.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +33,8 @@ __all__ = [
     "resolve",
     "set_preference",
     "triton_available",
+    "triton_interpreting",
+    "triton_runs_on",
 ]
 
 
@@ -42,10 +49,14 @@ class KernelImpl:
     check: Callable[[], bool] = field(default=lambda: True)
     why_unavailable: Callable[[], str | None] = field(default=lambda: None)
     note: str = ""
+    # per-device condition on top of ``check`` (a Triton path runs on CPU only under the interpreter)
+    device_check: Callable[[str], bool] | None = None
 
     def available(self, device: str = "cpu") -> bool:
         """True if this path runs on ``device`` type here (may trigger a one-time build)."""
-        return device in self.devices and bool(self.check())
+        if device not in self.devices or not self.check():
+            return False
+        return self.device_check is None or bool(self.device_check(device))
 
 
 _REGISTRY: dict[str, dict[str, KernelImpl]] = {}
@@ -60,6 +71,7 @@ def register(
     check: Callable[[], bool] | None = None,
     why_unavailable: Callable[[], str | None] | None = None,
     note: str = "",
+    device_check: Callable[[str], bool] | None = None,
 ) -> KernelImpl:
     """Register ``fn`` as implementation ``name`` of ``kernel``."""
     impl = KernelImpl(
@@ -70,6 +82,7 @@ def register(
         check or (lambda: True),
         why_unavailable or (lambda: None),
         note,
+        device_check,
     )
     _REGISTRY.setdefault(kernel, {})[name] = impl
     return impl
@@ -128,3 +141,19 @@ def gpu_available() -> bool:
 def triton_available() -> bool:
     """Triton imports and a CUDA device exists (there is no Triton CPU backend here)."""
     return gpu_available() and importlib.util.find_spec("triton") is not None
+
+
+def triton_interpreting() -> bool:
+    """Triton is installed and its interpreter is requested (``TRITON_INTERPRET=1``).
+
+    ``triton.jit`` reads the variable when a kernel is *decorated*, i.e. when the module defining
+    it is first imported, so set it before importing a Triton kernel module.
+    """
+    return os.environ.get("TRITON_INTERPRET", "0") == "1" and importlib.util.find_spec("triton") is not None
+
+
+def triton_runs_on(device: str) -> bool:
+    """A Triton kernel can run on tensors of this device type: CUDA, or CPU under the interpreter."""
+    if device == "cuda":
+        return triton_available()
+    return device == "cpu" and triton_interpreting()

@@ -17,21 +17,26 @@ triangle is masked *before* ``exp``.
 Layout (head-first): ``q, k: [B, H, L, K]``, ``v: [B, H, L, V]``, ``g: [B, H, L]`` log-decays
 (or ``[H]`` constant per head, RetNet: ``g_h = log(1 − 2^{−5−h})`` from :func:`retnet_log_decay`);
 ``initial_state``/final state ``[B, H, K, V]``. ``scale`` defaults to ``K^{-1/2}``.
-Oracles follow fla's ``naive_recurrent_simple_gla`` / parallel forms.
+Oracles follow fla's ``naive_recurrent_simple_gla`` / parallel forms. On CUDA the ``triton`` path
+(:mod:`.triton_linear_attention`, one chunk kernel carrying S in registers) is preferred; on CPU
+tensors it runs only under ``TRITON_INTERPRET=1`` (tests) and ``auto`` never picks it there.
 """
 
 from __future__ import annotations
 
+import sys
+
 import torch
 import torch.nn.functional as F
 
-from .dispatch import register, resolve, set_preference
+from .dispatch import register, resolve, set_preference, triton_runs_on
 
 __all__ = [
     "chunked_linear_attention",
     "linear_attention_chunked",
     "linear_attention_parallel",
     "linear_attention_recurrent",
+    "linear_attention_triton",
     "retnet_log_decay",
 ]
 
@@ -131,11 +136,38 @@ def linear_attention_chunked(
     return (o, S) if output_final_state else o
 
 
+def linear_attention_triton(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, scale: float | None = None,
+    initial_state: torch.Tensor | None = None, output_final_state: bool = False, chunk_size: int = 64,
+    **tiles: object,
+) -> LAOut:
+    """Triton chunk kernel (:mod:`.triton_linear_attention`, imported on first use: triton stays optional)."""
+    from .triton_linear_attention import linear_attention_triton as fn
+
+    return fn(q, k, v, g, scale, initial_state, output_final_state, chunk_size, **tiles)  # type: ignore[arg-type]
+
+
+def _triton_kernel_usable(device: str) -> bool:
+    """Triton runs on ``device``; on CPU the kernel module must not be imported in compiled mode already."""
+    if not triton_runs_on(device):
+        return False
+    if device != "cpu":
+        return True
+    mod = sys.modules.get(f"{__package__}.triton_linear_attention")  # jit fixed the mode at import
+    return mod is None or bool(mod.INTERPRETED)
+
+
 register("linear_attention", "reference", linear_attention_recurrent, note="recurrent oracle (loop over L)")
 register("linear_attention", "parallel", linear_attention_parallel, note="L x L masked oracle")
 register("linear_attention", "chunked", linear_attention_chunked, note="chunked matmul form")
+register(
+    "linear_attention", "triton", linear_attention_triton, devices=("cuda", "cpu"),
+    device_check=_triton_kernel_usable,
+    why_unavailable=lambda: "needs triton and CUDA (or TRITON_INTERPRET=1 for CPU tensors)",
+    note="Triton chunk kernel, state in registers; backward via chunked recompute",
+)
 set_preference("linear_attention", "cpu", ["chunked"])
-set_preference("linear_attention", "cuda", ["chunked"])
+set_preference("linear_attention", "cuda", ["triton", "chunked"])
 
 
 def chunked_linear_attention(
@@ -143,12 +175,13 @@ def chunked_linear_attention(
     initial_state: torch.Tensor | None = None, output_final_state: bool = False, chunk_size: int = 64,
     *, impl: str = "auto",
 ) -> LAOut:
-    """Scalar-decay linear attention; ``impl``: ``auto | chunked | reference | parallel``.
+    """Scalar-decay linear attention; ``impl``: ``auto | chunked | triton | reference | parallel``.
 
+    ``auto`` is the Triton kernel on CUDA when triton imports, else the chunked torch form.
     Returns ``o [B, H, L, V]`` or ``(o, S_final [B, H, K, V])``. Differentiable (autograd).
     """
     chosen = resolve("linear_attention", impl, q.device)
-    if chosen.name == "chunked":
-        return linear_attention_chunked(q, k, v, g, scale, initial_state, output_final_state, chunk_size)
+    if chosen.name in ("chunked", "triton"):
+        return chosen.fn(q, k, v, g, scale, initial_state, output_final_state, chunk_size)
     return chosen.fn(q, k, v, g, scale, initial_state, output_final_state)
 

@@ -20,12 +20,16 @@ tests and in ``benchmarks/kernels.py``):
 - ``chunked`` — two-level products-only scan in torch (Hillis–Steele doubling inside chunks,
   sequential carry across chunks). Never the log-space cumsum form (it overflows).
 - ``compiled`` — ``torch.compile``d unrolled loop over one chunk, called per chunk (inference).
+- ``triton`` — Triton kernel (:mod:`.triton_scan`): tiles along L, state in registers, each input
+  read once; backward recomputes through ``chunked``. First choice on CUDA; on CPU tensors only
+  under ``TRITON_INTERPRET=1`` (tests), never picked by ``auto`` on CPU.
 - ``mamba_ssm`` — the CUDA kernel of the ``mamba-ssm`` package when it imports (GPU only).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -33,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _scan_cpp
-from .dispatch import register, resolve, set_preference
+from .dispatch import register, resolve, set_preference, triton_runs_on
 
 __all__ = [
     "cpp_available",
@@ -42,6 +46,7 @@ __all__ = [
     "selective_scan_compiled",
     "selective_scan_cpp",
     "selective_scan_ref",
+    "selective_scan_triton",
 ]
 
 ScanOut = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
@@ -388,6 +393,41 @@ def selective_scan_mamba_ssm(
     return out
 
 
+# --------------------------------------------------------------------------- Triton
+def _triton_kernel_usable(device: str) -> bool:
+    """Triton runs on ``device`` and, if the kernel module is already imported, in the matching mode."""
+    if not triton_runs_on(device):
+        return False
+    if device != "cpu":
+        return True
+    # jit fixed the mode when the module was imported: a compiled (non-interpreted) kernel takes no CPU tensors
+    mod = sys.modules.get(f"{__package__}.triton_scan")
+    return mod is None or bool(mod.INTERPRETED)
+
+
+def selective_scan_triton(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = True,
+    reverse: bool = False,
+    initial_state: torch.Tensor | None = None,
+    return_last_state: bool = False,
+    chunk_size: int = 64,
+    **tiles: int,
+) -> ScanOut:
+    """Triton kernel (:mod:`.triton_scan`, imported on first use so importing this module never needs triton)."""
+    from .triton_scan import selective_scan_triton as fn
+
+    return fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, initial_state, return_last_state,
+              chunk_size, **tiles)
+
+
 # --------------------------------------------------------------------------- dispatcher
 register("selective_scan", "reference", selective_scan_ref, note="Python loop over L (oracle)")
 register(
@@ -403,7 +443,12 @@ register(
 )
 # The order is the benchmark's verdict on this CPU (benchmarks/kernels.py, reports/kernels/).
 set_preference("selective_scan", "cpu", ["cpp", "reference"])
-set_preference("selective_scan", "cuda", ["mamba_ssm", "chunked"])
+register(
+    "selective_scan", "triton", selective_scan_triton, devices=("cuda", "cpu"), device_check=_triton_kernel_usable,
+    why_unavailable=lambda: "needs triton and CUDA (or TRITON_INTERPRET=1 for CPU tensors)",
+    note="Triton tiled scan, state in registers; backward via chunked recompute",
+)
+set_preference("selective_scan", "cuda", ["triton", "mamba_ssm", "chunked"])
 
 
 def selective_scan(
@@ -425,9 +470,10 @@ def selective_scan(
 ) -> ScanOut:
     """Selective scan with the ``mamba_ssm.selective_scan_fn`` signature and a path switch.
 
-    ``impl``: ``"auto"`` (C++ kernel on CPU if it builds, else the reference; ``mamba_ssm`` or the
-    chunked torch form on CUDA), or one of ``"reference" | "cpp" | "chunked" | "compiled" |
-    "mamba_ssm"`` (raises if that path is unavailable). Returns ``y`` or ``(y, h_last)``.
+    ``impl``: ``"auto"`` (C++ kernel on CPU if it builds, else the reference; on CUDA the Triton
+    kernel, else ``mamba_ssm``, else the chunked torch form), or one of ``"reference" | "cpp" |
+    "chunked" | "compiled" | "triton" | "mamba_ssm"`` (raises if that path is unavailable).
+    Returns ``y`` or ``(y, h_last)``.
     """
     chosen = resolve("selective_scan", impl, u.device)
     if chosen.name == "reference":
