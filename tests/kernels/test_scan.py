@@ -140,8 +140,8 @@ def test_auto_dispatch_and_fallback(scan_inputs, has_cpp, monkeypatch):
         selective_scan(**x, impl="cpp")
     with pytest.raises(ValueError):
         selective_scan(**x, impl="nope")
-    # on a CUDA tensor without mamba-ssm the torch chunked form is chosen (no Triton kernel yet)
-    assert resolve("selective_scan", "auto", "cuda").name in ("mamba_ssm", "chunked")
+    # on a CUDA tensor: the Triton kernel when triton and a GPU are there, else mamba-ssm, else chunked torch
+    assert resolve("selective_scan", "auto", "cuda").name in ("triton", "mamba_ssm", "chunked")
 
 
 def test_failed_build_falls_back_quietly(tmp_path, monkeypatch):

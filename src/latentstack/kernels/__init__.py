@@ -1,14 +1,15 @@
 """Shared inference kernels: readable references, fast CPU paths, device dispatch.
 
 - :func:`selective_scan` — Mamba-1 / SS2D selective scan (``mamba_ssm`` signature); C++ kernel on
-  CPU with a C++ backward, reference fallback; ``mamba_ssm`` on CUDA when installed.
-- :func:`chunked_linear_attention` — scalar-decay (RetNet / simple-GLA) linear attention.
+  CPU with a C++ backward, reference fallback; on CUDA the Triton kernel (:mod:`.triton_scan`).
+- :func:`chunked_linear_attention` — scalar-decay (RetNet / simple-GLA) linear attention; Triton
+  chunk kernel on CUDA (:mod:`.triton_linear_attention`).
 - :class:`W8A8Linear`, :class:`W4A8Linear` — integer linears on ``torch._int_mm``.
 - :func:`conceptor_gate` — COAST's ``h ← h Mᵀ``, exact no-op at β = 0.
 
 Every path is registered in :mod:`latentstack.kernels.dispatch`; ``benchmarks/kernels.py``
-times them against their references. There are no Triton kernels yet: no GPU was available to
-test them; on CUDA tensors the dispatcher uses ``mamba_ssm`` (if installed) or the torch forms.
+times them against their references. Triton paths are preferred on CUDA tensors; CI checks them
+on CPU tensors through Triton's interpreter (``TRITON_INTERPRET=1``), where ``auto`` never picks them.
 """
 
 from .conceptor import (

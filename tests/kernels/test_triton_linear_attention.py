@@ -1,0 +1,162 @@
+"""Triton chunked linear attention against the recurrent oracle: CPU via the interpreter, CUDA for real.
+
+``TRITON_INTERPRET`` is read when ``latentstack.kernels.triton_linear_attention`` is first imported
+(``triton.jit`` decorates at import), so it is set here at module import; on a GPU machine it is left
+alone, the interpreter tests skip and the ``gpu`` twins run the compiled kernel.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+pytest.importorskip("triton")
+
+from latentstack.kernels import dispatch
+from latentstack.kernels import triton_linear_attention as tla
+from latentstack.kernels.linear_attention import (
+    chunked_linear_attention,
+    linear_attention_recurrent,
+    retnet_log_decay,
+)
+
+interp = pytest.mark.skipif(
+    not tla.INTERPRETED or torch.cuda.is_available(),
+    reason="Triton interpreter not active (TRITON_INTERPRET was not 1 when the kernel module was imported)",
+)
+needs_cuda = pytest.mark.skipif(not dispatch.triton_available(), reason="needs CUDA and triton (gpu twin)")
+
+
+def _inputs(b: int, h: int, length: int, dk: int, dv: int, dtype: torch.dtype = torch.float32, seed: int = 0,
+            per_head: bool = False, init: bool = True) -> dict[str, torch.Tensor | None]:
+    gen = torch.Generator().manual_seed(seed)
+
+    def r(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen, dtype=torch.float64).to(dtype)
+
+    g = retnet_log_decay(h, dtype) if per_head else (-2.0 * torch.rand(b, h, length, generator=gen)).to(dtype)
+    return {"q": r(b, h, length, dk), "k": r(b, h, length, dk), "v": r(b, h, length, dv), "g": g,
+            "initial_state": r(b, h, dk, dv) if init else None}
+
+
+def _oracle64(x: dict[str, torch.Tensor | None], scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Recurrent oracle in fp64 on the same values: what remains is the kernel's fp32 rounding."""
+    x64 = {k: None if v is None else v.double() for k, v in x.items()}
+    return linear_attention_recurrent(**x64, scale=scale, output_final_state=True)  # type: ignore[return-value]
+
+
+def _close(a: torch.Tensor, ref: torch.Tensor, tol: float) -> None:
+    # |o| reaches ~10–30 here (sums of up to ~70 decayed k·v terms): judge relative to the output's scale
+    s = float(ref.abs().max())
+    torch.testing.assert_close(a.double(), ref, rtol=tol, atol=tol * s)
+
+
+@interp
+@pytest.mark.parametrize(
+    "length,dk,dv,chunk,block_v,per_head,init",
+    [
+        (1, 8, 8, 64, 64, True, False),     # one step, tiles padded to 16
+        (37, 8, 12, 16, 64, True, True),    # L not a multiple of the chunk; K, V below 16; RetNet [H] decay
+        (70, 16, 40, 32, 16, False, False), # three V blocks (40 = 16+16+8), data-dependent g
+        (50, 24, 16, 64, 64, False, True),  # K not a power of two; one partial chunk
+    ],
+)
+def test_forward_matches_recurrent_oracle(length, dk, dv, chunk, block_v, per_head, init):
+    x = _inputs(2, 2, length, dk, dv, seed=length, per_head=per_head, init=init)
+    o, S = tla.linear_attention_triton(**x, output_final_state=True, chunk_size=chunk, block_v=block_v)
+    o_ref, S_ref = _oracle64(x)
+    assert o.dtype == torch.float32 and o.shape == o_ref.shape and S.shape == S_ref.shape
+    _close(o, o_ref, 1e-5)
+    _close(S, S_ref, 1e-5)
+
+
+@interp
+def test_custom_scale_output_only_and_dispatch_by_name():
+    x = _inputs(1, 2, 33, 8, 8, seed=3)
+    o = chunked_linear_attention(**x, scale=0.3, chunk_size=16, impl="triton")
+    assert isinstance(o, torch.Tensor)
+    _close(o, _oracle64(x, scale=0.3)[0], 1e-5)
+
+
+@interp
+def test_fp64_to_fp64_rounding():
+    x = _inputs(1, 2, 29, 8, 16, dtype=torch.float64, seed=4)
+    o, S = tla.linear_attention_triton(**x, output_final_state=True, chunk_size=16)
+    o_ref, S_ref = linear_attention_recurrent(**x, output_final_state=True)
+    assert o.dtype == torch.float64
+    torch.testing.assert_close(o, o_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(S, S_ref, rtol=1e-12, atol=1e-12)
+
+
+@interp
+def test_strong_decay_has_no_overflow():
+    """g down to −30 per step inside a 64-step chunk: the upper triangle is masked before exp."""
+    x = _inputs(1, 1, 64, 8, 8, seed=5, init=False)
+    x["g"] = -30.0 * torch.rand(1, 1, 64, generator=torch.Generator().manual_seed(1))
+    o, S = tla.linear_attention_triton(**x, output_final_state=True, chunk_size=64)
+    assert torch.isfinite(o).all() and torch.isfinite(S).all()
+    o_ref, S_ref = _oracle64(x)
+    # exp(G_i − G_j) from fp32 cumsums of size |G| ≈ 960: each exponent carries ~eps·|G| absolute error
+    # (the torch chunked form has the same), so the tolerance scales with |G|
+    tol = 4 * torch.finfo(torch.float32).eps * float(x["g"].sum().abs())
+    _close(o, o_ref, tol)
+    _close(S, S_ref, tol)
+
+
+@interp
+@pytest.mark.parametrize("per_head", [False, True])
+def test_gradients_match_oracle_autograd(per_head):
+    """Backward recomputes through the torch chunked form; the [H] decay's gradient comes back as [H]."""
+    x = _inputs(1, 2, 21, 8, 8, dtype=torch.float64, seed=6, per_head=per_head)
+    leaves = {k: v.clone().requires_grad_() for k, v in x.items() if v is not None}
+
+    def grads(impl: str) -> list[torch.Tensor]:
+        o, S = chunked_linear_attention(**leaves, output_final_state=True, chunk_size=16, impl=impl)
+        loss = (o ** 2).sum() + (S * torch.linspace(-1, 1, S.numel(), dtype=S.dtype).view_as(S)).sum()
+        return list(torch.autograd.grad(loss, list(leaves.values())))
+
+    for name, g, g_ref in zip(leaves, grads("triton"), grads("reference"), strict=True):
+        assert g.shape == leaves[name].shape
+        torch.testing.assert_close(g, g_ref, rtol=1e-9, atol=1e-9, msg=name)
+
+
+def test_dispatcher_prefers_triton_on_cuda_only(monkeypatch):
+    assert dispatch.preference("linear_attention", "cuda")[0] == "triton"
+    assert dispatch.resolve("linear_attention", "auto", "cpu").name == "chunked"  # CPU unchanged
+    monkeypatch.setattr(dispatch, "triton_available", lambda: True)  # a (fake) CUDA machine with triton
+    assert dispatch.resolve("linear_attention", "auto", "cuda").name == "triton"
+    monkeypatch.setattr(dispatch, "triton_available", lambda: False)
+    assert dispatch.resolve("linear_attention", "auto", "cuda").name == "chunked"
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert "triton" not in dispatch.available_impls("linear_attention", "cpu")
+
+
+# ----------------------------------------------------------------------------- CUDA twins (CI skips)
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("per_head,init", [(True, False), (False, True)])
+def test_cuda_forward_matches_oracle(per_head, init):
+    x = _inputs(2, 4, 300, 64, 64, seed=7, per_head=per_head, init=init)
+    xc = {k: None if v is None else v.cuda() for k, v in x.items()}
+    assert dispatch.resolve("linear_attention", "auto", "cuda").name == "triton"
+    o, S = chunked_linear_attention(**xc, output_final_state=True)  # auto → triton, IEEE fp32 dots
+    o_ref, S_ref = _oracle64(x)
+    _close(o.cpu(), o_ref, 1e-5)
+    _close(S.cpu(), S_ref, 1e-5)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_gradients_match_oracle():
+    x = _inputs(1, 2, 100, 16, 16, dtype=torch.float64, seed=8)
+    leaves = {k: v.cuda().requires_grad_() for k, v in x.items() if v is not None}
+
+    def grads(impl: str) -> list[torch.Tensor]:
+        o, S = chunked_linear_attention(**leaves, output_final_state=True, impl=impl)
+        return list(torch.autograd.grad((o ** 2).sum() + S.sum(), list(leaves.values())))
+
+    for name, g, g_ref in zip(leaves, grads("triton"), grads("reference"), strict=True):
+        torch.testing.assert_close(g, g_ref, rtol=1e-9, atol=1e-9, msg=name)
