@@ -47,3 +47,40 @@ def test_allow_list_by_node_name_and_guid_over_dds(dds_domain, monkeypatch):
     finally:
         for t in (sub_t, good_t, bad_t, bare_t):
             t.close()
+
+
+def test_dds_queues_and_discovery_tracking_are_bounded(dds_domain):
+    from latentstack.transport.dds import KEEP_ALL_CAP, MAX_WRITERS_PER_PARTICIPANT, to_dds_qos
+    from latentstack.transport.discovery import (
+        DISCOVERY_QOS,
+        DISCOVERY_TOPIC,
+        DISCOVERY_TYPE,
+        NodeEntities,
+        encode_participant_info,
+    )
+    from latentstack.transport.qos import Durability, History, QoSProfile, Reliability
+
+    keep_all = QoSProfile(Reliability.RELIABLE, Durability.VOLATILE, History.KEEP_ALL, 1)
+    limits = [p for p in to_dds_qos(keep_all) if type(p).__name__ == "ResourceLimits"]
+    assert limits and limits[0].max_samples == KEEP_ALL_CAP  # a KEEP_ALL reader cannot grow without bound
+    assert not [p for p in to_dds_qos(keep_all, writer=True) if type(p).__name__ == "ResourceLimits"]
+
+    t = make_transport("dds", domain_id=dds_domain, config="loopback")
+    forger = make_transport("dds", domain_id=dds_domain, config="loopback", discovery_info=False)
+    try:
+        w = forger._make_writer(DISCOVERY_TOPIC, DISCOVERY_TYPE, DISCOVERY_QOS, raw_topic=True)
+        from cyclonedds._clayer import ddspy_write
+
+        flood = [NodeEntities("n", "/", [], [bytes([i % 256, i // 256]) * 8 for i in range(MAX_WRITERS_PER_PARTICIPANT + 1)])]
+        data = encode_participant_info(b"\x01" * 16, flood, t.distro)
+        ddspy_write(w._ref, data + b"\0" * ((-len(data)) % 4))
+        ok = encode_participant_info(b"\x02" * 16, [NodeEntities("m", "/", [], [b"\x07" * 16])], t.distro)
+        ddspy_write(w._ref, ok + b"\0" * ((-len(ok)) % 4))
+        end = time.monotonic() + 10
+        while time.monotonic() < end and b"\x02" * 16 not in t._participant_writers:
+            t.spin_once(0.05)
+        assert t._writer_nodes[b"\x07" * 16] == NodeId("m", "/")  # a normal announcement is tracked
+        assert b"\x01" * 16 not in t._participant_writers  # the flood is refused (logged), memory stays bounded
+    finally:
+        forger.close()
+        t.close()

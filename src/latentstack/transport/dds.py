@@ -48,6 +48,7 @@ from .discovery import (
 )
 from .names import dds_topic_name
 from .qos import Durability, History, QoSProfile, Reliability
+from .ratelimit import RateLimitedLog
 
 __all__ = ["LOOPBACK_CONFIG", "DdsTransport", "dds_available", "discover_endpoints", "loopback_config", "to_dds_qos",
            "type_hash_user_data"]
@@ -58,6 +59,9 @@ LOOPBACK_CONFIG = """<CycloneDDS xmlns="https://cdds.io/config"><Domain Id="any"
   <Discovery><ParticipantIndex>auto</ParticipantIndex><MaxAutoParticipantIndex>20</MaxAutoParticipantIndex>
              <Peers><Peer address="127.0.0.1"/></Peers></Discovery></Domain></CycloneDDS>"""
 
+KEEP_ALL_CAP = 10_000  # samples a KEEP_ALL reader holds (the in-process transport's cap)
+MAX_PARTICIPANTS = 1024  # participants whose ros_discovery_info is tracked (a flood is cut off, logged)
+MAX_WRITERS_PER_PARTICIPANT = 4096
 _DOMAINS: dict[int, Any] = {}
 _DOMAIN_LOCK = threading.Lock()
 _ANY = None  # sample mask, filled lazily
@@ -112,6 +116,11 @@ def to_dds_qos(profile: QoSProfile, *, user_data: bytes | None = None, writer: b
         hist = Policy.History.KeepLast(profile.depth) if profile.history == History.KEEP_LAST else Policy.History.KeepAll
         pol.append(Policy.DurabilityService(cleanup_delay=0, history=hist, max_samples=-1, max_instances=-1,
                                             max_samples_per_instance=-1))
+    if not writer and profile.history == History.KEEP_ALL:
+        # a KEEP_ALL reader nobody takes from would grow without bound: cap it like the in-process
+        # transport (a RELIABLE writer then waits, a BEST_EFFORT one drops)
+        pol.append(Policy.ResourceLimits(max_samples=KEEP_ALL_CAP, max_instances=-1,
+                                         max_samples_per_instance=KEEP_ALL_CAP))
     if writer:
         pol.append(Policy.WriterDataLifecycle(autodispose=False))
     if user_data:
@@ -221,6 +230,7 @@ class DdsTransport(Transport):
         self._participant_writers: dict[bytes, set[bytes]] = {}
         self._senders: dict[int, tuple[bytes, bytes]] = {}  # publication handle -> (writer GUID, participant GUID)
         self._discovery_reader = self._make_discovery_reader()
+        self._discovery_log = RateLimitedLog(log)
         from cyclonedds.core import ReadCondition
 
         self._waitset.attach(ReadCondition(self._discovery_reader, _ANY))  # an announcement wakes a waiting spin
@@ -351,9 +361,17 @@ class DdsTransport(Transport):
                 try:
                     pinfo = decode_participant_info(data, self.distro)
                 except (msgs.MessageError, ValueError) as exc:
-                    log.warning("ignored malformed %s sample: %s", DISCOVERY_TOPIC, exc)
+                    self._discovery_log.log("malformed", logging.WARNING, "ignored malformed %s sample: %s",
+                                            DISCOVERY_TOPIC, exc)
                     continue
                 part = pinfo["gid"][:16]  # Humble pads GIDs to 24 bytes
+                n_writers = sum(len(n.writer_gids) for n in pinfo["nodes"])
+                if n_writers > MAX_WRITERS_PER_PARTICIPANT or (
+                        part not in self._participant_writers and len(self._participant_writers) >= MAX_PARTICIPANTS):
+                    self._discovery_log.log("flood", logging.WARNING, "ignored %s of participant %s: %d writers, "
+                                            "%d participants tracked (bounded)", DISCOVERY_TOPIC, part.hex(),
+                                            n_writers, len(self._participant_writers))
+                    continue
                 with self._lock:
                     for w in self._participant_writers.pop(part, set()):
                         self._writer_nodes.pop(w, None)
