@@ -46,3 +46,18 @@ def test_set_option_parsing():
     assert parse_set_option("policy_node.steering=") == ("policy_node", "steering", "")
     with pytest.raises(ValueError):
         parse_set_option("no_dot=1")
+
+
+def test_graph_wires_the_publisher_allow_lists():
+    """The sim takes actions only from the graph's policy nodes and the policy nodes take episode control only
+    from the graph's sims, whatever they are called; an explicit setting wins."""
+    spec = load_graph("ros/graphs/metaworld.yaml")
+    assert spec.node("sim_bridge").typed_params().action_publishers == ("/policy_node",)
+    assert spec.node("policy_node").typed_params().episode_publishers == ("/sim_bridge",)
+    renamed = GraphSpec.from_dict({"name": "g", "nodes": {
+        "sim": {"kind": "sim_bridge", "namespace": "/robot1"},
+        "pi": {"kind": "policy", "namespace": "/robot1", "params": {"policy": "vla"}},
+        "pi2": {"kind": "policy", "params": {"policy": "vla", "episode_publishers": ["/elsewhere/sim"]}}}})
+    assert renamed.node("sim").typed_params().action_publishers == ("/robot1/pi", "/pi2")
+    assert renamed.node("pi").typed_params().episode_publishers == ("/robot1/sim",)
+    assert renamed.node("pi2").typed_params().episode_publishers == ("/elsewhere/sim",)

@@ -128,7 +128,21 @@ class GraphSpec:
                                   enabled=bool(nd.get("enabled", True))))
         return cls(name=str(d.get("name", "graph")), nodes=nodes, transport=str(d.get("transport", "inproc")),
                    distro=str(d.get("distro", "jazzy")), domain_id=int(d.get("domain_id", 0)),
-                   description=str(d.get("description", "")), source=source).validate()
+                   description=str(d.get("description", "")), source=source).wire_publishers().validate()
+
+    # who may publish what a node consumes: (consumer kind, its allow-list parameter, publisher kind)
+    PUBLISHER_WIRING = (("sim_bridge", "action_publishers", "policy"), ("policy", "episode_publishers", "sim_bridge"))
+
+    def wire_publishers(self) -> GraphSpec:
+        """Fills the allow-lists the graph implies (the sim takes actions from the graph's policy nodes, the
+        policy nodes take episode control from the graph's sims) unless a node sets them itself, so renamed or
+        namespaced nodes keep working and nothing outside the graph is on a list."""
+        for consumer, param, producer in self.PUBLISHER_WIRING:
+            sources = [n.namespace.rstrip("/") + "/" + n.name for n in self.nodes_of(producer)]
+            for n in self.nodes_of(consumer):
+                if sources and param not in n.params:
+                    n.params[param] = list(sources)
+        return self
 
 
 def load_graph(path: str | os.PathLike) -> GraphSpec:
