@@ -151,12 +151,14 @@ def test_cuda_forward_matches_oracle(per_head, init):
 @pytest.mark.gpu
 @needs_cuda
 def test_cuda_gradients_match_oracle():
-    x = _inputs(1, 2, 100, 16, 16, dtype=torch.float64, seed=8)
-    leaves = {k: v.cuda().requires_grad_() for k, v in x.items() if v is not None}
+    """fp32 on the GPU (fp64 tl.dot support varies by Triton version) against the fp64 oracle's autograd."""
+    x = _inputs(1, 2, 100, 16, 16, seed=8)
 
-    def grads(impl: str) -> list[torch.Tensor]:
-        o, S = chunked_linear_attention(**leaves, output_final_state=True, impl=impl)
-        return list(torch.autograd.grad((o ** 2).sum() + S.sum(), list(leaves.values())))
+    def grads(impl: str, dev: str, dtype: torch.dtype) -> list[torch.Tensor]:
+        leaves = [v.to(dev, dtype).requires_grad_() for v in x.values() if v is not None]
+        o, S = chunked_linear_attention(*leaves[:4], initial_state=leaves[4], output_final_state=True, impl=impl)
+        return [g.cpu() for g in torch.autograd.grad((o ** 2).sum() + S.sum(), leaves)]
 
-    for name, g, g_ref in zip(leaves, grads("triton"), grads("reference"), strict=True):
-        torch.testing.assert_close(g, g_ref, rtol=1e-9, atol=1e-9, msg=name)
+    for g, g_ref in zip(grads("triton", "cuda", torch.float32), grads("reference", "cpu", torch.float64),
+                        strict=True):
+        _close(g, g_ref, 1e-4)

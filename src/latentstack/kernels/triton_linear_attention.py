@@ -44,14 +44,15 @@ INTERPRETED: bool = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 @triton.jit
 def _la_fwd_kernel(
-    q_ptr, k_ptr, v_ptr, g_ptr, h0_ptr, o_ptr, ht_ptr,
-    L, K, V, scale,
+    q_ptr, k_ptr, v_ptr, g_ptr, h0_ptr, o_ptr, ht_ptr, scale_ptr,
+    L, K, V,
     HAS_H0: tl.constexpr, STORE_FINAL: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr,
 ):
     pid_bh = tl.program_id(0)
     pid_v = tl.program_id(1)
     bh = pid_bh.to(tl.int64)
+    scale = tl.load(scale_ptr)  # a tensor, not a float argument: those are passed as fp32
     offs_t = tl.arange(0, BT)
     offs_k = tl.arange(0, BK)
     offs_v = pid_v * BV + tl.arange(0, BV)
@@ -108,7 +109,8 @@ def _launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, 
     grid = (b * h, triton.cdiv(dv, bv))
     _la_fwd_kernel[grid](
         q, k, v, g, q if h0 is None else h0, o, o if ht is None else ht,
-        length, dk, dv, float(scale),
+        torch.full((1,), float(scale), device=q.device, dtype=cd),
+        length, dk, dv,
         HAS_H0=h0 is not None, STORE_FINAL=final, BT=bt, BK=bk, BV=bv,
         ACC=tl.float64 if cd == torch.float64 else tl.float32,
         PRECISION="ieee" if cd == torch.float64 else precision, num_warps=num_warps,

@@ -203,7 +203,7 @@ def selective_scan_triton(
     return_last_state: bool = False,
     chunk_size: int = 64,
     *,
-    block_d: int = 16,
+    block_d: int = 8,
     block_l: int = 16,
     num_warps: int = 4,
 ) -> ScanOut:
@@ -211,7 +211,9 @@ def selective_scan_triton(
 
     ``chunk_size`` is accepted for signature parity with the other paths and unused (the Triton
     tile along L is ``block_l``). Computes in fp32 (fp64 for fp64 inputs) like the reference;
-    ``y`` has the input dtype, the last state the compute dtype.
+    ``y`` has the input dtype, the last state the compute dtype. ``block_d × N × block_l`` values per
+    live tile (8 × 16 × 16 = 2048 by default, ~16 registers a thread at 4 warps) — untuned defaults,
+    chosen to stay in registers; ``benchmarks/gpu.py`` can sweep them.
     """
     del chunk_size
     B, C = _as_groups(B), _as_groups(C)
