@@ -62,7 +62,7 @@ def runs_on(device: torch.device | str) -> bool:
 @triton.jit
 def _quantize(a, sx):
     """int8 codes of fp32 ``a [BM, BK]`` with per-row scale ``sx [BM]``: clamp(rint(a / s), −127, 127)."""
-    v = tl.math.div_rn(a, sx[:, None])
+    v = tl.math.div_rn(a, tl.zeros_like(a) + sx[:, None])  # operands of one shape (older div_rn does not broadcast)
     r = (v + 12582912.0) - 12582912.0
     r = tl.minimum(tl.maximum(r, -127.0), 127.0)
     return r.to(tl.int8)
@@ -77,7 +77,7 @@ def _row_scales(A, offs_m, m_mask, K, stride_am, stride_ak, eps, BLOCK_M: tl.con
         a = tl.load(A + offs_m[:, None] * stride_am + offs_k[None, :] * stride_ak,
                     mask=m_mask[:, None] & (offs_k[None, :] < K), other=0.0).to(tl.float32)
         amax = tl.maximum(amax, tl.max(tl.abs(a), axis=1))
-    return tl.math.div_rn(tl.maximum(amax, eps), 127.0)
+    return tl.math.div_rn(tl.maximum(amax, eps), tl.zeros_like(amax) + 127.0)
 
 
 @triton.jit
@@ -86,9 +86,10 @@ def _load_a(A, offs_m, m_mask, cols, K, stride_am, stride_ak, sx, QUANT_A: tl.co
     ptrs = A + offs_m[:, None] * stride_am + cols[None, :] * stride_ak
     mask = m_mask[:, None] & (cols[None, :] < K)
     if QUANT_A:
-        a = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
-        return _quantize(a, sx)
-    return tl.load(ptrs, mask=mask, other=0)
+        q = _quantize(tl.load(ptrs, mask=mask, other=0.0).to(tl.float32), sx)
+    else:
+        q = tl.load(ptrs, mask=mask, other=0)
+    return q  # one return: the compiler type-checks every return of a function, constexpr branches included
 
 
 @triton.jit
@@ -139,16 +140,15 @@ def _int_gemm_kernel(A, W, SX, SW, BIAS, Y, M, N, K,
         if EPILOGUE:
             sx = tl.load(SX + offs_m, mask=m_mask, other=0.0)
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.int32)
-    HALF: tl.constexpr = BLOCK_K // 2
     for k0 in range(0, K, BLOCK_K):
         if W4:
-            offs_r = k0 // 2 + tl.arange(0, HALF)
+            offs_r = k0 // 2 + tl.arange(0, BLOCK_K // 2)
             p = tl.load(W + offs_r[:, None] * stride_wk + offs_n[None, :] * stride_wn,
                         mask=(offs_r[:, None] < (K + 1) // 2) & n_mask[None, :], other=0)
             w_lo, w_hi = _nibbles(p)
-            a_even = _load_a(A, offs_m, m_mask, k0 + 2 * tl.arange(0, HALF), K, stride_am, stride_ak, sx, QUANT_A)
-            a_odd = _load_a(A, offs_m, m_mask, k0 + 2 * tl.arange(0, HALF) + 1, K, stride_am, stride_ak, sx,
-                            QUANT_A)
+            cols = k0 + 2 * tl.arange(0, BLOCK_K // 2)  # even columns pair with the low nibbles, odd with the high
+            a_even = _load_a(A, offs_m, m_mask, cols, K, stride_am, stride_ak, sx, QUANT_A)
+            a_odd = _load_a(A, offs_m, m_mask, cols + 1, K, stride_am, stride_ak, sx, QUANT_A)
             acc = tl.dot(a_even, w_lo, acc)
             acc = tl.dot(a_odd, w_hi, acc)
         else:
