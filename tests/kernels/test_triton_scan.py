@@ -128,6 +128,17 @@ def test_bf16_inputs_and_dispatch_by_name():
 
 
 @interp
+def test_module_tiles_are_the_defaults(monkeypatch):
+    """``auto``/named calls pass no tiles: TILES decides (a GPU sweep may overwrite it); results stay equal."""
+    x = _inputs(1, 8, 4, 13, 2, seed=9)
+    y_ref, _ = _ref64(x)
+    for tiles in ({"block_d": 2, "block_l": 1, "num_warps": 1}, {"block_d": 8, "block_l": 4, "num_warps": 2}):
+        for key, val in tiles.items():
+            monkeypatch.setitem(ts.TILES, key, val)
+        _close(selective_scan(**x, impl="triton"), y_ref, 1e-4)
+
+
+@interp
 def test_empty_sequence_returns_initial_state():
     x = _inputs(2, 4, 3, 0)
     y, h = ts.selective_scan_triton(**x, return_last_state=True)

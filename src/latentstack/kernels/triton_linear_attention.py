@@ -34,12 +34,16 @@ import triton.language as tl
 
 from .linear_attention import _prep, linear_attention_chunked
 
-__all__ = ["INTERPRETED", "linear_attention_triton"]
+__all__ = ["INTERPRETED", "TILES", "linear_attention_triton"]
 
 LAOut = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
 # The mode the kernel below was decorated in (jit reads the variable at decoration time).
 INTERPRETED: bool = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+# Defaults for calls that do not pass them (``chunked_linear_attention(impl="auto")`` never does): untuned;
+# a GPU benchmark that sweeps them may set the winners here. "tf32" trades ~1e-3 relative error for speed.
+TILES: dict[str, int | str] = {"block_v": 64, "num_warps": 4, "precision": "ieee"}
 
 
 @triton.jit
@@ -152,16 +156,18 @@ class _TritonLAFn(torch.autograd.Function):
 def linear_attention_triton(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, scale: float | None = None,
     initial_state: torch.Tensor | None = None, output_final_state: bool = False, chunk_size: int = 64,
-    *, block_v: int = 64, precision: str = "ieee", num_warps: int = 4,
+    *, block_v: int | None = None, precision: str | None = None, num_warps: int | None = None,
 ) -> LAOut:
     """Triton chunked linear attention (CUDA, or CPU under ``TRITON_INTERPRET=1``); differentiable.
 
     ``g``: ``[B, H, L]`` log-decays or ``[H]`` per head. ``precision``: ``"ieee"`` (default) or
-    ``"tf32"`` for fp32 inputs. Returns ``o`` or ``(o, S_final)``.
+    ``"tf32"`` for fp32 inputs; ``None`` arguments take :data:`TILES`. Returns ``o`` or ``(o, S_final)``.
     """
     # the per-head [H] decay is expanded here so the kernel sees one [B, H, L] layout (and autograd
     # maps its gradient back to [H] through the expand)
     g_full, scale_f = _prep(q, k, v, g, scale)
     o, ht = _TritonLAFn.apply(q, k, v, g_full, initial_state, scale_f, output_final_state, chunk_size,
-                              block_v, precision, num_warps)
+                              int(TILES["block_v"] if block_v is None else block_v),
+                              str(TILES["precision"] if precision is None else precision),
+                              int(TILES["num_warps"] if num_warps is None else num_warps))
     return (o, ht) if output_final_state else o

@@ -32,12 +32,17 @@ import triton.language as tl
 
 from .scan import _as_groups, _check, _compute_dtype, selective_scan_chunked
 
-__all__ = ["INTERPRETED", "selective_scan_triton"]
+__all__ = ["INTERPRETED", "TILES", "selective_scan_triton"]
 
 ScanOut = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
 # The mode the kernels below were decorated in (jit reads the variable at decoration time).
 INTERPRETED: bool = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+# Tile sizes used when a call does not pass them (calls through ``selective_scan(impl="auto")`` never do):
+# untuned defaults that keep a [block_d, N, block_l] tile in registers; a benchmark that sweeps them on a GPU
+# may set the winners here for the whole process.
+TILES: dict[str, int] = {"block_d": 8, "block_l": 16, "num_warps": 4}
 
 
 @triton.jit
@@ -203,21 +208,23 @@ def selective_scan_triton(
     return_last_state: bool = False,
     chunk_size: int = 64,
     *,
-    block_d: int = 8,
-    block_l: int = 16,
-    num_warps: int = 4,
+    block_d: int | None = None,
+    block_l: int | None = None,
+    num_warps: int | None = None,
 ) -> ScanOut:
     """Triton selective scan (CUDA, or CPU under ``TRITON_INTERPRET=1``); differentiable.
 
     ``chunk_size`` is accepted for signature parity with the other paths and unused (the Triton
     tile along L is ``block_l``). Computes in fp32 (fp64 for fp64 inputs) like the reference;
     ``y`` has the input dtype, the last state the compute dtype. ``block_d × N × block_l`` values per
-    live tile (8 × 16 × 16 = 2048 by default, ~16 registers a thread at 4 warps) — untuned defaults,
-    chosen to stay in registers; ``benchmarks/gpu.py`` can sweep them.
+    live tile (8 × 16 × 16 = 2048 by default, ~16 registers a thread at 4 warps); ``None`` takes
+    :data:`TILES` (untuned defaults a GPU benchmark can sweep and overwrite).
     """
     del chunk_size
     B, C = _as_groups(B), _as_groups(C)
     _check(u, delta, A, B, C)
     y, h = _TritonScanFn.apply(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, reverse,
-                               block_d, block_l, num_warps)
+                               TILES["block_d"] if block_d is None else block_d,
+                               TILES["block_l"] if block_l is None else block_l,
+                               TILES["num_warps"] if num_warps is None else num_warps)
     return (y, h) if return_last_state else y
