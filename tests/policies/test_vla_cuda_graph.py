@@ -15,7 +15,9 @@ import pytest
 import torch
 
 from latentstack.latent import Intervention, Tap
-from latentstack.policies.vla import VLAPolicy, get_vla_config
+from latentstack.latent.context import annotate
+from latentstack.policies.vla import VLAInputs, VLAPolicy, get_vla_config
+from latentstack.policies.vla import cuda_graph_vla as cgv
 from latentstack.policies.vla.cuda_graph_vla import graph_blocker
 from latentstack.steering.intervention import steer
 
@@ -84,6 +86,65 @@ def test_what_blocks_a_capture() -> None:
     with steer(p, "expert.layer1", C, beta=0.5, mode="hook"):
         assert "hooks" in graph_blocker(p)[0]
     assert graph_blocker(p)[0] is None  # everything removed on exit
+
+
+class _FakeGraph:
+    """Stands in for ChunkGraph on the CPU: copies into its own static buffers and runs the chunk eagerly, so the
+    cache's keying, the noise plumbing and the invalidation logic are testable without a GPU."""
+
+    def __init__(self, chunk, inputs, noise, num_steps) -> None:
+        self.chunk, self.num_steps = chunk, num_steps
+        self.inputs = VLAInputs(inputs.images.clone(), inputs.state.clone(), inputs.lang_ids.clone(),
+                                None if inputs.lang_mask is None else inputs.lang_mask.clone())
+        self.noise = noise.clone()
+
+    def __call__(self, inputs, noise):
+        self.inputs.images.copy_(inputs.images)
+        self.inputs.state.copy_(inputs.state)
+        self.inputs.lang_ids.copy_(inputs.lang_ids)
+        if self.inputs.lang_mask is not None:
+            self.inputs.lang_mask.copy_(inputs.lang_mask)
+        self.noise.copy_(noise)
+        return self.chunk(self.inputs, self.noise, self.num_steps).clone()
+
+
+@pytest.fixture
+def fake_graphs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cgv, "ChunkGraph", _FakeGraph)
+
+
+@pytest.mark.usefixtures("fake_graphs")
+def test_graph_path_plumbing_equals_eager_and_keys_captures() -> None:
+    eager, graphed = _vla(), _vla()
+    batch3, batch1 = _batch(3), _batch(1, seed=2)
+
+    def g(p: VLAPolicy, b: dict) -> torch.Tensor:
+        with annotate(step=p._step):
+            out = p._predict_graph(b, None, None, None)
+        assert out is not None
+        return out
+
+    # the noise comes from the policy's generator, drawn as sample_actions draws it: bit-identical, same stream
+    for b in (batch3, batch1, batch3):
+        assert torch.equal(g(graphed, b), eager.predict_action_chunk(b))
+    assert graphed._graphs.captures == 2  # two input signatures (masked / unmasked language)
+    # .to() bumps the version: storages re-checked, unchanged here, so no new capture
+    graphed.to("cpu")
+    assert torch.equal(g(graphed, batch3), eager.predict_action_chunk(batch3))
+    assert graphed._graphs.captures == 2
+    # replacing a layer (what quantisation does) changes the storages: a new capture that uses the new layer
+    new = torch.nn.Linear(graphed.config.d_model, graphed.config.action_dim)
+    graphed.expert.action_out = new
+    eager.expert.action_out = copy.deepcopy(new)
+    assert torch.equal(g(graphed, batch3), eager.predict_action_chunk(batch3))
+    assert graphed._graphs.captures == 3
+    # a graph-safe gate is part of the key; a Tap makes the path refuse (None: the caller runs eager)
+    C = _conceptor(graphed.config.d_model)
+    with steer(graphed, "expert.layer1", C, 0.5), steer(eager, "expert.layer1", C, 0.5):
+        assert torch.equal(g(graphed, batch3), eager.predict_action_chunk(batch3))
+    assert graphed._graphs.captures == 4
+    with Tap(graphed, ["expert.layer0"]), annotate(step=0):
+        assert graphed._predict_graph(batch3, None, None, None) is None
 
 
 # --------------------------------------------------------------------------- CUDA twins
