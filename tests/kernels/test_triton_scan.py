@@ -173,6 +173,24 @@ def test_gradient_of_y_only_and_partial_requires_grad():
     torch.testing.assert_close(gu, gu_ref, rtol=1e-4, atol=1e-4)
 
 
+@interp
+def test_lion_bimamba_and_stereo_ss2d_run_on_the_triton_path(monkeypatch):
+    """The shipped callers (impl="auto") reach the Triton kernel when it is first in the order — as on CUDA."""
+    from latentstack.perception.lion.operators import BiMamba
+    from latentstack.perception.stereo.update import SS2D
+
+    torch.manual_seed(0)
+    lion, ss2d = BiMamba(d_model=8, d_state=4).eval(), SS2D(d_model=8, d_state=4).eval()
+    h, img = torch.randn(2, 11, 8), torch.randn(1, 8, 3, 5)
+    with torch.no_grad():
+        ref = lion(h), ss2d(img)
+        monkeypatch.setattr(dispatch, "_PREFERENCE", {**dispatch._PREFERENCE, "selective_scan": {"cpu": ["triton"]}})
+        assert dispatch.resolve("selective_scan", "auto", "cpu").name == "triton"
+        out = lion(h), ss2d(img)
+    for o, r in zip(out, ref, strict=True):
+        torch.testing.assert_close(o, r, rtol=1e-4, atol=1e-5)
+
+
 def test_dispatcher_prefers_triton_on_cuda_only(monkeypatch):
     """Triton first in the CUDA order; ``auto`` on CPU unchanged (C++/reference) even with the interpreter on."""
     assert dispatch.preference("selective_scan", "cuda")[0] == "triton"
