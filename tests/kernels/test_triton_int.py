@@ -160,6 +160,26 @@ def test_fused_layer_within_quantisation_bound_of_float(tdev: str, kind: str) ->
     assert ((out - ref).abs() <= bound * (1 + 1e-6) + 1e-6).all()
 
 
+@pytest.mark.parametrize("kind", ["w8a8", "w4a8"])
+def test_fused_and_two_kernel_forms_are_identical(tdev: str, kind: str) -> None:
+    """One kernel (scales recomputed per N-block) or quantise-then-GEMM: same codes, scales, accumulators and
+    epilogue, so bit-identical outputs; the automatic choice for this shape (M 70, 5 N-blocks) is two kernels."""
+    m, k, n = 70, 40, 5 * 64
+    lin = _linear(k, n, seed=3)
+    layer = (W8A8Linear if kind == "w8a8" else W4A8Linear).from_float(lin, impl="torch").to(tdev)
+    x = _x(m, k, seed=8).to(tdev)
+    assert not ti._fused(m, n, None) and ti._fused(m, 64, None) and ti._fused(16, n, None)
+    if kind == "w8a8":
+        args = (x, layer.weight_kn(), layer.weight_scale, layer.bias)
+        one, two = ti.w8a8_linear_triton(*args, fuse=True), ti.w8a8_linear_triton(*args, fuse=False)
+    else:
+        args = (x, layer.weight_packed, k, layer.weight_scale, layer.bias)
+        one, two = ti.w4a8_linear_triton(*args, fuse=True), ti.w4a8_linear_triton(*args, fuse=False)
+    assert torch.equal(one, two)
+    ref, tol = _torch_expression(layer.cpu(), x.cpu())
+    assert ((two.cpu().double() - ref.double()).abs() <= tol).all()
+
+
 def test_bf16_activations_in_and_out(tdev: str) -> None:
     lin = _linear(64, 40, seed=1)
     layer = W8A8Linear.from_float(lin, impl="torch")
@@ -224,7 +244,7 @@ def build(fn, sig, consts, arch):
 n = 0
 for arch in (90,):  # sm_80 (Ampere / Orin) compiles too (checked by hand); one target keeps the test short
     for qa, w4, ep, bias, bm, a_ty in [(1, 0, 1, 1, 16, "*fp32"), (1, 1, 1, 0, 64, "*bf16"), (0, 1, 0, 0, 16, "*i8"),
-                                       (0, 0, 1, 1, 64, "*i8")]:
+                                       (0, 1, 1, 1, 64, "*i8")]:
         sig = dict(GEMM, A=a_ty, W="*u8" if w4 else "*i8", Y=("*bf16" if a_ty == "*bf16" else "*fp32") if ep else "*i32")
         ptx = build(ti._int_gemm_kernel, sig, dict(QUANT_A=bool(qa), W4=bool(w4), EPILOGUE=bool(ep),
                                                   HAS_BIAS=bool(bias), BLOCK_M=bm, BLOCK_N=64, BLOCK_K=64), arch)

@@ -11,9 +11,11 @@ is a dozen launches per layer and measured slower than bf16 (spec gpu.md §1); o
 point. Activation codes and scales are the same numbers :func:`~latentstack.kernels.int_linear.quantize_per_token`
 gives (``div_rn`` is the IEEE division torch uses; round-half-even by the ``1.5·2²³`` add-subtract, exact
 for |v| < 2²²), so the int32 accumulators are equal to ``_int_mm``'s; the epilogue may differ by the
-rounding of a fused multiply-add (≤ 1 ulp). Each N-block recomputes its rows' scales (K reads per row,
-cheap at the project's widths); :func:`quantize_per_token_triton` + :func:`int8_matmul_triton` is the
-two-kernel form (also what the exact-accumulator tests use).
+rounding of a fused multiply-add (≤ 1 ulp). Each N-block recomputes its rows' scales (two passes over its
+rows' K values, cheap at the project's widths); when many N-blocks would repeat that over many rows
+(``M > 64`` and more than :data:`FUSE_MAX_N_BLOCKS` N-blocks, e.g. 1024²) the layer runs as two kernels instead,
+:func:`quantize_per_token_triton` then the int8 GEMM with the same epilogue — the same codes, scales and
+accumulators, so the same output.
 
 W4A8 reads the packed ``[ceil(K/2), N]`` bytes inside the GEMM (row r: k = 2r low nibble, 2r + 1 high nibble,
 as :func:`~latentstack.kernels.int_linear.pack_int4`), sign-extends the nibbles in registers and runs two
@@ -36,6 +38,7 @@ import triton
 import triton.language as tl
 
 __all__ = [
+    "FUSE_MAX_N_BLOCKS",
     "INTERPRETED",
     "int4_matmul_triton",
     "int8_matmul_triton",
@@ -48,8 +51,9 @@ __all__ = [
 #: kernels were built for triton's CPU interpreter (``TRITON_INTERPRET`` set at import): they take CPU tensors
 INTERPRETED: bool = os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
 
-_ROUND_MAGIC = 12582912.0  # 1.5 · 2^23: (v + c) − c rounds an fp32 |v| < 2^22 to the nearest integer, ties to even
 _BLOCK_K = 64
+#: above this many N-blocks (and M > 64) the activation quantisation runs once, as its own kernel
+FUSE_MAX_N_BLOCKS = 4
 
 
 def runs_on(device: torch.device | str) -> bool:
@@ -253,21 +257,37 @@ def int4_matmul_triton(a_q: torch.Tensor, packed: torch.Tensor, k: int) -> torch
                    out_dtype=None, eps=0.0)
 
 
+def _fused(m: int, n: int, fuse: bool | None) -> bool:
+    if fuse is not None:
+        return fuse
+    return m <= 64 or triton.cdiv(n, _block_n(n)) <= FUSE_MAX_N_BLOCKS
+
+
+def _layer(x: torch.Tensor, w: torch.Tensor, k: int, n: int, w4: bool, w_scale: torch.Tensor,
+           bias: torch.Tensor | None, eps: float, out_dtype: torch.dtype | None, fuse: bool | None) -> torch.Tensor:
+    out_dtype = out_dtype or x.dtype
+    if _fused(x.shape[0], n, fuse):
+        return _launch(x, w, k, n, quant_a=True, w4=w4, sx=None, sw=_f32(w_scale), bias=_f32(bias),
+                       out_dtype=out_dtype, eps=eps)
+    q, s = quantize_per_token_triton(x, eps)
+    return _launch(q, w, k, n, quant_a=False, w4=w4, sx=s.reshape(-1), sw=_f32(w_scale), bias=_f32(bias),
+                   out_dtype=out_dtype, eps=eps)
+
+
 def w8a8_linear_triton(x: torch.Tensor, w_kn: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None,
-                       eps: float = 1e-8, out_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """The fused W8A8 layer on ``x [M, K]`` (float of any dtype): quantise rows, int8 GEMM, dequantise (+ bias);
-    output in ``out_dtype`` (default ``x.dtype``)."""
+                       eps: float = 1e-8, out_dtype: torch.dtype | None = None,
+                       fuse: bool | None = None) -> torch.Tensor:
+    """The W8A8 layer on ``x [M, K]`` (float of any dtype): quantise rows, int8 GEMM, dequantise (+ bias); output
+    in ``out_dtype`` (default ``x.dtype``). ``fuse``: one kernel (True) or quantise-then-GEMM (False); None picks."""
     if w_kn.dtype != torch.int8 or x.shape[1] != w_kn.shape[0]:
         raise ValueError("w_kn must be int8 [K, N] matching x [M, K]")
-    return _launch(x, w_kn, x.shape[1], w_kn.shape[1], quant_a=True, w4=False, sx=None, sw=_f32(w_scale),
-                   bias=_f32(bias), out_dtype=out_dtype or x.dtype, eps=eps)
+    return _layer(x, w_kn, x.shape[1], w_kn.shape[1], False, w_scale, bias, eps, out_dtype, fuse)
 
 
 def w4a8_linear_triton(x: torch.Tensor, packed: torch.Tensor, k: int, w_scale: torch.Tensor,
-                       bias: torch.Tensor | None, eps: float = 1e-8,
-                       out_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """The fused W4A8 layer: as :func:`w8a8_linear_triton` with the weight read as packed int4 nibbles."""
+                       bias: torch.Tensor | None, eps: float = 1e-8, out_dtype: torch.dtype | None = None,
+                       fuse: bool | None = None) -> torch.Tensor:
+    """The W4A8 layer: as :func:`w8a8_linear_triton` with the weight read as packed int4 nibbles in the GEMM."""
     if packed.dtype != torch.uint8 or x.shape[1] != k or packed.shape[0] != (k + 1) // 2:
         raise ValueError("packed must be uint8 [ceil(K/2), N] and x [M, K]")
-    return _launch(x, packed, k, packed.shape[1], quant_a=True, w4=True, sx=None, sw=_f32(w_scale),
-                   bias=_f32(bias), out_dtype=out_dtype or x.dtype, eps=eps)
+    return _layer(x, packed, k, packed.shape[1], True, w_scale, bias, eps, out_dtype, fuse)
