@@ -8,6 +8,8 @@ Wired into ``latentstack.cli`` with ``add_launch_parser(subparsers)``. Examples:
     lstack launch ros/graphs/metaworld.yaml --episodes-per-task 2 --compare-eval    # asserts == lstack eval
     lstack launch ros/graphs/metaworld.yaml --record outputs/bag --set policy_node.torch_threads=1
     lstack launch ros/graphs/metaworld.yaml --device cuda   # every model-holding node (policy, detection, depth)
+    lstack launch ros/graphs/perception.yaml --frames 5     # simulated LiDAR + stereo -> LION + stereo depth
+    lstack launch ros/graphs/perception.yaml --frames 5 --transport dds --multiprocess
 
 ``--device`` sets the ``device`` parameter of every node that holds a model (``--set node.device=...`` sets one).
 """
@@ -27,16 +29,21 @@ __all__ = ["MODEL_NODE_KINDS", "add_launch_parser", "add_parser", "cmd_launch", 
 
 # node kinds whose core holds a model and takes a ``device`` parameter (sim bridge and recorder hold none)
 MODEL_NODE_KINDS = ("policy", "lidar_detection", "stereo_depth")
+# simulated sensors: streams of ``frames`` frames (``--frames``)
+SENSOR_NODE_KINDS = ("lidar_scene", "stereo_scene")
 
 
 def add_launch_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Adds the ``launch`` subcommand to an ``argparse`` subparsers object."""
     p = subparsers.add_parser(
         "launch", help="run a node graph (ros/graphs/*.yaml) in one process or as DDS processes",
-        description="Run a latentstack node graph without ROS 2: sim bridge -> policy node -> sim bridge.",
+        description="Run a latentstack node graph without ROS 2: sim bridge -> policy node -> sim bridge, or "
+                    "simulated sensors -> perception nodes.",
     )
     p.add_argument("graph", help="graph file, e.g. ros/graphs/metaworld.yaml")
     add_episodes_arg(p, None, aliases=("--episodes",), help="episodes per task (sim bridge episodes_per_task)")
+    p.add_argument("--frames", type=int, default=None,
+                   help="frames every simulated sensor (lidar_scene, stereo_scene) streams before the run ends")
     p.add_argument("--tasks", default=None, help="comma-separated task subset, e.g. drawer-close-v3,door-close-v3")
     p.add_argument("--split", default=None, choices=["train", "select", "test"], help="seed split")
     add_policy_arg(p, None, help="policy checkpoint / random:<dir> for every policy node")
@@ -73,6 +80,12 @@ def _apply_overrides(spec: Any, args: argparse.Namespace) -> None:
             sim.params["tasks"] = [t.strip() for t in args.tasks.split(",") if t.strip()]
         if args.split:
             sim.params["split"] = args.split
+    if getattr(args, "frames", None) is not None:
+        sensors = [n for n in spec.nodes if n.kind in SENSOR_NODE_KINDS and n.enabled]
+        if not sensors:
+            raise ValueError("--frames: the graph has no simulated sensor node (lidar_scene, stereo_scene)")
+        for n in sensors:
+            n.params["frames"] = args.frames
     if args.policy:
         for pol in spec.nodes_of("policy"):
             pol.params["policy"] = args.policy
@@ -118,6 +131,10 @@ def _run(spec: Any, args: argparse.Namespace) -> int:
     from latentstack.sim.evaluation import ConditionResult, outcome_table
 
     policies: dict[str, Any] = {}
+    if args.compare_eval and not spec.nodes_of("sim_bridge"):
+        print("lstack launch: --compare-eval compares a sim bridge's episodes with `lstack eval`; the perception "
+              "graph's online == offline checks are tests/nodes/test_perception_graph.py", file=sys.stderr)
+        return 2
     if args.multiprocess:
         if args.compare_eval:
             print("lstack launch: --compare-eval needs the in-process run", file=sys.stderr)
@@ -134,11 +151,13 @@ def _run(spec: Any, args: argparse.Namespace) -> int:
                 node_kwargs[pn.name] = {"policy": policies[pn.name]}
         run = run_inprocess(spec, transport=args.transport, timeout=args.timeout, node_kwargs=node_kwargs,
                             domain_id=args.domain_id, config=args.dds_config)
+    mode = "multiprocess/dds" if args.multiprocess else (args.transport or spec.transport)
+    if not spec.nodes_of("sim_bridge"):  # a sensor graph: frames, not episodes
+        return _report_frames(spec, run, mode, args)
     if not run.results:
         print("lstack launch: no episode finished", file=sys.stderr)
         return 1
     table = {"graph": ConditionResult("graph", list(run.results))}
-    mode = "multiprocess/dds" if args.multiprocess else (args.transport or spec.transport)
     print(f"graph {spec.name} | {mode} | {len(run.results)} episodes | {run.wall_s:.1f} s")
     rc = 0
     if args.compare_eval:
@@ -153,6 +172,20 @@ def _run(spec: Any, args: argparse.Namespace) -> int:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(run.to_dict(), indent=2, default=str))
     return rc if run.finished else 1
+
+
+def _report_frames(spec: Any, run: Any, mode: str, args: argparse.Namespace) -> int:
+    """Summary of a sensor graph run: frames each sensor published and had answered, errors of every node."""
+    print(f"graph {spec.name} | {mode} | {run.wall_s:.1f} s | {'finished' if run.finished else 'NOT finished'}")
+    for name, st in run.stats.items():
+        c = st.get("counters", {})
+        line = ", ".join(f"{k} {v}" for k, v in sorted(c.items()))
+        print(f"  {name}: {line or 'no counters'}; published " +
+              ", ".join(f"{t} {n}" for t, n in sorted(st.get("published", {}).items())))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(run.to_dict(), indent=2, default=str))
+    return 0 if run.finished else 1
 
 
 def _evaluate_same_seeds(spec: Any, policies: dict[str, Any]) -> Any:

@@ -1,4 +1,5 @@
-"""ROS-agnostic node cores (sim bridge, policy, recorder, LiDAR detection, stereo depth) with typed parameters and watchdogs.
+"""ROS-agnostic node cores (sim bridge, policy, recorder, LiDAR detection, stereo depth, simulated LiDAR and stereo
+sensors, detection markers) with typed parameters and watchdogs.
 
 A node is a core + a transport: ``PolicyNodeCore(make_transport("inproc"), PolicyNodeParams(...))``.
 The thin rclpy wrappers live in :mod:`latentstack.ros`; graphs of nodes are run by
@@ -37,6 +38,9 @@ NODE_KINDS: dict[str, str] = {
     "recorder": "latentstack.nodes.recorder:RecorderCore",
     "lidar_detection": "latentstack.nodes.lidar_detection:LidarDetectionNodeCore",
     "stereo_depth": "latentstack.nodes.stereo_depth:StereoDepthNodeCore",
+    "lidar_scene": "latentstack.nodes.lidar_sensor:LidarSceneCore",
+    "stereo_scene": "latentstack.nodes.stereo_sensor:StereoSceneCore",
+    "detection_markers": "latentstack.nodes.detection_markers:DetectionMarkersCore",
 }
 
 

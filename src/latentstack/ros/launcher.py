@@ -8,6 +8,9 @@
   to a ROS 2 graph. The parent waits for the process holding the sim bridge, collects its
   episode results and stops the others.
 
+A graph runs until its *drivers* finish: the sim bridges (their episodes) and the simulated sensors
+(``lidar_scene``, ``stereo_scene``: their ``frames``); any core class with ``drives_graph = True`` is one.
+
 ``python -m latentstack.ros.launcher GRAPH --process NAME ...`` is the child entry point.
 """
 from __future__ import annotations
@@ -69,14 +72,19 @@ class Graph:
 
         return [n for n in self.nodes.values() if isinstance(n, SimBridgeCore)]
 
+    @property
+    def drivers(self) -> list[Any]:
+        """The nodes whose end is the end of the run: sim bridges and simulated sensors."""
+        return [n for n in self.nodes.values() if _drives(type(n))]
+
     def start(self) -> None:
         for n in self.nodes.values():
             if hasattr(n, "start"):
                 n.start()
 
     def finished(self) -> bool:
-        sims = self.sim_bridges
-        return bool(sims) and all(s.finished for s in sims)
+        drivers = self.drivers
+        return bool(drivers) and all(s.finished for s in drivers)
 
     def results(self) -> list[EpisodeResult]:
         return [r for s in self.sim_bridges for r in s.results]
@@ -89,6 +97,12 @@ class Graph:
         order = sorted(self.nodes.values(), key=lambda n: type(n).__name__ == "RecorderCore")
         for n in order:
             n.close()
+
+
+def _drives(cls: type) -> bool:
+    from latentstack.nodes.sim_bridge import SimBridgeCore
+
+    return issubclass(cls, SimBridgeCore) or bool(getattr(cls, "drives_graph", False))
 
 
 def dds_config(spec: str | None) -> str | None:
@@ -141,7 +155,8 @@ def build_graph(spec: GraphSpec, transport: Any, *, process: str | None = None,
 def run_inprocess(spec: GraphSpec, *, transport: str | Any | None = None, timeout: float | None = None,
                   duration_s: float | None = None, node_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
                   domain_id: int | None = None, config: str | None = "loopback") -> GraphRun:
-    """Runs all enabled nodes in this process until the sim bridges finish (or ``timeout``/``duration_s``)."""
+    """Runs all enabled nodes in this process until the drivers (sim bridges, sensors) finish (or
+    ``timeout``/``duration_s``)."""
     own = transport is None or isinstance(transport, str)
     tr = make_graph_transport(spec, transport if isinstance(transport, str) else None, domain_id=domain_id,
                               config=config) if own else transport
@@ -153,11 +168,11 @@ def run_inprocess(spec: GraphSpec, *, transport: str | Any | None = None, timeou
             graph.start()
             if duration_s is not None:
                 graph.executor.spin_until(lambda: graph.finished(), timeout=duration_s)
-            elif graph.sim_bridges:
+            elif graph.drivers:
                 if not graph.executor.spin_until(graph.finished, timeout=timeout):
                     log.warning("graph %s: timed out after %s s", spec.name, timeout)
             else:
-                raise ValueError("a graph without a sim bridge needs duration_s (it would never finish)")
+                raise ValueError("a graph without a sim bridge or sensor needs duration_s (it would never finish)")
             run.finished = graph.finished()
             run.results = graph.results()
             run.stats = graph.stats()
@@ -182,11 +197,11 @@ def _child_cmd(spec_path: str, process: str, domain_id: int, results: str | None
 def run_multiprocess(spec: GraphSpec, *, domain_id: int | None = None, timeout: float = 600.0,
                      env: Mapping[str, str] | None = None, config: str = "loopback") -> GraphRun:
     """One child process per process group, DDS between them (``config``: see :func:`dds_config`);
-    returns the sim's results."""
+    returns the sim's results (and every process's node statistics: ``stats[node]``)."""
     dds_config(config)  # fail early on a missing file
-    sim_groups = {n.process for n in spec.nodes_of("sim_bridge")}
+    sim_groups = {n.process for n in spec.enabled_nodes if _drives(n.core_class())}
     if len(sim_groups) != 1:
-        raise ValueError("multi-process runs need exactly one process group holding the sim bridge(s)")
+        raise ValueError("multi-process runs need exactly one process group holding the sim bridge(s) / sensors")
     sim_group = sim_groups.pop()
     dom = spec.domain_id if domain_id is None else int(domain_id)
     t0 = time.perf_counter()
@@ -194,12 +209,16 @@ def run_multiprocess(spec: GraphSpec, *, domain_id: int | None = None, timeout: 
         spec_path = str(Path(tmp) / "graph.json")
         Path(spec_path).write_text(json.dumps(spec.to_dict()))
         results_path = str(Path(tmp) / "results.json")
+
+        def group_results(group: str) -> str:  # every child reports its node statistics on exit
+            return results_path if group == sim_group else str(Path(tmp) / f"results_{len(group)}_{group}.json")
+
         child_env = {**os.environ, **(env or {})}
         procs: dict[str, subprocess.Popen] = {}
         try:
             for group in spec.processes:
                 procs[group] = subprocess.Popen(
-                    _child_cmd(spec_path, group, dom, results_path if group == sim_group else None, config),
+                    _child_cmd(spec_path, group, dom, group_results(group), config),
                     env=child_env)
             end = time.monotonic() + timeout
             while procs[sim_group].poll() is None:  # watch every child: a dead policy would stall lockstep
@@ -222,6 +241,10 @@ def run_multiprocess(spec: GraphSpec, *, domain_id: int | None = None, timeout: 
                     p.kill()
                     p.wait()
         run = GraphRun.from_dict(json.loads(Path(results_path).read_text()))
+        for group in procs:
+            other = Path(group_results(group))
+            if group != sim_group and other.is_file():
+                run.stats.update(GraphRun.from_dict(json.loads(other.read_text())).stats)
     run.wall_s = time.perf_counter() - t0
     return run
 
@@ -232,7 +255,7 @@ def _child_main(argv: list[str] | None = None) -> int:
     ap.add_argument("graph", help="graph YAML or the JSON written by run_multiprocess")
     ap.add_argument("--process", required=True)
     ap.add_argument("--domain-id", type=int, default=None)
-    ap.add_argument("--results", default=None, help="write the sim bridge's results here (JSON)")
+    ap.add_argument("--results", default=None, help="write the process's results and node statistics here (JSON)")
     ap.add_argument("--timeout", type=float, default=None)
     ap.add_argument("--dds-config", default="loopback", help="loopback | default | <cyclonedds.xml>")
     args = ap.parse_args(argv)
@@ -255,9 +278,9 @@ def _child_main(argv: list[str] | None = None) -> int:
     try:
         graph.start()
         end = time.monotonic() + args.timeout if args.timeout else float("inf")
-        has_sim = bool(graph.sim_bridges)
+        has_driver = bool(graph.drivers)
         while not stop["flag"] and time.monotonic() < end:
-            if has_sim and graph.finished():
+            if has_driver and graph.finished():
                 break
             graph.executor.spin_once(0.05)
         run.finished = graph.finished()

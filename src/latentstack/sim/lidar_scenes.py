@@ -57,12 +57,14 @@ __all__ = [
     "SPLIT_SEEDS",
     "LidarScan",
     "LidarSceneConfig",
+    "LidarSequenceConfig",
     "generate_scan",
     "generate_split",
     "load_split",
     "points_in_boxes",
     "save_split",
     "scan_rays",
+    "scan_sequence",
 ]
 
 CLASSES: tuple[str, ...] = ("Car", "Pedestrian", "Cyclist")
@@ -239,6 +241,11 @@ def generate_scan(seed: int, cfg: LidarSceneConfig | None = None) -> LidarScan:
     cfg = cfg or LidarSceneConfig()
     rng = np.random.default_rng(seed)
     objects, clutter = _sample_layout(cfg, rng)
+    return _cast_scan(cfg, objects, clutter, rng, seed)
+
+
+def _cast_scan(cfg: LidarSceneConfig, objects: list, clutter: list, rng: np.random.Generator, seed: int) -> LidarScan:
+    """Ray-casts one scan of a laid-out scene (sensor frame); ``rng`` draws dropout and noise."""
     xml, kinds = _mjcf(cfg, objects, clutter)
     model = mujoco.MjModel.from_xml_string(xml)
     data = mujoco.MjData(model)
@@ -272,6 +279,65 @@ def generate_scan(seed: int, cfg: LidarSceneConfig | None = None) -> LidarScan:
     counts = np.bincount(inst[inst >= 0], minlength=len(objects)).astype(np.int32)
     pts = np.concatenate([xyz, inten[:, None]], 1).astype(np.float32)
     return LidarScan(pts, inst, boxes, classes, counts, int(seed))
+
+
+# ----------------------------------------------------------------------------- sequences (moving scenes)
+@dataclass(frozen=True)
+class LidarSequenceConfig:
+    """Motion of a scan sequence: the ego drives straight ahead (+x), every object moves along its heading
+    with a constant speed and yaw rate (a unicycle), clutter is static in the world."""
+
+    dt_s: float = 0.1  # sim time between scans (a 10 Hz spinning LiDAR)
+    ego_speed: tuple[float, float] = (2.0, 8.0)  # m/s, drawn once per sequence
+    speed: tuple[tuple[float, float], ...] = ((0.0, 10.0), (0.0, 1.5), (1.0, 5.0))  # m/s per class (CLASSES)
+    max_yaw_rate: float = 0.3  # rad/s, |ω| ~ U(0, max)
+
+    def __post_init__(self) -> None:
+        if not (self.dt_s > 0 and math.isfinite(self.dt_s)):
+            raise ValueError(f"dt_s must be a positive number, got {self.dt_s}")
+        if len(self.speed) != len(CLASSES):
+            raise ValueError(f"speed needs one (lo, hi) per class {CLASSES}, got {self.speed}")
+
+
+def _wrap(a: float) -> float:
+    return (a + math.pi) % (2 * math.pi) - math.pi
+
+
+def scan_sequence(seed: int, num_frames: int, cfg: LidarSceneConfig | None = None,
+                  motion: LidarSequenceConfig | None = None, start: int = 0) -> list[LidarScan]:
+    """Frames ``start .. start + num_frames - 1`` of one moving scene, a pure function of ``seed``.
+
+    Frame ``t`` is the scene at time ``t · dt_s`` in the ego's sensor frame (the ego has moved ``v_ego · t ·
+    dt_s`` along +x). Layout as :func:`generate_scan` (same ``rng`` draws for the layout, so frame 0 has the
+    layout of ``generate_scan(seed)``); speeds from a second generator ``(seed, 1)``, per-frame dropout and noise
+    from ``(seed, 2, t)``, so any frame can be made alone. Labels: every object's box at that time (boxes
+    that left the crop have 0 points and are ignored by evaluation, as in single scans).
+    """
+    cfg = cfg or LidarSceneConfig()
+    motion = motion or LidarSequenceConfig()
+    if num_frames < 0 or start < 0:
+        raise ValueError(f"num_frames and start must be >= 0, got {num_frames}, {start}")
+    objects, clutter = _sample_layout(cfg, np.random.default_rng(seed))
+    mrng = np.random.default_rng([seed, 1])
+    v_ego = float(mrng.uniform(*motion.ego_speed))
+    kin = [(float(mrng.uniform(*motion.speed[c])), float(mrng.uniform(-motion.max_yaw_rate, motion.max_yaw_rate)))
+           for c, _ in objects]
+    out = []
+    for t in range(start, start + num_frames):
+        tau = t * motion.dt_s
+        moved = []
+        for (c, b), (v, w) in zip(objects, kin, strict=True):
+            x, y, z, length, width, height, yaw0 = (float(u) for u in b)
+            if abs(w) < 1e-9:
+                dx, dy = v * tau * math.cos(yaw0), v * tau * math.sin(yaw0)
+            else:  # constant turn rate: an arc of radius v / w
+                dx = v / w * (math.sin(yaw0 + w * tau) - math.sin(yaw0))
+                dy = v / w * (math.cos(yaw0) - math.cos(yaw0 + w * tau))
+            moved.append((c, np.array([x + dx - v_ego * tau, y + dy, z, length, width, height,
+                                       _wrap(yaw0 + w * tau)])))
+        shifted = [(kind, (p[0] - v_ego * tau, *p[1:])) for kind, p in clutter]
+        out.append(_cast_scan(cfg, moved, shifted, np.random.default_rng([seed, 2, t]), seed))
+    return out
 
 
 def _seeds(split: str, n: int) -> list[int]:
