@@ -16,7 +16,9 @@ from latentstack.ros._rclpy_node import RCLPY_AVAILABLE, parameter_declarations,
 
 ROOT = Path(__file__).resolve().parents[2]
 WRAPPERS = {"policy_node": "policy", "sim_bridge_node": "sim_bridge", "recorder_node": "recorder",
-            "lidar_detection_node": "lidar_detection", "stereo_depth_node": "stereo_depth"}
+            "lidar_detection_node": "lidar_detection", "stereo_depth_node": "stereo_depth",
+            "lidar_scene_node": "lidar_scene", "stereo_scene_node": "stereo_scene",
+            "detection_markers_node": "detection_markers"}
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "ros" / "launch").glob("*.launch.py")), ids=lambda p: p.name)
@@ -34,7 +36,18 @@ def test_launch_files_compile_and_use_our_executables(path):
     assert packages == {"latentstack"}
 
 
-@pytest.mark.parametrize("node", ["policy_node", "sim_bridge", "recorder", "lidar_detection", "stereo_depth"])
+def test_every_node_kind_has_a_wrapper_an_executable_and_a_parameter_file():
+    from latentstack.nodes import NODE_KINDS
+
+    assert set(WRAPPERS.values()) == set(NODE_KINDS)
+    for exe, kind in WRAPPERS.items():
+        assert (ROOT / "ros" / "bin" / exe).is_file(), exe
+        config = "policy_node" if kind == "policy" else kind
+        assert (ROOT / "ros" / "config" / f"{config}.yaml").is_file(), config
+
+
+@pytest.mark.parametrize("node", ["policy_node", "sim_bridge", "recorder", "lidar_detection", "stereo_depth",
+                                  "lidar_scene", "stereo_scene", "detection_markers"])
 def test_parameter_files_mirror_the_dataclasses(node):
     kind = {"policy_node": "policy"}.get(node, node)
     params_cls = node_class(kind).Params
