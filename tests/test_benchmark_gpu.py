@@ -57,7 +57,7 @@ def test_kernel_section_follows_the_dispatcher_registry() -> None:
 
     bench = _bench()
     dev = torch.device("cpu")
-    floors = {"copy_bandwidth_Bps": 1e10, "gemm_flops_per_s": 1e11}
+    floors = {"copy_bandwidth_Bps": 1e10, "gemm_flops_per_s": 1e11, "int8_ops_per_s": 4e11}
     dispatch.register("conceptor_gate", "probe_wrong", lambda h, C, beta: 1.01 * h @ C.t(), devices=("cpu",))
     try:
         res = bench.bench_kernels(dev, True, 2, 0, floors)
