@@ -352,8 +352,9 @@ class W8A8Linear(_IntLinearBase):
 class W4A8Linear(_IntLinearBase):
     """int4 per-output-channel weights packed two per byte (``[ceil(K/2), N]`` uint8), int8 GEMM.
 
-    There is no int4×int8 CPU kernel here, so the forward unpacks the codes to int8 (exact:
-    int8 contains [−8, 7]) and runs the W8A8 GEMM. ``cache_unpacked=True`` keeps the unpacked
+    There is no int4×int8 CPU kernel here, so the CPU forward unpacks the codes to int8 (exact:
+    int8 contains [−8, 7]) and runs the W8A8 GEMM; the ``triton`` path (CUDA) reads the packed bytes
+    inside its GEMM and never materialises the int8 weight. ``cache_unpacked=True`` keeps the unpacked
     int8 copy (speed of W8A8, memory of W8A8 + packed); the default keeps only the packed bytes.
     """
 
