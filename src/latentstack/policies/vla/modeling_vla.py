@@ -25,6 +25,7 @@ each wrapped in ``annotate(denoise_step=k)``; each chunk prediction is wrapped i
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -499,9 +500,10 @@ class VLAPolicy(nn.Module):
         Noise comes from ``generator`` or the policy's own generator (reseeded by :meth:`reset`).
 
         ``graph``: run the whole chunk as a captured CUDA graph (:mod:`.cuda_graph_vla`); ``None`` follows
-        ``self.cuda_graph`` (``None``: on whenever the model is on CUDA). On the CPU, in training mode, or with
-        hooks that must run per call (Taps), this is the eager path, unchanged. Graph and eager draw the same
-        noise from the same generator in the same order.
+        ``self.cuda_graph`` (``None``: on whenever the model is on CUDA, so ``lstack eval --device cuda`` and the
+        policy node's ``device: cuda`` use it; ``LATENTSTACK_CUDA_GRAPH=0`` turns that default off). On the
+        CPU, in training mode, or with hooks that must run per call (Taps), this is the eager path, unchanged.
+        Graph and eager draw the same noise from the same generator in the same order.
         """
         with annotate(step=self._step):
             if self._graph_wanted(graph):
@@ -537,6 +539,8 @@ class VLAPolicy(nn.Module):
         return super()._apply(*args, **kwargs)
 
     def _graph_wanted(self, graph: bool | None) -> bool:
+        if graph is None and os.environ.get("LATENTSTACK_CUDA_GRAPH", "1") == "0":  # process-wide escape hatch
+            return False
         want = self.cuda_graph if graph is None else graph
         on_cuda = self.device.type == "cuda"
         if want is None:
