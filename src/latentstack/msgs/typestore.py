@@ -64,6 +64,20 @@ EXTRA_MSG_DEFINITIONS: dict[str, str] = {
         "vision_msgs/BoundingBox3D bbox\nstring id\n"
     ),
     "vision_msgs/msg/Detection3DArray": "std_msgs/Header header\nvision_msgs/Detection3D[] detections\n",
+    # rcl_interfaces parameter services (identical in Humble and Jazzy), request and response halves, for the
+    # ROS 2 parameter services every node core offers over DDS (latentstack.nodes.parameters)
+    "rcl_interfaces/srv/GetParameters_Request": "string[] names\n",
+    "rcl_interfaces/srv/GetParameters_Response": "rcl_interfaces/ParameterValue[] values\n",
+    "rcl_interfaces/srv/SetParameters_Request": "rcl_interfaces/Parameter[] parameters\n",
+    "rcl_interfaces/srv/SetParameters_Response": "rcl_interfaces/SetParametersResult[] results\n",
+    "rcl_interfaces/srv/SetParametersAtomically_Request": "rcl_interfaces/Parameter[] parameters\n",
+    "rcl_interfaces/srv/SetParametersAtomically_Response": "rcl_interfaces/SetParametersResult result\n",
+    "rcl_interfaces/srv/ListParameters_Request": "uint64 DEPTH_RECURSIVE=0\nstring[] prefixes\nuint64 depth\n",
+    "rcl_interfaces/srv/ListParameters_Response": "rcl_interfaces/ListParametersResult result\n",
+    "rcl_interfaces/srv/DescribeParameters_Request": "string[] names\n",
+    "rcl_interfaces/srv/DescribeParameters_Response": "rcl_interfaces/ParameterDescriptor[] descriptors\n",
+    "rcl_interfaces/srv/GetParameterTypes_Request": "string[] names\n",
+    "rcl_interfaces/srv/GetParameterTypes_Response": "uint8[] types\n",
     # The project's own interface package (ros/latentstack_msgs, built by colcon on a ROS machine); this text is
     # its .msg without comments (tests/msgs/test_action_command.py keeps the two equal).
     "latentstack_msgs/msg/ActionCommand": (

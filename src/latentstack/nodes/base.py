@@ -263,6 +263,16 @@ class NodeCore:
         self.rate_log = RateLimitedLog(self.log)
         self.closed = False
         transport.register_node(self.node_id)
+        # ROS 2 graph citizenship where the transport carries services (DDS): parameter services,
+        # /parameter_events, /rosout (latentstack.nodes.parameters); rclpy wrappers use rclpy's own
+        self.parameter_services: Any = None
+        self._rosout: Any = None
+        if getattr(transport, "create_service", None) is not None:
+            from .parameters import ParameterServices, RosoutHandler
+
+            self.parameter_services = ParameterServices(self)
+            self._rosout = RosoutHandler(self)
+            self.log.addHandler(self._rosout)
 
     @property
     def fq_name(self) -> str:
@@ -347,6 +357,10 @@ class NodeCore:
             return
         self.closed = True
         self.rate_log.flush()
+        if self._rosout is not None:
+            self.log.removeHandler(self._rosout)
+        if self.parameter_services is not None:
+            self.parameter_services.close()
         for t in self.timers:
             t.cancel()
         for e in [*self.publishers, *self.subscriptions]:

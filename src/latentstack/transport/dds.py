@@ -7,13 +7,14 @@
 - QoS as rmw_cyclonedds ``create_readwrite_qos``: reliability, durability (+ durability
   service for TRANSIENT_LOCAL), KEEP_LAST depth, no autodispose, endpoint USER_DATA
   ``typehash=RIHS01_<hex>;`` (Jazzy; Humble sends none), participant USER_DATA ``enclave=/;``;
+- services with rmw_cyclonedds framing (``rq/<svc>Request`` / ``rr/<svc>Reply``, request header
+  ``{uint64 guid; int64 seq}``; :mod:`.services`), so ROS 2 tools can call the nodes' parameter services;
 - an optional ``ros_discovery_info`` writer so ``ros2 node list`` shows our node names, and a reader of
   everyone's ``ros_discovery_info``, so each received sample is attributed to its writer's node
   (:class:`~latentstack.transport.base.Sender`) for publisher allow-lists.
 
 Network traffic follows the Cyclone configuration: ``config="loopback"`` pins it to
-127.0.0.1 with multicast off (tests use that with a random domain id). Topics only;
-services are RMW-specific and not implemented.
+127.0.0.1 with multicast off (tests use that with a random domain id).
 """
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ from .discovery import (
 from .names import dds_topic_name
 from .qos import Durability, History, QoSProfile, Reliability
 from .ratelimit import RateLimitedLog
+from .services import Service, reply_topic, request_topic
 
 __all__ = ["LOOPBACK_CONFIG", "DdsTransport", "dds_available", "discover_endpoints", "loopback_config", "to_dds_qos",
            "type_hash_user_data"]
@@ -414,6 +416,69 @@ class DdsTransport(Transport):
                              sub.topic, self.UNRESOLVED_WAIT_S)
             return False
         return verdict
+
+    # -- services (rmw_cyclonedds framing)
+    SERVICE_QOS = QoSProfile(Reliability.RELIABLE, Durability.VOLATILE, History.KEEP_ALL, 1)
+
+    def _service_idl(self, msgtype: str) -> Any:
+        """The request/response struct with ``cdds_request_header_t``'s fields in front (what is on the wire)."""
+        from cyclonedds.idl import make_idl_struct
+        from cyclonedds.idl import types as t
+
+        from latentstack.msgs.idl import idl_class
+
+        with self._lock:
+            cache = self.__dict__.setdefault("_service_idls", {})
+            if msgtype not in cache:
+                body = idl_class(msgtype, self.distro)
+                cache[msgtype] = make_idl_struct(body.__name__, body.__idl_typename__,
+                                                 {"guid": t.uint64, "seq": t.int64, **body.__annotations__})
+            return cache[msgtype]
+
+    def _service_user_data(self, srvtype: str) -> bytes | None:
+        if not self.type_hash:
+            return None
+        from latentstack.msgs.typestore import service_rihs01
+
+        return f"typehash={service_rihs01(srvtype, self.distro)};".encode()
+
+    def create_service(self, name: str, srvtype: str, handler: Callable[[Any], Any], *,
+                       node: NodeId | None = None) -> Service:
+        """A service server on ``name`` (``pkg/srv/Type``): requests are handled in :meth:`spin_once`."""
+        from cyclonedds._clayer import ddspy_write
+        from cyclonedds.core import ReadCondition
+        from cyclonedds.pub import DataWriter
+        from cyclonedds.sub import DataReader
+        from cyclonedds.topic import Topic
+
+        self._check_open()
+        svc = Service(self, name, srvtype, handler)
+        ud = self._service_user_data(svc.srvtype)
+        with self._lock:
+            rq = Topic(self.participant, request_topic(svc.name), self._service_idl(svc.request_type))
+            rr = Topic(self.participant, reply_topic(svc.name), self._service_idl(svc.response_type))
+        reader = DataReader(self.participant, rq, qos=to_dds_qos(self.SERVICE_QOS, user_data=ud))
+        writer = DataWriter(self.participant, rr, qos=to_dds_qos(self.SERVICE_QOS, user_data=ud, writer=True))
+
+        def on_request(raw: Any) -> None:
+            reply = svc.handle(raw.data)
+            if reply is not None and not svc.closed:
+                pad = (-len(reply)) % 4
+                ddspy_write(writer._ref, reply + b"\0" * pad)
+
+        cond = ReadCondition(reader, _ANY)
+        with self._lock:
+            self._waitset.attach(cond)
+        sub = _DdsSubscription(self, svc.name, svc.request_type, on_request, self.SERVICE_QOS, True, node, reader,
+                               cond)
+        pub = _DdsPublisher(self, svc.name, svc.response_type, self.SERVICE_QOS, node, writer)
+        self.subscriptions.append(sub)
+        self.publishers.append(pub)
+        svc.endpoints = (sub, pub)  # type: ignore[attr-defined]
+        if node is not None:
+            self.register_node(node, publish=False)
+            self._publish_discovery()
+        return svc
 
     def create_publisher(self, *a: Any, **k: Any) -> Publisher:
         pub = super().create_publisher(*a, **k)
