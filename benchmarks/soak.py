@@ -204,8 +204,10 @@ def run_perception(seconds: float, sample_s: float, progress: bool, lidar_hz: fl
 
     torch.set_num_threads(1)
     tr = InProcTransport()
-    lidar = LidarDetectionNodeCore(tr, LidarDetectionParams(model="policies/lion_tiny"))
-    stereo = StereoDepthNodeCore(tr, StereoDepthParams(model="policies/stereo_sa2_tiny"))
+    # inference in the callbacks (async_inference=False), as when reports/soak was measured: the loop below
+    # counts frames and warms up by spinning; the nodes' default runs the models on worker threads
+    lidar = LidarDetectionNodeCore(tr, LidarDetectionParams(model="policies/lion_tiny", async_inference=False))
+    stereo = StereoDepthNodeCore(tr, StereoDepthParams(model="policies/stereo_sa2_tiny", async_inference=False))
     ex = Executor([lidar, stereo])
     pc_pub = tr.create_publisher("/points", POINTCLOUD_TYPE, SENSOR_DATA)
     l_pub = tr.create_publisher("/left/image_rect", "sensor_msgs/msg/Image", SENSOR_DATA)

@@ -43,7 +43,9 @@ def _stereo(**params):
         img = np.zeros((h, w, 3), np.uint8)
         for side in ("left", "right"):
             pubs[f"{side}/image_rect"].publish(msgs.image_to_msg(img, stamp=stamp, frame_id=frame_id))
-        for _ in range(3):
+        t.spin_once()
+        assert node.wait_idle(120.0)  # the model runs on the node's worker thread
+        for _ in range(2):
             t.spin_once()
 
     return node, model, pair, out
@@ -56,7 +58,8 @@ def test_stereo_refuses_undersized_and_oversized_pairs_without_calling_the_model
     pair(20, 1025, 3)  # wider than the default max_width 1024
     pair(1025, 32, 4)  # taller than the default max_height 1024
     assert model.calls == 0 and out == []
-    assert node.counters["callback_error"] == 0 and node.counters["invalid_message"] >= 4
+    c = node.stats()["counters"]
+    assert c.get("callback_error", 0) == 0 and c.get("worker_error", 0) == 0 and c["invalid_message"] >= 4
     pair(32, 64, 5)  # a normal pair is still served
     assert model.calls == 1 and len(out) == 1
 
@@ -106,6 +109,7 @@ def _lidar(monkeypatch, **params):
         arr = np.zeros(n, dtype=[(f, np.float32) for f in fields])
         pub.publish(msgs.pointcloud2_from_numpy(arr, frame_id=frame_id))
         t.spin_once()
+        assert node.wait_idle(120.0)  # the detector runs on the node's worker thread
 
     return node, det, decoded, send
 

@@ -41,8 +41,11 @@ def _rig(model, **params):
     return t, node, pub, out
 
 
-def _spin(t):
-    for _ in range(3):
+def _spin(t, node):
+    """Delivers the clouds, waits for the node's worker (the detector runs there), delivers its detections."""
+    t.spin_once()
+    assert node.wait_idle(120.0)
+    for _ in range(2):
         t.spin_once()
 
 
@@ -51,7 +54,7 @@ def test_cloud_in_detections_out_with_threshold_stamp_and_frame() -> None:
     t, node, pub, out = _rig(det, score_threshold=0.5)
     scan = generate_scan(200_000)
     pub.publish(_cloud_msg(scan.points, stamp=123))
-    _spin(t)
+    _spin(t, node)
     assert len(out) == 1 and node.frames == 1
     np.testing.assert_array_equal(det.clouds[0], scan.points)
     d = msgs.detection3d_array_to_numpy(out[0])
@@ -65,17 +68,17 @@ def test_missing_intensity_is_zero_and_bad_clouds_are_dropped() -> None:
     t, node, pub, out = _rig(det, max_points=1000)
     pts = np.random.default_rng(0).uniform(0, 10, (50, 3)).astype(np.float32)
     pub.publish(_cloud_msg(pts, fields=("x", "y", "z")))
-    _spin(t)
+    _spin(t, node)
     assert len(out) == 1 and (det.clouds[0][:, 3] == 0).all()
     pub.publish(_cloud_msg(pts[:, :2], fields=("x", "y")))  # no z
     bad = pts.copy()
     bad[3, 1] = np.nan
     pub.publish(_cloud_msg(bad, fields=("x", "y", "z")))
     pub.publish(_cloud_msg(np.zeros((2000, 3), np.float32), fields=("x", "y", "z")))  # too many points
-    _spin(t)
+    _spin(t, node)
     assert len(out) == 1 and node.counters["invalid_message"] == 3
     pub.publish(_cloud_msg(pts, fields=("x", "y", "z")))
-    _spin(t)
+    _spin(t, node)
     assert len(out) == 2  # still running
 
 
@@ -84,8 +87,9 @@ def test_runs_a_real_lion_detector() -> None:
     model = LionDetector(get_preset("lion_tiny_identity", score_threshold=0.0, max_detections=7)).eval()
     t, node, pub, out = _rig(model, score_threshold=0.0)
     pub.publish(_cloud_msg(generate_scan(200_001).points))
-    _spin(t)
-    assert len(out) == 1 and node.counters["callback_error"] == 0
+    _spin(t, node)
+    c = node.stats()["counters"]
+    assert len(out) == 1 and c.get("callback_error", 0) == 0 and c.get("worker_error", 0) == 0
     d = msgs.detection3d_array_to_numpy(out[0])
     assert 1 <= len(d["labels"]) <= 7 and set(d["labels"]) <= {"Car", "Pedestrian", "Cyclist"}
 
@@ -106,5 +110,5 @@ def test_vector_coordinate_fields_are_a_message_error_not_a_crash() -> None:
     with pytest.raises(msgs.MessageValueError, match="count 1"):
         LidarDetectionNodeCore.cloud_array(msgs.decode(msgs.encode(m), "sensor_msgs/msg/PointCloud2"), 100)
     pub.publish(m)
-    _spin(t)
+    _spin(t, node)
     assert node.counters["invalid_message"] == 1 and node.counters["callback_error"] == 0 and out == []

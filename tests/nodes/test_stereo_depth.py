@@ -47,7 +47,10 @@ class Rig:
         self.spin()
 
     def spin(self):
-        for _ in range(3):
+        """Delivers the inputs, waits for the node's worker (the model runs there), delivers its outputs."""
+        self.t.spin_once()
+        assert self.node.wait_idle(120.0)
+        for _ in range(2):
             self.t.spin_once()
 
 
@@ -99,3 +102,22 @@ def test_parameters_are_validated():
     r.linfo.publish(msgs.camera_info(W, H, F, F, W / 2, H / 2))
     r.pair(11)
     assert len(r.disp) == 1 and r.disp[0].t == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("focal,baseline", [(2e38, 0.3), (1e39, 1e-9), (40.0, 1e39)])
+def test_calibration_beyond_float32_refuses_the_pair_instead_of_half_publishing(focal, baseline):
+    """Found by tests/fuzz: K[0] = 1.1e38 passed the camera_info check, the depth image was published, then the
+    DisparityImage (float32 f, t, disparity range) failed to encode: depth without disparity, frame not counted."""
+    r = Rig()
+    r.linfo.publish(msgs.camera_info(W, H, focal, F, W / 2, H / 2))
+    right = msgs.camera_info(W, H, F, F, W / 2, H / 2)
+    right.p[3] = -F * baseline
+    r.rinfo.publish(right)
+    r.spin()
+    r.pair(10**9)
+    c = r.node.stats()["counters"]
+    assert r.depth == [] and r.disp == [] and r.node.frames == 0
+    assert c["invalid_message"] == 1 and not c.get("worker_error") and not c.get("callback_error")
+    r.info()  # a sane calibration: the next pair gets both outputs
+    r.pair(2 * 10**9)
+    assert len(r.depth) == 1 and len(r.disp) == 1 and r.node.frames == 1

@@ -12,6 +12,13 @@ Input caps (parameters, checked on the message fields before the cloud is decode
 (height × width, default 300k — a 64-beam scan has ~130k), ``max_fields`` PointFields (default 32)
 and ``max_string_length`` (default 256) for the frame id and field names. A refused cloud is a counted
 ``invalid_message``; the detector is not called.
+
+Threading (``async_inference``, default true): the callback on the executor checks the caps and decodes the
+cloud; the detector runs and the detections are published on the node's worker thread
+(:class:`~latentstack.nodes.worker.LatestFrameWorker`), so a slow cloud never blocks the other nodes of the
+executor. A cloud that arrives while the previous one is still being detected replaces any cloud waiting
+behind it (``frames_dropped_busy``). ``async_inference: false`` runs the detector in the callback
+(deterministic tests, offline runs); the outputs for the same clouds are the same.
 """
 from __future__ import annotations
 
@@ -22,7 +29,8 @@ import numpy as np
 
 from latentstack import msgs
 
-from .base import NodeCore, available_device, check, check_device_param, check_finite, check_string_length
+from .base import available_device, check, check_device_param, check_finite, check_string_length
+from .worker import PerceptionNodeCore
 
 __all__ = ["DETECTIONS_TYPE", "POINTCLOUD_TYPE", "LidarDetectionNodeCore", "LidarDetectionParams"]
 
@@ -41,6 +49,7 @@ class LidarDetectionParams:
     max_string_length: int = 256  # frame_id and PointField names
     torch_threads: int = 1
     device: str = "cpu"  # where the detector runs: cpu | cuda | cuda:N | mps (checked when the node starts)
+    async_inference: bool = True  # detect on the node's worker thread (false: in the callback, on the executor)
 
     def __post_init__(self) -> None:
         check(bool(self.model), "parameter 'model' must name a LION checkpoint directory")
@@ -53,7 +62,7 @@ class LidarDetectionParams:
         check_device_param(self.device)
 
 
-class LidarDetectionNodeCore(NodeCore):
+class LidarDetectionNodeCore(PerceptionNodeCore):
     default_name: ClassVar[str] = "lidar_detection"
     Params: ClassVar[type] = LidarDetectionParams
 
@@ -76,7 +85,8 @@ class LidarDetectionNodeCore(NodeCore):
             raise
         classes = getattr(getattr(model, "config", None), "classes", None)
         self.class_names: tuple[str, ...] = tuple(classes) if classes else ("Car", "Pedestrian", "Cyclist")
-        self.frames = 0
+        self.frames = 0  # clouds detected and published (written by the worker thread only)
+        self.start_worker(self._detect_and_publish, threaded=p.async_inference)
         self.pub = self.create_publisher(p.detections_topic, DETECTIONS_TYPE, "default")
         self.create_subscription(p.points_topic, POINTCLOUD_TYPE, self._on_points, "sensor_data")
 
@@ -111,12 +121,19 @@ class LidarDetectionNodeCore(NodeCore):
         return pts
 
     def _on_points(self, msg: Any) -> None:
+        """Executor side: caps + decoding only (bounded by the caps), then the worker takes over."""
         p: LidarDetectionParams = self.params
         pts = self.cloud_array(msg, p.max_points, max_fields=p.max_fields, max_string_length=p.max_string_length)
+        self.submit((pts, msgs.stamp_ns(msg), str(msg.header.frame_id)))
+
+    def _detect_and_publish(self, job: tuple[np.ndarray, int, str]) -> None:
+        """Worker side (or the callback in synchronous mode): the detector, then the detections."""
+        pts, stamp, frame_id = job
+        p: LidarDetectionParams = self.params
         det = self.model.detect([pts])[0]
         keep = det["scores"] >= p.score_threshold
         labels = [self.class_names[int(k)] for k in det["labels"][keep]]
         out = msgs.detection3d_array(det["boxes"][keep], det["scores"][keep].tolist(), labels,
-                                     stamp=msgs.stamp_ns(msg), frame_id=msg.header.frame_id)
+                                     stamp=stamp, frame_id=frame_id)
         self.pub.publish(out)
         self.frames += 1

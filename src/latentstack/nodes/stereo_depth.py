@@ -13,6 +13,13 @@ runs; a refused image is a counted ``invalid_message``): ``min_width`` × ``min_
 32 × 16; the model needs a padded width >= 32, a width-16 pair makes it raise) up to ``max_width``
 × ``max_height`` (default 1024 × 1024: a 2048² pair takes ~68 s and 3.8 GB on a CPU and would block
 the executor), and ``max_string_length`` (default 256) for frame ids and encodings.
+
+Threading (``async_inference``, default true): the callbacks on the executor check the caps, decode the
+images and pair them; the model runs and depth/disparity are published on the node's worker thread
+(:class:`~latentstack.nodes.worker.LatestFrameWorker`), so a slow pair never blocks the other nodes of the
+executor. A pair that forms while the previous one is still running replaces any pair waiting behind it
+(``frames_dropped_busy``). ``async_inference: false`` runs the model in the callback (deterministic tests,
+offline runs); the outputs for the same pairs are the same.
 """
 from __future__ import annotations
 
@@ -23,8 +30,9 @@ import numpy as np
 
 from latentstack import msgs
 
-from .base import NodeCore, available_device, check, check_device_param, check_finite, check_string_length
+from .base import available_device, check, check_device_param, check_finite, check_string_length
 from .interfaces import CAMERA_INFO_TYPE, IMAGE_TYPE
+from .worker import PerceptionNodeCore
 
 __all__ = ["DISPARITY_TYPE", "StereoDepthNodeCore", "StereoDepthParams"]
 
@@ -33,6 +41,7 @@ MDE_INIT = ("mono", "zero")
 # Smallest inputs accepted: the width is padded to a multiple of 16 and the 1/16-scale correlation needs
 # >= 2 columns (width 16 raises "Output size is too small" in both shipped models, 17 runs). The shipped
 # models run down to 1 row; 16 rows is the node's long-standing minimum and kept.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 MODEL_MIN_WIDTH = 17
 MODEL_MIN_HEIGHT = 16
 
@@ -59,6 +68,7 @@ class StereoDepthParams:
     max_width: int = 1024
     max_height: int = 1024
     max_string_length: int = 256  # frame_id / encoding
+    async_inference: bool = True  # run the model on the node's worker thread (false: in the callback)
 
     def __post_init__(self) -> None:
         check(bool(self.model), "parameter 'model' must name a stereo checkpoint directory")
@@ -79,7 +89,7 @@ class StereoDepthParams:
         check_device_param(self.device)
 
 
-class StereoDepthNodeCore(NodeCore):
+class StereoDepthNodeCore(PerceptionNodeCore):
     default_name: ClassVar[str] = "stereo_depth"
     Params: ClassVar[type] = StereoDepthParams
 
@@ -106,7 +116,8 @@ class StereoDepthNodeCore(NodeCore):
         self._focal: float | None = None
         self._baseline: float | None = p.baseline_m or None
         self._done_stamp: int | None = None
-        self.frames = 0
+        self.frames = 0  # pairs run and published (written by the worker thread only)
+        self.start_worker(self._run_and_publish, threaded=p.async_inference)
         self.depth_pub = self.create_publisher(p.depth_topic, IMAGE_TYPE, "sensor_data")
         self.disp_pub = self.create_publisher(p.disparity_topic, DISPARITY_TYPE, "sensor_data")
         self.create_subscription(p.left_topic, IMAGE_TYPE, self._on_left, "sensor_data")
@@ -174,8 +185,20 @@ class StereoDepthNodeCore(NodeCore):
             self._done_stamp = ts_l
             raise msgs.MessageValueError(f"left {left.shape} and right {right.shape} images differ in size")
         self._done_stamp = ts_l
-        disp = self.infer(left, right, self._focal * self._baseline)
-        self._publish(ts_l, disp)
+        # DisparityImage carries f, t and the disparity range as float32: a calibration beyond it would fail to
+        # encode after the depth image went out (a half-published pair); refused here, before the model runs
+        fb = self._focal * self._baseline
+        if not max(self._focal, self._baseline, fb / self.params.min_depth_m) <= FLOAT32_MAX:
+            raise msgs.MessageValueError(f"focal length {self._focal} x baseline {self._baseline} m is outside "
+                                         "the float32 range of a DisparityImage")
+        # the calibration goes with the pair: a camera_info arriving while the worker runs cannot mix in
+        self.submit((ts_l, left, right, self._focal, self._baseline))
+
+    def _run_and_publish(self, job: tuple[int, np.ndarray, np.ndarray, float, float]) -> None:
+        """Worker side (or the callback in synchronous mode): the model, then depth and disparity."""
+        stamp, left, right, focal, baseline = job
+        disp = self.infer(left, right, focal * baseline)
+        self._publish(stamp, disp, focal, baseline)
 
     def infer(self, left: np.ndarray, right: np.ndarray, focal_baseline: float) -> np.ndarray:
         """(H, W) float32 disparity for one uint8 RGB pair."""
@@ -188,23 +211,26 @@ class StereoDepthNodeCore(NodeCore):
             out = self.model(**inputs, iters=self.params.iters)
         return proc.postprocess(out, left.shape[:2])
 
-    def _publish(self, stamp: int, disp: np.ndarray) -> None:
+    def _publish(self, stamp: int, disp: np.ndarray, focal: float, baseline: float) -> None:
         p: StereoDepthParams = self.params
-        assert self._focal is not None and self._baseline is not None
-        fb = self._focal * self._baseline
+        fb = focal * baseline
         with np.errstate(divide="ignore", invalid="ignore"):
             depth = np.where(disp > 0, fb / disp, np.nan).astype(np.float32)
         depth = np.where((depth >= p.min_depth_m) & (depth <= p.max_depth_m), depth, np.nan).astype(np.float32)
         distro = self.transport.distro
-        self.depth_pub.publish(msgs.image_to_msg(depth, "32FC1", stamp=stamp, distro=distro))
+        depth_msg = msgs.image_to_msg(depth, "32FC1", stamp=stamp, distro=distro)
         h, w = disp.shape
         roi = msgs.new("sensor_msgs/msg/RegionOfInterest", distro, x_offset=0, y_offset=0, height=h, width=w,
                        do_rectify=False)
         dmsg = msgs.new(DISPARITY_TYPE, distro, header=msgs.header(stamp, "", distro),
-                        image=msgs.image_to_msg(disp, "32FC1", stamp=stamp, distro=distro), f=float(self._focal),
-                        t=float(self._baseline), valid_window=roi, min_disparity=float(fb / p.max_depth_m),
+                        image=msgs.image_to_msg(disp, "32FC1", stamp=stamp, distro=distro), f=float(focal),
+                        t=float(baseline), valid_window=roi, min_disparity=float(fb / p.max_depth_m),
                         max_disparity=float(fb / p.min_depth_m), delta_d=0.0)
-        self.disp_pub.publish(dmsg)
+        # both encoded before either is sent: a pair is published whole or not at all
+        depth_cdr = msgs.encode(depth_msg, IMAGE_TYPE, distro)
+        disp_cdr = msgs.encode(dmsg, DISPARITY_TYPE, distro)
+        self.depth_pub.publish_raw(depth_cdr)
+        self.disp_pub.publish_raw(disp_cdr)
         self.frames += 1
 
 
