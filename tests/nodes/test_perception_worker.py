@@ -362,3 +362,31 @@ def test_worker_message_errors_and_wait_idle_timeout():
         w.close()
     w.submit("after close")  # ignored, no thread restarted
     assert w.counters["frames_submitted"] == 2 and not w._thread.is_alive()
+
+
+def test_the_worker_publishes_over_dds():
+    """The DDS transport's write from the worker thread (Cyclone's C writer; no Python state shared with spin)."""
+    pytest.importorskip("cyclonedds")
+    import random
+
+    from latentstack.transport.dds import DdsTransport
+
+    gate = Gate()
+    t = DdsTransport(domain_id=random.randint(1, 200), config="loopback")
+    node = LidarDetectionNodeCore(t, LidarDetectionParams(score_threshold=0.0), model=GatedDetector(gate))
+    ex = Executor([node])
+    try:
+        clouds = t.create_publisher("/points", "sensor_msgs/msg/PointCloud2", SENSOR_DATA)
+        dets: list = []
+        t.create_subscription("/detections", DETECTIONS_TYPE, dets.append, DEFAULT)
+        assert t.wait_for_matches(clouds, 1, timeout=10.0)
+        clouds.publish(_cloud(3.0, stamp=5))
+        assert ex.spin_until(lambda: gate.started.is_set(), timeout=10.0)
+        assert node.worker.in_flight == 1
+        gate.open.set()
+        assert ex.spin_until(lambda: len(dets) == 1, timeout=10.0)
+        assert msgs.stamp_ns(dets[0]) == 5 and gate.threads == {f"{node.name}-worker"}
+    finally:
+        gate.open.set()
+        ex.close()
+        t.close()
