@@ -1,11 +1,12 @@
-"""Runs a graph file without ROS: all nodes in one process, or one process per group over DDS.
+"""Runs a graph file without ROS: all nodes in one process, or one process per group over DDS or zenoh.
 
 - :func:`run_inprocess`: every enabled node on one transport (``inproc`` by default: a
-  deterministic FIFO bus; or one DDS participant). With a lockstep sim bridge the closed loop
-  is exactly reproducible: same seeds => same episode outcomes as ``evaluate``.
+  deterministic FIFO bus; or one DDS participant / zenoh session). With a lockstep sim bridge the
+  closed loop is exactly reproducible: same seeds => same episode outcomes as ``evaluate``.
 - :func:`run_multiprocess`: one child process per ``process`` group, each with its own DDS
-  participant (``rt/`` topics on the configured domain), i.e. how the nodes would run next
-  to a ROS 2 graph. The parent waits for the process holding the sim bridge, collects its
+  participant (``rt/`` topics on the configured domain) or zenoh session (rmw_zenoh keys; with
+  ``zenoh_config="loopback"`` the parent runs a private zenoh router on a free 127.0.0.1 port that
+  the children connect to), i.e. how the nodes would run next to a ROS 2 graph. The parent waits for the process holding the sim bridge, collects its
   episode results and stops the others.
 
 A graph runs until its *drivers* finish: the sim bridges (their episodes) and the simulated sensors
@@ -86,6 +87,18 @@ class Graph:
         drivers = self.drivers
         return bool(drivers) and all(s.finished for s in drivers)
 
+    def drain(self, timeout: float = 5.0, max_rounds: int = 50) -> None:
+        """Delivers what is still in flight once the drivers finished (e.g. the markers of the last detections,
+        outputs of a node's worker thread), so the last frame's outputs reach every node and the recorder."""
+        end = time.monotonic() + timeout
+        for _ in range(max_rounds):
+            for n in self.nodes.values():
+                wait = getattr(n, "wait_idle", None)
+                if callable(wait):
+                    wait(max(0.0, end - time.monotonic()))
+            if self.executor.spin_once(0.0) == 0 or time.monotonic() >= end:
+                return
+
     def results(self) -> list[EpisodeResult]:
         return [r for s in self.sim_bridges for r in s.results]
 
@@ -119,12 +132,18 @@ def dds_config(spec: str | None) -> str | None:
 
 
 def make_graph_transport(spec: GraphSpec, kind: str | None = None, *, domain_id: int | None = None,
-                         config: str | None = "loopback") -> Any:
-    """The transport a graph process runs on (``kind`` overrides the graph's; ``config`` see :func:`dds_config`)."""
+                         config: str | None = "loopback", zenoh_config: str | None = "loopback",
+                         zenoh_connect: list[str] | None = None) -> Any:
+    """The transport a graph process runs on (``kind`` overrides the graph's; ``config`` see :func:`dds_config`;
+    ``zenoh_config``: ``loopback`` | ``router`` (client of tcp/localhost:7447) | a zenoh JSON5 file, see
+    :func:`latentstack.transport.zenoh.session_config`; ``zenoh_connect``: endpoints to connect to)."""
     from latentstack.transport import make_transport
 
-    config = dds_config(config)
     kind = kind or spec.transport
+    if kind == "zenoh":
+        return make_transport("zenoh", domain_id=spec.domain_id if domain_id is None else domain_id,
+                              distro=spec.distro, config=zenoh_config, connect=zenoh_connect)
+    config = dds_config(config)
     if kind == "dds":
         return make_transport("dds", domain_id=spec.domain_id if domain_id is None else domain_id,
                               distro=spec.distro, config=config)
@@ -154,12 +173,13 @@ def build_graph(spec: GraphSpec, transport: Any, *, process: str | None = None,
 
 def run_inprocess(spec: GraphSpec, *, transport: str | Any | None = None, timeout: float | None = None,
                   duration_s: float | None = None, node_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
-                  domain_id: int | None = None, config: str | None = "loopback") -> GraphRun:
+                  domain_id: int | None = None, config: str | None = "loopback",
+                  zenoh_config: str | None = "loopback") -> GraphRun:
     """Runs all enabled nodes in this process until the drivers (sim bridges, sensors) finish (or
     ``timeout``/``duration_s``)."""
     own = transport is None or isinstance(transport, str)
     tr = make_graph_transport(spec, transport if isinstance(transport, str) else None, domain_id=domain_id,
-                              config=config) if own else transport
+                              config=config, zenoh_config=zenoh_config) if own else transport
     run = GraphRun()
     t0 = time.perf_counter()
     try:
@@ -174,6 +194,7 @@ def run_inprocess(spec: GraphSpec, *, transport: str | Any | None = None, timeou
             else:
                 raise ValueError("a graph without a sim bridge or sensor needs duration_s (it would never finish)")
             run.finished = graph.finished()
+            graph.drain()
             run.results = graph.results()
             run.stats = graph.stats()
         finally:
@@ -186,19 +207,27 @@ def run_inprocess(spec: GraphSpec, *, transport: str | Any | None = None, timeou
 
 
 # ----------------------------------------------------------------------------- multi-process
-def _child_cmd(spec_path: str, process: str, domain_id: int, results: str | None, config: str) -> list[str]:
+def _child_cmd(spec_path: str, process: str, domain_id: int, results: str | None, config: str,
+               transport: str = "dds", zenoh_config: str = "loopback", zenoh_connect: str | None = None) -> list[str]:
     cmd = [sys.executable, "-m", "latentstack.ros.launcher", spec_path, "--process", process,
-           "--domain-id", str(domain_id), "--dds-config", config]
+           "--domain-id", str(domain_id), "--dds-config", config, "--transport", transport]
+    if transport == "zenoh":
+        cmd += ["--zenoh-config", zenoh_config] + (["--zenoh-connect", zenoh_connect] if zenoh_connect else [])
     if results:
         cmd += ["--results", results]
     return cmd
 
 
 def run_multiprocess(spec: GraphSpec, *, domain_id: int | None = None, timeout: float = 600.0,
-                     env: Mapping[str, str] | None = None, config: str = "loopback") -> GraphRun:
-    """One child process per process group, DDS between them (``config``: see :func:`dds_config`);
-    returns the sim's results (and every process's node statistics: ``stats[node]``)."""
-    dds_config(config)  # fail early on a missing file
+                     env: Mapping[str, str] | None = None, config: str = "loopback", transport: str = "dds",
+                     zenoh_config: str = "loopback") -> GraphRun:
+    """One child process per process group, DDS (``config``: see :func:`dds_config`) or zenoh (``zenoh_config``:
+    see :func:`make_graph_transport`) between them; returns the sim's results (and every process's node
+    statistics: ``stats[node]``)."""
+    if transport not in ("dds", "zenoh"):
+        raise ValueError(f"multi-process runs need a network transport (dds | zenoh), got {transport!r}")
+    if transport == "dds":
+        dds_config(config)  # fail early on a missing file
     sim_groups = {n.process for n in spec.enabled_nodes if _drives(n.core_class())}
     if len(sim_groups) != 1:
         raise ValueError("multi-process runs need exactly one process group holding the sim bridge(s) / sensors")
@@ -215,10 +244,16 @@ def run_multiprocess(spec: GraphSpec, *, domain_id: int | None = None, timeout: 
 
         child_env = {**os.environ, **(env or {})}
         procs: dict[str, subprocess.Popen] = {}
+        hub, hub_ep = None, None
         try:
+            if transport == "zenoh" and zenoh_config == "loopback":  # the children meet at a private router
+                from latentstack.transport.zenoh import open_loopback_router
+
+                hub, hub_ep = open_loopback_router()
             for group in spec.processes:
                 procs[group] = subprocess.Popen(
-                    _child_cmd(spec_path, group, dom, group_results(group), config),
+                    _child_cmd(spec_path, group, dom, group_results(group), config, transport, zenoh_config,
+                               hub_ep),
                     env=child_env)
             end = time.monotonic() + timeout
             while procs[sim_group].poll() is None:  # watch every child: a dead policy would stall lockstep
@@ -240,6 +275,8 @@ def run_multiprocess(spec: GraphSpec, *, domain_id: int | None = None, timeout: 
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
+            if hub is not None:
+                hub.close()
         run = GraphRun.from_dict(json.loads(Path(results_path).read_text()))
         for group in procs:
             other = Path(group_results(group))
@@ -251,13 +288,16 @@ def run_multiprocess(spec: GraphSpec, *, domain_id: int | None = None, timeout: 
 
 def _child_main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m latentstack.ros.launcher",
-                                 description="run one process group of a graph over DDS")
+                                 description="run one process group of a graph over DDS or zenoh")
     ap.add_argument("graph", help="graph YAML or the JSON written by run_multiprocess")
     ap.add_argument("--process", required=True)
     ap.add_argument("--domain-id", type=int, default=None)
     ap.add_argument("--results", default=None, help="write the process's results and node statistics here (JSON)")
     ap.add_argument("--timeout", type=float, default=None)
     ap.add_argument("--dds-config", default="loopback", help="loopback | default | <cyclonedds.xml>")
+    ap.add_argument("--transport", default="dds", choices=["dds", "zenoh"])
+    ap.add_argument("--zenoh-config", default="loopback", help="loopback | router | <zenoh.json5>")
+    ap.add_argument("--zenoh-connect", default=None, help="comma-separated zenoh endpoints to connect to")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.graph.endswith(".json"):
@@ -271,7 +311,9 @@ def _child_main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
-    tr = make_graph_transport(spec, "dds", domain_id=args.domain_id, config=args.dds_config)
+    tr = make_graph_transport(spec, args.transport, domain_id=args.domain_id, config=args.dds_config,
+                              zenoh_config=args.zenoh_config,
+                              zenoh_connect=args.zenoh_connect.split(",") if args.zenoh_connect else None)
     graph = build_graph(spec, tr, process=args.process)
     run = GraphRun()
     t0 = time.perf_counter()
@@ -284,6 +326,8 @@ def _child_main(argv: list[str] | None = None) -> int:
                 break
             graph.executor.spin_once(0.05)
         run.finished = graph.finished()
+        if run.finished:
+            graph.drain()
         run.results = graph.results()
         run.stats = graph.stats()
     finally:
