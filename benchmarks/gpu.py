@@ -428,13 +428,15 @@ def kernel_cases(device: torch.device, tiny: bool) -> dict[str, list[tuple[str, 
     return out
 
 
-def bench_kernels(device: torch.device, tiny: bool, reps: int, warmup: int, floors: dict[str, Any]
-                  ) -> dict[str, Any]:
+def bench_kernels(device: torch.device, tiny: bool, reps: int, warmup: int, floors: dict[str, Any],
+                  only: set[str] | None = None) -> dict[str, Any]:
     from latentstack.kernels import dispatch
 
     skip = SKIP_IMPLS | ({"cpp"} if tiny and device.type == "cpu" else set())  # tiny: no 15 s C++ builds
     res: dict[str, Any] = {}
     for kernel, cases in kernel_cases(device, tiny).items():
+        if only is not None and kernel not in only:
+            continue
         impls = dispatch.implementations(kernel)
         names = [n for n, i in impls.items() if n != "reference" and n not in skip and i.available(device.type)]
         # what auto picks among the paths timed here (resolve() would also try the skipped ones, e.g. build C++)
