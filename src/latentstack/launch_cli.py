@@ -10,6 +10,8 @@ Wired into ``latentstack.cli`` with ``add_launch_parser(subparsers)``. Examples:
     lstack launch ros/graphs/metaworld.yaml --device cuda   # every model-holding node (policy, detection, depth)
     lstack launch ros/graphs/perception.yaml --frames 5     # simulated LiDAR + stereo -> LION + stereo depth
     lstack launch ros/graphs/perception.yaml --frames 5 --transport dds --multiprocess
+    lstack launch ros/graphs/metaworld.yaml --transport zenoh --multiprocess     # rmw_zenoh wire contract
+    lstack launch ros/graphs/metaworld.yaml --transport zenoh --zenoh-config router  # via zenohd on :7447
 
 ``--device`` sets the ``device`` parameter of every node that holds a model (``--set node.device=...`` sets one).
 """
@@ -49,8 +51,14 @@ def add_launch_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_policy_arg(p, None, help="policy checkpoint / random:<dir> for every policy node")
     add_device_arg(p, default=None, help="device of every model-holding node: cpu | cuda | cuda:N | mps "
                                          "(default: each node's own parameter, cpu unless the graph says otherwise)")
-    p.add_argument("--transport", default=None, choices=["inproc", "dds"], help="override the graph's transport")
-    p.add_argument("--multiprocess", action="store_true", help="one process per 'process' group, over Cyclone DDS")
+    p.add_argument("--transport", default=None, choices=["inproc", "dds", "zenoh"],
+                   help="override the graph's transport")
+    p.add_argument("--multiprocess", action="store_true",
+                   help="one process per 'process' group, over Cyclone DDS (or --transport zenoh)")
+    p.add_argument("--zenoh-config", default="loopback",
+                   help="zenoh transport: loopback (this machine only; --multiprocess runs a private router on "
+                        "127.0.0.1) | router (client of the zenoh router at tcp/localhost:7447) | path to a zenoh "
+                        "JSON5 config (TLS/mTLS, access control)")
     p.add_argument("--domain-id", type=int, default=None, help="DDS domain id (dds / multiprocess)")
     p.add_argument("--dds-config", default="loopback",
                    help="loopback (127.0.0.1 only, the default) | default (Cyclone defaults / $CYCLONEDDS_URI, "
@@ -139,8 +147,10 @@ def _run(spec: Any, args: argparse.Namespace) -> int:
         if args.compare_eval:
             print("lstack launch: --compare-eval needs the in-process run", file=sys.stderr)
             return 2
+        net = args.transport if args.transport in ("dds", "zenoh") else (
+            spec.transport if spec.transport in ("dds", "zenoh") else "dds")
         run = run_multiprocess(spec, domain_id=args.domain_id, timeout=args.timeout or 3600.0,
-                               config=args.dds_config)
+                               config=args.dds_config, transport=net, zenoh_config=args.zenoh_config)
     else:
         node_kwargs: dict[str, dict[str, Any]] = {}
         if args.compare_eval:
@@ -150,8 +160,8 @@ def _run(spec: Any, args: argparse.Namespace) -> int:
                 policies[pn.name] = load_policy(pn.typed_params())
                 node_kwargs[pn.name] = {"policy": policies[pn.name]}
         run = run_inprocess(spec, transport=args.transport, timeout=args.timeout, node_kwargs=node_kwargs,
-                            domain_id=args.domain_id, config=args.dds_config)
-    mode = "multiprocess/dds" if args.multiprocess else (args.transport or spec.transport)
+                            domain_id=args.domain_id, config=args.dds_config, zenoh_config=args.zenoh_config)
+    mode = f"multiprocess/{net}" if args.multiprocess else (args.transport or spec.transport)
     if not spec.nodes_of("sim_bridge"):  # a sensor graph: frames, not episodes
         return _report_frames(spec, run, mode, args)
     if not run.results:

@@ -3,7 +3,7 @@
 ::
 
     name: metaworld
-    transport: inproc          # inproc (one process) | dds (one DDS participant per process)
+    transport: inproc          # inproc (one process) | dds (one DDS participant per process) | zenoh (rmw_zenoh)
     distro: jazzy              # humble | jazzy (type hashes on the wire for jazzy)
     domain_id: 0               # dds only ($ROS_DOMAIN_ID semantics)
     nodes:
@@ -29,7 +29,7 @@ from latentstack.nodes import node_class, params_from_mapping
 
 __all__ = ["GraphSpec", "NodeSpec", "load_graph", "parse_set_option"]
 
-TRANSPORTS = ("inproc", "dds")
+TRANSPORTS = ("inproc", "dds", "zenoh")
 
 
 @dataclass

@@ -140,9 +140,10 @@ def make_graph_transport(spec: GraphSpec, kind: str | None = None, *, domain_id:
     from latentstack.transport import make_transport
 
     kind = kind or spec.transport
-    if kind == "zenoh":
+    if kind == "zenoh":  # given endpoints (the multi-process launcher's private router): a client of them
         return make_transport("zenoh", domain_id=spec.domain_id if domain_id is None else domain_id,
-                              distro=spec.distro, config=zenoh_config, connect=zenoh_connect)
+                              distro=spec.distro, config=zenoh_config, connect=zenoh_connect,
+                              mode="client" if zenoh_connect else None)
     config = dds_config(config)
     if kind == "dds":
         return make_transport("dds", domain_id=spec.domain_id if domain_id is None else domain_id,

@@ -1,9 +1,11 @@
-"""One Transport interface, several backends: ``inproc`` | ``dds`` (Cyclone, ROS 2 wire names) | ``rclpy``.
+"""One Transport interface, several backends: ``inproc`` | ``dds`` (Cyclone, ROS 2 wire names) | ``zenoh``
+(rmw_zenoh wire contract) | ``rclpy``.
 
 ``make_transport("inproc")`` for tests and single-process graphs, ``make_transport("dds",
 domain_id=..., config="loopback")`` to appear in a ROS 2 graph without ROS, ``"rclpy"`` is
-used by the thin wrappers in :mod:`latentstack.ros` when ROS 2 is installed. ``"auto"``
-picks rclpy when it imports, else dds. (The zenoh backend of the spec is not implemented yet.)
+used by the thin wrappers in :mod:`latentstack.ros` when ROS 2 is installed; ``make_transport("zenoh",
+config="loopback"|"router"|<file.json5>, ...)`` talks to rmw_zenoh graphs. ``"auto"`` picks rclpy when it
+imports, else dds.
 """
 from __future__ import annotations
 
@@ -55,7 +57,7 @@ __all__ = [
     "service_topic_names",
 ]
 
-TRANSPORT_KINDS = ("inproc", "dds", "rclpy", "auto")
+TRANSPORT_KINDS = ("inproc", "dds", "zenoh", "rclpy", "auto")
 
 
 def make_transport(kind: str = "inproc", **kwargs: Any) -> Transport:
@@ -70,6 +72,10 @@ def make_transport(kind: str = "inproc", **kwargs: Any) -> Transport:
         from .dds import DdsTransport
 
         return DdsTransport(**kwargs)
+    if kind == "zenoh":
+        from .zenoh import ZenohTransport
+
+        return ZenohTransport(**kwargs)
     if kind == "rclpy":
         from .rclpy_backend import RclpyTransport
 
