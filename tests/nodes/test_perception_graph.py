@@ -313,3 +313,19 @@ def test_multiprocess_dds_equals_inprocess(inproc_run, tmp_path):
             (topic, list(got))
         for s in got:  # same bytes: same ops on the same machine, in another process
             assert msgs.encode(got[s]) == msgs.encode(ref[s]), (topic, s)
+
+
+def test_render_a_recorded_frame(inproc_run, tmp_path):
+    """``python -m latentstack.perception.render BAG``: the last complete frame, its numbers from the messages."""
+    from latentstack.perception.render import main, render_bag
+
+    _, bag = inproc_run
+    info = render_bag(bag, tmp_path, command="test")
+    assert info["frame_stamp_ns"] == stamps(FRAMES)[-1] and info["complete_frames"] == FRAMES
+    last = msgs.detection3d_array_to_numpy(list(by_stamp(bag, "/lidar/detections").values())[-1])
+    assert info["detections_shown"] == int((last["scores"] >= 0.3).sum())
+    assert info["depth_valid_pixels"] > 0 and 0 < info["depth_abs_rel"] < 1
+    assert (tmp_path / "perception_frame.png").stat().st_size > 10_000
+    assert main([str(bag), "--out", str(tmp_path / "again"), "--stamp-ns", "0"]) == 0
+    with pytest.raises(ValueError, match="not complete"):
+        render_bag(bag, tmp_path, stamp_ns=123)
