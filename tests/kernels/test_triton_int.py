@@ -175,8 +175,11 @@ def test_fused_and_two_kernel_forms_are_identical(tdev: str, kind: str) -> None:
     else:
         args = (x, layer.weight_packed, k, layer.weight_scale, layer.bias)
         one, two = ti.w4a8_linear_triton(*args, fuse=True), ti.w4a8_linear_triton(*args, fuse=False)
-    assert torch.equal(one, two)
     ref, tol = _torch_expression(layer.cpu(), x.cpu())
+    if tdev == "cpu":
+        assert torch.equal(one, two)  # the interpreter's numpy epilogue: the same operations, no FMA contraction
+    else:  # two compiled kernels: each epilogue may contract differently into an FMA
+        assert ((one.cpu().double() - two.cpu().double()).abs() <= 2 * tol).all()
     assert ((two.cpu().double() - ref.double()).abs() <= tol).all()
 
 
@@ -198,7 +201,10 @@ def test_w4a8_cache_unpacked_uses_int8_copy(tdev: str) -> None:
     a = layer.run(x, "triton")
     assert layer._unpacked is not None
     b = W4A8Linear.from_float(lin, impl="torch").to(tdev).run(x, "triton")
-    assert torch.equal(a.cpu(), b.cpu())  # same codes, same kernel epilogue
+    if tdev == "cpu":
+        assert torch.equal(a.cpu(), b.cpu())  # same codes and int32 sums, same epilogue operations
+    else:  # two compiled kernel variants: at most the epilogue's FMA rounding apart
+        torch.testing.assert_close(a.cpu(), b.cpu(), rtol=4 * torch.finfo(torch.float32).eps, atol=1e-7)
 
 
 def test_auto_dispatch_unchanged_on_cpu() -> None:
