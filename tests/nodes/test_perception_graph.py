@@ -329,3 +329,40 @@ def test_render_a_recorded_frame(inproc_run, tmp_path):
     assert main([str(bag), "--out", str(tmp_path / "again"), "--stamp-ns", "0"]) == 0
     with pytest.raises(ValueError, match="not complete"):
         render_bag(bag, tmp_path, stamp_ns=123)
+
+
+# ----------------------------------------------------------------------------- sensor nodes alone
+def test_free_running_sensor_split_file_and_stale_answers(tmp_path):
+    """``lockstep: false`` streams at rate_hz without waiting (no consumer here) and finishes after drain_s;
+    ``split_file`` streams a gen-data split's scans unchanged; an answer for another frame is counted, not taken."""
+    from latentstack.nodes import Executor
+    from latentstack.nodes.lidar_sensor import LidarSceneCore, LidarSceneParams
+    from latentstack.sim.lidar_scenes import LidarSceneConfig, generate_scan, save_split
+    from latentstack.transport import InProcTransport
+
+    scans = [generate_scan(s) for s in (200_000, 200_001)]
+    save_split(tmp_path / "test.npz", scans, LidarSceneConfig())
+    tr = InProcTransport()
+    got = []
+    tr.create_subscription("/points", "sensor_msgs/msg/PointCloud2", got.append, "sensor_data")
+    answers = tr.create_publisher("/detections", "vision_msgs/msg/Detection3DArray", "default")
+    sensor = LidarSceneCore(tr, LidarSceneParams(split_file=str(tmp_path / "test.npz"), frames=2, lockstep=False,
+                                                 rate_hz=50.0, drain_s=0.2))
+    ex = Executor([sensor])
+    try:
+        sensor.start()
+        assert ex.spin_until(lambda: sensor.frame_index == 0, timeout=10)
+        answers.publish(msgs.detection3d_array(np.zeros((0, 7)), [], [], stamp=777))  # no such frame
+        assert ex.spin_until(lambda: sensor.finished, timeout=10)
+    finally:
+        ex.close()
+    c = sensor.stats()["counters"]
+    assert c["frames_published"] == 2 and c["stale_answer"] == 1 and not c.get("frames_answered")
+    assert [msgs.stamp_ns(m) for m in got] == stamps(2)
+    for m, s in zip(got, scans, strict=True):
+        cloud = msgs.pointcloud2_to_numpy(m)
+        assert np.array_equal(np.stack([cloud[f] for f in ("x", "y", "z", "intensity")], 1), s.points)
+    with pytest.raises(ValueError, match="frames"):
+        LidarSceneParams(frames=0)
+    with pytest.raises(ValueError, match="2 scans < frames 3"):
+        LidarSceneCore(InProcTransport(), LidarSceneParams(split_file=str(tmp_path / "test.npz"), frames=3))

@@ -84,10 +84,10 @@ class LidarSceneCore(SensorStreamCore):
 
             try:
                 self._split, _ = load_split(resolve_path(p.split_file))
+                check(len(self._split) >= p.frames, f"{p.split_file} has {len(self._split)} scans < frames {p.frames}")
             except BaseException:
                 self.close()
                 raise
-            check(len(self._split) >= p.frames, f"{p.split_file} has {len(self._split)} scans < frames {p.frames}")
         self.points_pub = self.create_publisher(p.points_topic, POINTCLOUD_TYPE, "sensor_data")
         self.gt_pub = self.create_publisher(p.ground_truth_topic, DETECTIONS_TYPE, "default")
         self.setup_stream()
