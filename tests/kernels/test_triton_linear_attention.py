@@ -56,7 +56,7 @@ def _close(a: torch.Tensor, ref: torch.Tensor, tol: float) -> None:
 
 @interp
 @pytest.mark.parametrize(
-    "length,dk,dv,chunk,block_v,per_head,init",
+    "length,dk,dv,chunk,block_v,per_head,init",  # chunk: the kernel's block_t
     [
         (1, 8, 8, 64, 64, True, False),     # one step, tiles padded to 16
         (37, 8, 12, 16, 64, True, True),    # L not a multiple of the chunk; K, V below 16; RetNet [H] decay
@@ -66,7 +66,7 @@ def _close(a: torch.Tensor, ref: torch.Tensor, tol: float) -> None:
 )
 def test_forward_matches_recurrent_oracle(length, dk, dv, chunk, block_v, per_head, init):
     x = _inputs(2, 2, length, dk, dv, seed=length, per_head=per_head, init=init)
-    o, S = tla.linear_attention_triton(**x, output_final_state=True, chunk_size=chunk, block_v=block_v)
+    o, S = tla.linear_attention_triton(**x, output_final_state=True, block_t=chunk, block_v=block_v)
     o_ref, S_ref = _oracle64(x)
     assert o.dtype == torch.float32 and o.shape == o_ref.shape and S.shape == S_ref.shape
     _close(o, o_ref, 1e-5)
@@ -84,7 +84,7 @@ def test_custom_scale_output_only_and_dispatch_by_name():
 @interp
 def test_fp64_to_fp64_rounding():
     x = _inputs(1, 2, 29, 8, 16, dtype=torch.float64, seed=4)
-    o, S = tla.linear_attention_triton(**x, output_final_state=True, chunk_size=16)
+    o, S = tla.linear_attention_triton(**x, output_final_state=True, block_t=16)
     o_ref, S_ref = linear_attention_recurrent(**x, output_final_state=True)
     assert o.dtype == torch.float64
     torch.testing.assert_close(o, o_ref, rtol=1e-12, atol=1e-12)
@@ -96,7 +96,7 @@ def test_strong_decay_has_no_overflow():
     """g down to −30 per step inside a 64-step chunk: the upper triangle is masked before exp."""
     x = _inputs(1, 1, 64, 8, 8, seed=5, init=False)
     x["g"] = -30.0 * torch.rand(1, 1, 64, generator=torch.Generator().manual_seed(1))
-    o, S = tla.linear_attention_triton(**x, output_final_state=True, chunk_size=64)
+    o, S = tla.linear_attention_triton(**x, output_final_state=True, block_t=64)
     assert torch.isfinite(o).all() and torch.isfinite(S).all()
     o_ref, S_ref = _oracle64(x)
     # exp(G_i − G_j) from fp32 cumsums of size |G| ≈ 960: each exponent carries ~eps·|G| absolute error

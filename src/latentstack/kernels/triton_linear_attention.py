@@ -4,13 +4,14 @@ Same semantics and signature as :func:`latentstack.kernels.linear_attention.chun
 (``S_t = e^{g_t} S_{t−1} + k_tᵀ v_t``, ``o_t = scale · q_t S_t``; initial and final state).
 
 Kernel design: one program per (batch·head, block of ``BLOCK_V`` value columns) walks the sequence
-in chunks of ``BT`` steps carrying ``S[K, BLOCK_V]`` in registers. Per chunk, with ``G`` the
-in-chunk cumulative log-decay (an in-register triangular sum, no scan primitive needed)::
+in chunks of ``BT`` steps (``block_t``, independent of ``chunk_size``) carrying ``S[K, BLOCK_V]`` in
+registers. Per chunk, with ``G`` the in-chunk cumulative log-decay (an in-register triangular sum,
+no scan primitive needed)::
 
     o      = scale · [(q kᵀ ⊙ M) v + (q ⊙ e^G) S]          M_ij = e^{G_i − G_j} [i ≥ j]
     S_next = e^{G_T} S + (k ⊙ e^{G_T − G})ᵀ v
 
-three ``tl.dot`` products per chunk; the upper triangle is masked *before* ``exp`` so nothing
+four ``tl.dot`` products per chunk; the upper triangle is masked *before* ``exp`` so nothing
 exceeds 1 for g ≤ 0 (as in the torch chunked form). Steps past the end load g = q = k = v = 0:
 they neither decay nor write the state, so ``G_T`` of a partial chunk is that of its last step.
 Every input is read once and ``o`` written once.
@@ -41,9 +42,12 @@ LAOut = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 # The mode the kernel below was decorated in (jit reads the variable at decoration time).
 INTERPRETED: bool = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
-# Defaults for calls that do not pass them (``chunked_linear_attention(impl="auto")`` never does): untuned;
-# a GPU benchmark that sweeps them may set the winners here. "tf32" trades ~1e-3 relative error for speed.
-TILES: dict[str, int | str] = {"block_v": 64, "num_warps": 4, "precision": "ieee"}
+# Defaults for calls that do not pass them (``chunked_linear_attention(impl="auto")`` never does). Not timed
+# (no GPU here) but checked by compiling for sm_90 with triton 3.6 and 3.9 (cuobjdump): with IEEE fp32 dots,
+# 16 × K(≤128) × 16 tiles at 8 warps are the largest that do not spill registers (64-wide tiles spill KBs
+# per thread). A GPU benchmark that sweeps them may set the winners here; "tf32" trades ~1e-3 relative
+# error for tensor cores (32 × 64 × 32 at 8 warps is spill-free there).
+TILES: dict[str, int | str] = {"block_t": 16, "block_v": 16, "num_warps": 8, "precision": "ieee"}
 
 
 @triton.jit
@@ -97,7 +101,7 @@ def _la_fwd_kernel(
 
 
 def _launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, scale: float,
-            h0: torch.Tensor | None, final: bool, chunk_size: int, block_v: int, precision: str,
+            h0: torch.Tensor | None, final: bool, block_t: int, block_v: int, precision: str,
             num_warps: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     b, h, length, dk = q.shape
     dv = v.shape[-1]
@@ -107,7 +111,7 @@ def _launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, 
     o = torch.empty(b, h, length, dv, device=q.device, dtype=q.dtype)
     ht = torch.empty(b, h, dk, dv, device=q.device, dtype=q.dtype) if final else None
     # tl.dot needs every dimension ≥ 16 on a GPU: pad the tiles (masked loads), never the tensors
-    bt = max(16, triton.next_power_of_2(min(chunk_size, max(length, 1))))
+    bt = max(16, triton.next_power_of_2(min(block_t, max(length, 1))))
     bk = max(16, triton.next_power_of_2(dk))
     bv = max(16, min(triton.next_power_of_2(dv), block_v))
     grid = (b * h, triton.cdiv(dv, bv))
@@ -127,12 +131,12 @@ class _TritonLAFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor,
-                h0: torch.Tensor | None, scale: float, final: bool, chunk_size: int, block_v: int,
+                h0: torch.Tensor | None, scale: float, final: bool, chunk_size: int, block_t: int, block_v: int,
                 precision: str, num_warps: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         ctx.save_for_backward(q, k, v, g, h0)
         ctx.scale, ctx.final, ctx.chunk_size = scale, final, chunk_size
         ctx.set_materialize_grads(False)
-        return _launch(q, k, v, g, scale, h0, final, chunk_size, block_v, precision, num_warps)
+        return _launch(q, k, v, g, scale, h0, final, block_t, block_v, precision, num_warps)
 
     @staticmethod
     def backward(ctx: Any, go: torch.Tensor | None, ght: torch.Tensor | None) -> tuple[Any, ...]:
@@ -150,23 +154,27 @@ class _TritonLAFn(torch.autograd.Function):
             wanted = [x for x, r in zip(leaves, need) if x is not None and r]
             got = list(torch.autograd.grad(outs, wanted, grads_out, allow_unused=True)) if outs and wanted else []
         result: list[torch.Tensor | None] = [got.pop(0) if x is not None and r else None for x, r in zip(leaves, need)]
-        return (*result, None, None, None, None, None, None)
+        return (*result, None, None, None, None, None, None, None)
 
 
 def linear_attention_triton(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, scale: float | None = None,
     initial_state: torch.Tensor | None = None, output_final_state: bool = False, chunk_size: int = 64,
-    *, block_v: int | None = None, precision: str | None = None, num_warps: int | None = None,
+    *, block_t: int | None = None, block_v: int | None = None, precision: str | None = None,
+    num_warps: int | None = None,
 ) -> LAOut:
     """Triton chunked linear attention (CUDA, or CPU under ``TRITON_INTERPRET=1``); differentiable.
 
     ``g``: ``[B, H, L]`` log-decays or ``[H]`` per head. ``precision``: ``"ieee"`` (default) or
-    ``"tf32"`` for fp32 inputs; ``None`` arguments take :data:`TILES`. Returns ``o`` or ``(o, S_final)``.
+    ``"tf32"`` for fp32 inputs; ``None`` arguments take :data:`TILES`. The kernel's chunk is ``block_t``
+    (the chunked math is exact for any chunk, so it is a tiling choice); ``chunk_size`` is the chunk of
+    the torch recompute in backward. Returns ``o`` or ``(o, S_final)``.
     """
     # the per-head [H] decay is expanded here so the kernel sees one [B, H, L] layout (and autograd
     # maps its gradient back to [H] through the expand)
     g_full, scale_f = _prep(q, k, v, g, scale)
     o, ht = _TritonLAFn.apply(q, k, v, g_full, initial_state, scale_f, output_final_state, chunk_size,
+                              int(TILES["block_t"] if block_t is None else block_t),
                               int(TILES["block_v"] if block_v is None else block_v),
                               str(TILES["precision"] if precision is None else precision),
                               int(TILES["num_warps"] if num_warps is None else num_warps))
