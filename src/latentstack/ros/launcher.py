@@ -87,16 +87,24 @@ class Graph:
         drivers = self.drivers
         return bool(drivers) and all(s.finished for s in drivers)
 
-    def drain(self, timeout: float = 5.0, max_rounds: int = 50) -> None:
+    def drain(self, timeout: float = 5.0, max_rounds: int = 50, quiet_s: float = 0.0) -> None:
         """Delivers what is still in flight once the drivers finished (e.g. the markers of the last detections,
-        outputs of a node's worker thread), so the last frame's outputs reach every node and the recorder."""
+        outputs of a node's worker thread), so the last frame's outputs reach every node and the recorder.
+
+        ``quiet_s`` > 0 (other processes still publishing over DDS): stop only after that long without a
+        message (bounded by ``timeout``); 0: stop at the first empty round (in-process: nothing is in flight)."""
         end = time.monotonic() + timeout
-        for _ in range(max_rounds):
+        last = time.monotonic()
+        for _ in range(max_rounds if quiet_s <= 0 else 1_000_000):
             for n in self.nodes.values():
                 wait = getattr(n, "wait_idle", None)
                 if callable(wait):
                     wait(max(0.0, end - time.monotonic()))
-            if self.executor.spin_once(0.0) == 0 or time.monotonic() >= end:
+            got = self.executor.spin_once(min(0.05, quiet_s))
+            now = time.monotonic()
+            if got:
+                last = now
+            if now >= end or (not got and now - last >= quiet_s):
                 return
 
     def results(self) -> list[EpisodeResult]:
@@ -328,7 +336,7 @@ def _child_main(argv: list[str] | None = None) -> int:
             graph.executor.spin_once(0.05)
         run.finished = graph.finished()
         if run.finished:
-            graph.drain()
+            graph.drain(quiet_s=0.5)  # the other processes' answers to the last frame may still be on the way
         run.results = graph.results()
         run.stats = graph.stats()
     finally:
