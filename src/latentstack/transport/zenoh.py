@@ -646,7 +646,9 @@ class ZenohTransport(Transport):
         return verdict
 
     # -- execution
-    def _take(self) -> list[tuple[int, _ZenohSubscription, tuple[int, bytes, int, bytes, float]]]:
+    def _take(self) -> tuple[list[tuple[int, _ZenohSubscription, tuple[int, bytes, int, bytes, float]]],
+                             list[tuple[int, _ZenohSubscription, tuple[int, bytes, int, bytes, float]]]]:
+        """(samples held for an unknown writer, new samples), each in arrival order."""
         with self._cv:
             subs = [s for s in self.subscriptions if not s.closed]
             held, new = [], []
@@ -657,7 +659,7 @@ class ZenohTransport(Transport):
                 s.pending.clear()
         held.sort(key=lambda x: x[0])
         new.sort(key=lambda x: x[0])
-        return held + new
+        return held, new
 
     def _has_pending(self) -> bool:
         return any(s.pending for s in self.subscriptions)
@@ -665,17 +667,18 @@ class ZenohTransport(Transport):
     def spin_once(self, timeout: float = 0.0) -> int:
         """Delivers what arrived (waiting up to ``timeout`` s for the first), in arrival order."""
         self._check_open()
-        batch = self._take()
-        if not batch and timeout > 0:
+        held, new = self._take()
+        if not new and timeout > 0:  # held samples alone do not end the wait: a sample or a token does
             with self._cv:
                 if not self._has_pending() and not self.closed:
                     self._cv.wait(timeout)
             if self.closed:
                 return 0
-            batch = self._take()
+            more_held, new = self._take()
+            held += more_held
         n = 0
         now = time.monotonic()
-        for _, sub, item in batch:
+        for _, sub, item in held + new:
             if sub.closed or not self._admit(sub, item, now):
                 continue
             if sub._deliver(item[1], item[2], self._sender(item[3]), checked=True):
