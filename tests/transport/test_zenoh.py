@@ -240,6 +240,54 @@ def test_transient_local_replays_the_last_depth_samples_to_late_joiners(peers):
     assert _spin_until([b], lambda: late[-1:] == ["m3"] and volatile == ["m3"])
 
 
+def test_best_effort_transient_local_and_congestion_control(peers):
+    import zenoh
+
+    a, mk = peers
+    be_tl = QoSProfile(Reliability.BEST_EFFORT, Durability.TRANSIENT_LOCAL, History.KEEP_LAST, 1)
+    pub = a.create_publisher("/be_latched", "std_msgs/msg/String", be_tl, node=NodeId("p"))
+    for i in range(3):
+        pub.publish(msgs.string_msg(f"m{i}"))
+    b = mk()
+    late = []
+    b.create_subscription("/be_latched", "std_msgs/msg/String", lambda m: late.append(m.data), be_tl, node=NodeId("s"))
+    assert _spin_until([b], lambda: late == ["m2"])  # zenoh-ext cache without miss detection (timestamped)
+    # rmw_zenoh: RELIABLE + KEEP_ALL blocks on congestion, everything else drops
+    keep_all = QoSProfile(Reliability.RELIABLE, Durability.VOLATILE, History.KEEP_ALL, 10)
+    blocking = a.create_publisher("/all", "std_msgs/msg/String", keep_all)
+    assert blocking._zpub.congestion_control == zenoh.CongestionControl.BLOCK
+    assert a.create_publisher("/some", "std_msgs/msg/String")._zpub.congestion_control == zenoh.CongestionControl.DROP
+    assert a.create_publisher("/be", "std_msgs/msg/String", SENSOR_DATA)._zpub.reliability == \
+        zenoh.Reliability.BEST_EFFORT
+
+
+def test_unknown_writers_and_graph_tracking_are_bounded(peers, monkeypatch, caplog):
+    from latentstack.nodes.base import publisher_filter
+    from latentstack.transport.zenoh import ZenohTransport
+
+    monkeypatch.setattr(ZenohTransport, "UNRESOLVED_MAX", 2)
+    monkeypatch.setattr(ZenohTransport, "UNRESOLVED_WAIT_S", 60.0)
+    monkeypatch.setattr(ZenohTransport, "MAX_ENTITIES", 4)
+    a, mk = peers
+    bare = mk(liveliness=False)
+    got = []
+    sub = a.create_subscription("/cmd", "std_msgs/msg/String", lambda m: got.append(m.data), node=NodeId("sim"))
+    sub.sender_filter = publisher_filter(["policy_node"])
+    pub = bare.create_publisher("/cmd", "std_msgs/msg/String")
+    time.sleep(0.3)
+    for i in range(5):
+        pub.publish(msgs.string_msg(str(i)))
+    assert _spin_until([a], lambda: sub.refused_senders == 3)  # 2 wait (bounded), the 3 oldest pushed out
+    assert [it[1] for it in sub.unresolved] == [msgs.encode(msgs.string_msg(s)) for s in ("3", "4")] and not got
+    # more tokens than MAX_ENTITIES: the graph table stops growing (logged, rate-limited)
+    for i in range(6):
+        a.register_node(NodeId(f"n{i}"))
+    time.sleep(0.3)
+    a.spin_once()
+    assert len(a.graph()) == 4
+    assert any("tracked (bounded)" in r.getMessage() for r in caplog.records)
+
+
 def test_samples_without_a_valid_attachment_are_dropped_and_counted(peers):
     a, mk = peers
     b = mk()
