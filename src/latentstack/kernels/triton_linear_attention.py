@@ -26,6 +26,7 @@ Backward: :class:`_TritonLAFn` recomputes with the torch chunked form under auto
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -100,6 +101,11 @@ def _la_fwd_kernel(
         tl.store(ht_ptr + state_off, S, mask=mask_kv)
 
 
+def _on_device(x: torch.Tensor) -> Any:
+    """Launch on the tensor's GPU (Triton uses the current device), a no-op for CPU tensors (interpreter)."""
+    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
+
+
 def _launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, scale: float,
             h0: torch.Tensor | None, final: bool, block_t: int, block_v: int, precision: str,
             num_warps: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -115,14 +121,15 @@ def _launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, 
     bk = max(16, triton.next_power_of_2(dk))
     bv = max(16, min(triton.next_power_of_2(dv), block_v))
     grid = (b * h, triton.cdiv(dv, bv))
-    _la_fwd_kernel[grid](
-        q, k, v, g, q if h0 is None else h0, o, o if ht is None else ht,
-        torch.full((1,), float(scale), device=q.device, dtype=cd),
-        length, dk, dv,
-        HAS_H0=h0 is not None, STORE_FINAL=final, BT=bt, BK=bk, BV=bv,
-        ACC=tl.float64 if cd == torch.float64 else tl.float32,
-        PRECISION="ieee" if cd == torch.float64 else precision, num_warps=num_warps,
-    )
+    with _on_device(q):
+        _la_fwd_kernel[grid](
+            q, k, v, g, q if h0 is None else h0, o, o if ht is None else ht,
+            torch.full((1,), float(scale), device=q.device, dtype=cd),
+            length, dk, dv,
+            HAS_H0=h0 is not None, STORE_FINAL=final, BT=bt, BK=bk, BV=bv,
+            ACC=tl.float64 if cd == torch.float64 else tl.float32,
+            PRECISION="ieee" if cd == torch.float64 else precision, num_warps=num_warps,
+        )
     return o, ht
 
 

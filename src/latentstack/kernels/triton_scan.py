@@ -23,6 +23,7 @@ kernel runs on CPU tensors (slowly) — that is how the tests check it without a
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -80,7 +81,7 @@ def _scan_fwd_kernel(
     else:
         h = tl.zeros([BLOCK_D, BLOCK_N], dtype=ACC)
 
-    row = b64 * DCH * L + offs_d[:, None] * L  # [BLOCK_D, 1] start of each channel's sequence
+    row = b64 * DCH * L + offs_d.to(tl.int64)[:, None] * L  # [BLOCK_D, 1] start of each channel's sequence
     if ONE_GROUP:  # the whole channel block reads one group's B, C: load [N, BLOCK_L] once
         grp = (pid_d * BLOCK_D) // DG
         bc_row = (b64 * G + grp) * N * L + offs_n[:, None] * L  # [BLOCK_N, 1]
@@ -129,6 +130,11 @@ def _scan_fwd_kernel(
     tl.store(hl_ptr + state_off, h, mask=mask_dn)
 
 
+def _on_device(x: torch.Tensor) -> Any:
+    """Launch on the tensor's GPU (Triton uses the current device), a no-op for CPU tensors (interpreter)."""
+    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
+
+
 def _launch(
     u: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
     D: torch.Tensor | None, z: torch.Tensor | None, bias: torch.Tensor | None, h0: torch.Tensor | None,
@@ -146,16 +152,17 @@ def _launch(
     block_l = max(1, min(triton.next_power_of_2(max(length, 1)), block_l))
     grid = (bt, triton.cdiv(dch, block_d))
     dummy = u  # never read: the HAS_* flags are False for absent inputs
-    _scan_fwd_kernel[grid](
-        u, dt, A, B, C,
-        dummy if D is None else D, dummy if z is None else z, dummy if bias is None else bias,
-        dummy if h0 is None else h0, y, h_last,
-        dch, length, n, g, dg,
-        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=bias is not None, HAS_H0=h0 is not None,
-        SOFTPLUS=softplus, REVERSE=reverse, ONE_GROUP=g == 1 or dg % block_d == 0,
-        BLOCK_D=block_d, BLOCK_N=triton.next_power_of_2(n), BLOCK_L=block_l,
-        ACC=tl.float64 if cd == torch.float64 else tl.float32, num_warps=num_warps,
-    )
+    with _on_device(u):
+        _scan_fwd_kernel[grid](
+            u, dt, A, B, C,
+            dummy if D is None else D, dummy if z is None else z, dummy if bias is None else bias,
+            dummy if h0 is None else h0, y, h_last,
+            dch, length, n, g, dg,
+            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=bias is not None, HAS_H0=h0 is not None,
+            SOFTPLUS=softplus, REVERSE=reverse, ONE_GROUP=g == 1 or dg % block_d == 0,
+            BLOCK_D=block_d, BLOCK_N=triton.next_power_of_2(n), BLOCK_L=block_l,
+            ACC=tl.float64 if cd == torch.float64 else tl.float32, num_warps=num_warps,
+        )
     return y, h_last
 
 
