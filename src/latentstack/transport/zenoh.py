@@ -5,7 +5,8 @@
   ``application/cdr``);
 - every put carries the 33-byte attachment ``<q sequence number><q source timestamp ns><B 16><16-byte GID>``;
   a subscription drops samples without a valid one (counted in ``bad_attachments``, rate-limited log), as
-  rmw_zenoh does ("Unable to obtain attachment");
+  rmw_zenoh does ("Unable to obtain attachment"); the 77-byte named-field layout of rmw_zenoh 0.2.0-0.2.3
+  counts as invalid;
 - graph: liveliness tokens ``@ros2_lv/<domain>/<zid>/<nid>/<nid>/NN/<enclave>/<ns>/<node>`` per node and
   ``.../<nid>/<eid>/MP|MS/<enclave>/<ns>/<node>/<topic>/<type>/<hash>/<qos>`` per endpoint (``/`` -> ``%``),
   entity GID = XXH3-128 of the token string (low 64 bits little-endian, then high 64), as rmw_zenoh computes it;
@@ -16,6 +17,9 @@
 - each received sample's :class:`~latentstack.transport.base.Sender` comes from the attachment's GID, its node
   from the liveliness token with that GID (so ``allowed_publishers`` allow-lists work as on DDS); a sample whose
   GID has no token yet waits briefly (bounded) and is then refused, like the DDS backend's ``unresolved``.
+  A session made with ``liveliness=False`` announces nothing and tracks no graph (it knows only its own
+  writers' nodes). Like DDS without DDS Security, none of this is authenticated (README threat model): the
+  authenticated route is zenoh TLS/mTLS with access control, configured in a session file (below).
 
 Sessions (:func:`session_config`): by default a **client of a zenoh router** at ``tcp/localhost:7447`` (start
 ``zenohd`` or ``ros2 run rmw_zenoh_cpp rmw_zenohd``) with multicast scouting off; ``config="loopback"`` is a
@@ -276,9 +280,10 @@ def session_config(config: str | None = None, *, mode: str | None = None, connec
 
     ``config``: None -> ``$ZENOH_SESSION_CONFIG_URI`` if set, else ``"router"``; ``"router"`` (or ``"default"``):
     a client of the zenoh router at ``tcp/localhost:7447``, multicast scouting off; ``"loopback"``: a peer with
-    no listeners or connections except those given (multicast off: it meets nobody by itself); anything else: a
-    zenoh JSON5 configuration file (TLS, access control, ...), used as it is. ``mode``/``connect``/``listen``
-    override the chosen configuration.
+    no listeners or connections except those given (multicast and gossip off: it meets nobody by itself; two
+    such peers meet when one listens and the other connects; to meet through a router, use ``mode="client"``);
+    anything else: a zenoh JSON5 configuration file (TLS, access control, ...), used as it is.
+    ``mode``/``connect``/``listen`` override the chosen configuration.
     """
     import zenoh
 
@@ -409,6 +414,8 @@ class ZenohTransport(Transport):
         enclave: str = "/", liveliness: bool = True, keep_all_cap: int = KEEP_ALL_CAP,
     ) -> None:
         super().__init__(distro)
+        if keep_all_cap < 1:
+            raise ValueError(f"keep_all_cap must be >= 1, got {keep_all_cap}")
         if not zenoh_available():
             raise TransportError("the zenoh transport needs eclipse-zenoh and xxhash (pip install 'latentstack[ros]' "
                                  "xxhash)")
