@@ -1,3 +1,25 @@
 """latentstack: robot policies and perception models that share one latent-state API."""
 
 __version__ = "0.1.0"
+
+
+def _preload_triton() -> None:
+    """Load triton's LLVM-based library before anything can load Mesa's LLVM.
+
+    With MuJoCo rendering through EGL on Mesa (llvmpipe, as on CPU machines), Mesa loads its own libLLVM; a later
+    ``import triton`` (torch does it lazily, e.g. on the first optimizer step or ``torch.compile``) then dies
+    with a segmentation fault. Loaded first, both coexist (checked: render -> import crashes, import -> render
+    works). Costs ~0.1 s where triton is installed; ``LATENTSTACK_PRELOAD_TRITON=0`` turns it off.
+    """
+    import importlib.util
+    import os
+
+    if os.environ.get("LATENTSTACK_PRELOAD_TRITON", "1") == "0" or importlib.util.find_spec("triton") is None:
+        return
+    try:
+        import triton._C.libtriton  # noqa: F401 - the shared library only; does not import torch
+    except Exception:  # noqa: BLE001 - a broken triton install must not break latentstack
+        pass
+
+
+_preload_triton()
