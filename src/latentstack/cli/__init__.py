@@ -43,6 +43,7 @@ COMPONENTS: dict[str, str] = {
     "lion": "latentstack.cli.lion",
     "korr": "latentstack.cli.korr",
     "stereo": "latentstack.cli.stereo",
+    "ros": "latentstack.cli.ros",
 }
 
 

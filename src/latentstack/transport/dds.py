@@ -52,7 +52,7 @@ from .qos import Durability, History, QoSProfile, Reliability
 from .ratelimit import RateLimitedLog
 from .services import Service, reply_topic, request_topic
 
-__all__ = ["LOOPBACK_CONFIG", "DdsTransport", "dds_available", "discover_endpoints", "loopback_config", "to_dds_qos",
+__all__ = ["LOOPBACK_CONFIG", "DdsTransport", "ServiceClient", "dds_available", "discover_endpoints", "loopback_config", "to_dds_qos",
            "type_hash_user_data"]
 
 LOOPBACK_CONFIG = """<CycloneDDS xmlns="https://cdds.io/config"><Domain Id="any">
@@ -180,6 +180,50 @@ class _DdsSubscription(Subscription):
         self.transport._drop_endpoint(self, self.reader)
 
 
+class ServiceClient:
+    """Calls one service: the request header's ``guid`` is the request writer's instance handle (as
+    rmw_cyclonedds sets it), so replies to other clients are skipped."""
+
+    def __init__(self, transport: DdsTransport, name: str, srvtype: str, writer: Any, reader: Any) -> None:
+        from .names import resolve_topic
+
+        self.transport, self.name, self.srvtype = transport, resolve_topic(name), srvtype
+        self.writer, self.reader = writer, reader
+        self.guid = int(writer.get_instance_handle()) & (2**64 - 1)  # a uint64 on the wire
+        self.seq = 0
+
+    def service_ready(self) -> bool:
+        return bool(self.writer.get_matched_subscriptions()) and bool(self.reader.get_matched_publications())
+
+    def wait_for_service(self, timeout: float = 5.0) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and not self.service_ready():
+            time.sleep(0.02)
+        return self.service_ready()
+
+    def call(self, request: Any, timeout: float = 5.0) -> Any:
+        """Sends ``request`` (a ``<srv>_Request`` message) and waits for its response; TimeoutError if none."""
+        from cyclonedds._clayer import ddspy_take, ddspy_write
+
+        from .services import RequestHeader, unwrap, wrap
+
+        self.seq += 1
+        d = self.transport.distro
+        data = wrap(RequestHeader(self.guid, self.seq), bytes(msgs.encode(request, self.srvtype + "_Request", d)))
+        ddspy_write(self.writer._ref, data + b"\0" * ((-len(data)) % 4))
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            ret = ddspy_take(self.reader._ref, _ANY, 16)
+            for raw, info in ret if not isinstance(ret, int) else ():
+                if not info.valid_data:
+                    continue
+                header, body = unwrap(raw)
+                if header.guid == self.guid and header.seq == self.seq:
+                    return msgs.decode(body, self.srvtype + "_Response", d)
+            time.sleep(0.005)
+        raise TimeoutError(f"service {self.name}: no response within {timeout} s")
+
+
 class DdsTransport(Transport):
     """One DDS participant; publishers/subscriptions are DataWriters/DataReaders on ``rt/`` topics.
 
@@ -230,6 +274,7 @@ class DdsTransport(Transport):
         # writer GUID -> node, from every participant's ros_discovery_info (ours included)
         self._writer_nodes: dict[bytes, NodeId] = {}
         self._participant_writers: dict[bytes, set[bytes]] = {}
+        self.graph_nodes: dict[bytes, list[NodeId]] = {}  # participant GUID -> its announced nodes
         self._senders: dict[int, tuple[bytes, bytes]] = {}  # publication handle -> (writer GUID, participant GUID)
         self._discovery_reader = self._make_discovery_reader()
         self._discovery_log = RateLimitedLog(log)
@@ -383,6 +428,7 @@ class DdsTransport(Transport):
                             self._writer_nodes[g[:16]] = NodeId(n.name, n.namespace)
                             mine.add(g[:16])
                     self._participant_writers[part] = mine
+                    self.graph_nodes[part] = [NodeId(n.name, n.namespace) for n in pinfo["nodes"]]
             if len(ret) < 64:
                 return
 
@@ -479,6 +525,22 @@ class DdsTransport(Transport):
             self.register_node(node, publish=False)
             self._publish_discovery()
         return svc
+
+    def create_client(self, name: str, srvtype: str) -> ServiceClient:
+        """A service client (``call(request, timeout) -> response``) with rmw_cyclonedds framing."""
+        from cyclonedds.pub import DataWriter
+        from cyclonedds.sub import DataReader
+        from cyclonedds.topic import Topic
+
+        self._check_open()
+        srvtype = msgs.normalize_type(srvtype, check=False)
+        ud = self._service_user_data(srvtype)
+        with self._lock:
+            rq = Topic(self.participant, request_topic(name), self._service_idl(srvtype + "_Request"))
+            rr = Topic(self.participant, reply_topic(name), self._service_idl(srvtype + "_Response"))
+        writer = DataWriter(self.participant, rq, qos=to_dds_qos(self.SERVICE_QOS, user_data=ud, writer=True))
+        reader = DataReader(self.participant, rr, qos=to_dds_qos(self.SERVICE_QOS, user_data=ud))
+        return ServiceClient(self, name, srvtype, writer, reader)
 
     def create_publisher(self, *a: Any, **k: Any) -> Publisher:
         pub = super().create_publisher(*a, **k)
