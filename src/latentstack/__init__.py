@@ -18,8 +18,10 @@ def _preload_triton() -> None:
         return
     try:
         import triton._C.libtriton  # noqa: F401 - the shared library only; does not import torch
-    except Exception:  # noqa: BLE001 - a broken triton install must not break latentstack
-        pass
+    except Exception as exc:  # noqa: BLE001 - a broken triton install must not break latentstack
+        import logging
+
+        logging.getLogger("latentstack").debug("triton preload skipped: %s", exc)
 
 
 _preload_triton()

@@ -25,5 +25,6 @@ print("survived", triton.__version__)
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton not installed")
 def test_render_then_triton_does_not_crash():
     env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-    r = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=120, env=env)
+    r = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=120, env=env,
+                       check=False)
     assert r.returncode == 0 and "survived" in r.stdout, (r.returncode, r.stderr[-2000:])
