@@ -316,8 +316,8 @@ def test_multiprocess_dds_equals_inprocess(inproc_run, tmp_path):
 
 
 def test_render_a_recorded_frame(inproc_run, tmp_path):
-    """``python -m latentstack.perception.render BAG``: the last complete frame, its numbers from the messages."""
-    from latentstack.perception.render import main, render_bag
+    """``python -m latentstack.ros.render_perception BAG``: the last complete frame, its numbers from the messages."""
+    from latentstack.ros.render_perception import main, render_bag
 
     _, bag = inproc_run
     info = render_bag(bag, tmp_path, command="test")

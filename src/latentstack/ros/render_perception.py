@@ -144,18 +144,18 @@ def render_bag(bag: str | Path, out_dir: str | Path, *, stamp_ns: int | None = N
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m latentstack.perception.render BAG --out DIR``."""
+    """``python -m latentstack.ros.render_perception BAG --out DIR``."""
     import argparse
     import sys
 
-    ap = argparse.ArgumentParser(prog="python -m latentstack.perception.render", description=render_bag.__doc__)
+    ap = argparse.ArgumentParser(prog="python -m latentstack.ros.render_perception", description=render_bag.__doc__)
     ap.add_argument("bag", help="rosbag2 directory recorded from ros/graphs/perception.yaml (--record)")
     ap.add_argument("--out", default="reports/perception_graph")
     ap.add_argument("--stamp-ns", type=int, default=None)
     ap.add_argument("--command-line", default="", help="the command that recorded the bag (kept in the JSON)")
     args = ap.parse_args(argv)
     info = render_bag(args.bag, args.out, stamp_ns=args.stamp_ns,
-                      command=args.command_line or " ".join(["python -m latentstack.perception.render", *sys.argv[1:]]))
+                      command=args.command_line or " ".join(["python -m latentstack.ros.render_perception", *sys.argv[1:]]))
     print(f"frame {info['frame_stamp_ns']} -> {Path(args.out) / 'perception_frame.png'}")
     return 0
 
