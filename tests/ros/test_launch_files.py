@@ -52,7 +52,7 @@ def test_parameter_files_mirror_the_dataclasses(node):
     kind = {"policy_node": "policy"}.get(node, node)
     params_cls = node_class(kind).Params
     data = yaml.safe_load((ROOT / "ros" / "config" / f"{node}.yaml").read_text())
-    values = data[node]["ros__parameters"]
+    values = data["/**"]["ros__parameters"]  # wildcard: applies under any namespace
     declared = {name for name, _, _ in parameter_declarations(params_cls)}
     assert set(values) <= declared and declared - set(values) <= {"tasks", "seeds"}
     assert params_from_mapping(params_cls, values) == params_cls()

@@ -24,7 +24,7 @@ from latentstack.transport.base import Sender, SenderFilter
 from latentstack.transport.names import validate_namespace, validate_node_name
 from latentstack.transport.ratelimit import RateLimitedLog  # shared with the transports' decode warnings
 
-__all__ = ["Executor", "NodeCore", "ParameterError", "RateLimitedLog", "Timer", "check_publisher_list",
+__all__ = ["CLOCK_QOS", "CLOCK_TOPIC", "CLOCK_TYPE", "Executor", "NodeCore", "NodeParams", "ParameterError", "RateLimitedLog", "Timer", "check_publisher_list",
            "params_from_mapping", "params_to_dict", "publisher_filter"]
 
 P = TypeVar("P")
@@ -150,6 +150,21 @@ def check_string_length(label: str, value: Any, max_length: int) -> None:
         raise msgs.MessageValueError(f"{label} has {n} characters > max_string_length {max_length}")
 
 
+# ----------------------------------------------------------------------------- common parameters
+@dataclasses.dataclass(frozen=True)
+class NodeParams:
+    """Parameters every node core has (ROS names: the field names), inherited by each core's ``Params``."""
+
+    # node time from /clock (rosgraph_msgs/Clock, published by the sim bridge and the simulated sensors) instead
+    # of the system clock: timers, watchdogs and stamp checks then run in sim time (0 until the first /clock)
+    use_sim_time: bool = False
+
+
+CLOCK_TOPIC = "/clock"
+CLOCK_TYPE = "rosgraph_msgs/msg/Clock"
+CLOCK_QOS = "clock"  # rclcpp ClockQoS: KEEP_LAST 1, BEST_EFFORT
+
+
 # ----------------------------------------------------------------------------- publisher allow-lists
 def _fq_node(node: NodeId) -> str:
     return node.namespace.rstrip("/") + "/" + node.name
@@ -262,7 +277,10 @@ class NodeCore:
         # bad input is counted in ``counters`` and logged through this limiter (dropped lines: stats())
         self.rate_log = RateLimitedLog(self.log)
         self.closed = False
+        self._sim_now_ns: int | None = None  # last /clock (use_sim_time)
         transport.register_node(self.node_id)
+        if getattr(self.params, "use_sim_time", False):
+            self.create_subscription(CLOCK_TOPIC, CLOCK_TYPE, self._on_clock, CLOCK_QOS)
         # ROS 2 graph citizenship where the transport carries services (DDS): parameter services,
         # /parameter_events, /rosout (latentstack.nodes.parameters); rclpy wrappers use rclpy's own
         self.parameter_services: Any = None
@@ -273,6 +291,22 @@ class NodeCore:
             self.parameter_services = ParameterServices(self)
             self._rosout = RosoutHandler(self)
             self.log.addHandler(self._rosout)
+
+    def now_ns(self) -> int:
+        """Node time: the last /clock with ``use_sim_time`` (0 before the first), else the transport's clock."""
+        if getattr(self.params, "use_sim_time", False):
+            return self._sim_now_ns or 0
+        return self.transport.now_ns()
+
+    def _on_clock(self, msg: Any) -> None:
+        t = msgs.time_to_ns(msg.clock)
+        if self._sim_now_ns is None or t >= self._sim_now_ns:  # time does not run backwards within a run
+            self._sim_now_ns = t
+        else:  # a restarted simulator: follow it (ROS resets time-jump-aware timers the same way)
+            self.counters["clock_jump_back"] += 1
+            self._sim_now_ns = t
+            for timer in self.timers:
+                timer.next_ns = t + timer.period_ns
 
     @property
     def fq_name(self) -> str:
@@ -301,7 +335,7 @@ class NodeCore:
         return sub
 
     def create_timer(self, period_s: float, callback: Callable[[], None]) -> Timer:
-        t = Timer(period_s, self._guard_timer(callback), self.transport.now_ns)
+        t = Timer(period_s, self._guard_timer(callback), self.now_ns)
         self.timers.append(t)
         return t
 
@@ -401,7 +435,7 @@ class Executor:
         for node in self.nodes:
             if node.closed:
                 continue
-            now = node.transport.now_ns()
+            now = node.now_ns()
             for timer in list(node.timers):
                 if timer.fire_if_due(now):
                     n += 1

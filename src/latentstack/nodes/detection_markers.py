@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from latentstack import msgs
 
-from .base import NodeCore, check
+from .base import NodeCore, NodeParams, check
 from .lidar_detection import DETECTIONS_TYPE
 
 __all__ = ["MARKER_ARRAY_TYPE", "DetectionMarkersCore", "DetectionMarkersParams", "markers_from_detections"]
@@ -57,7 +57,7 @@ def markers_from_detections(msg: Any, ns: str = "detections", distro: str | None
 
 
 @dataclass(frozen=True)
-class DetectionMarkersParams:
+class DetectionMarkersParams(NodeParams):
     detections_topic: str = "detections"
     markers_topic: str = "markers"
     ground_truth_topic: str = "ground_truth"  # "" = no ground-truth markers

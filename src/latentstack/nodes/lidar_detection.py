@@ -29,7 +29,7 @@ import numpy as np
 
 from latentstack import msgs
 
-from .base import available_device, check, check_device_param, check_finite, check_string_length
+from .base import NodeParams, available_device, check, check_device_param, check_finite, check_string_length
 from .worker import PerceptionNodeCore
 
 __all__ = ["DETECTIONS_TYPE", "POINTCLOUD_TYPE", "LidarDetectionNodeCore", "LidarDetectionParams"]
@@ -39,7 +39,7 @@ DETECTIONS_TYPE = "vision_msgs/msg/Detection3DArray"
 
 
 @dataclass(frozen=True)
-class LidarDetectionParams:
+class LidarDetectionParams(NodeParams):
     model: str = "policies/lion_tiny"
     points_topic: str = "points"
     detections_topic: str = "detections"

@@ -27,7 +27,7 @@ import numpy as np
 
 from latentstack import msgs
 
-from .base import check, check_finite
+from .base import NodeParams, check, check_finite
 from .lidar_detection import DETECTIONS_TYPE, POINTCLOUD_TYPE
 from .sensor_stream import SensorStreamCore, check_stream_params
 
@@ -37,7 +37,7 @@ CLOUD_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("intensity", 
 
 
 @dataclass(frozen=True)
-class LidarSceneParams:
+class LidarSceneParams(NodeParams):
     seed: int = 200_000  # the scene (test-split seed range: never trained on)
     split_file: str = ""  # stream a gen-data split (.npz) instead of a generated sequence
     frames: int = 10
@@ -47,6 +47,7 @@ class LidarSceneParams:
     rate_hz: float = 10.0  # free-running publish rate (lockstep false)
     republish_s: float = 2.0
     drain_s: float = 2.0
+    publish_clock: bool = True  # /clock = the frame's sim time (k * dt_s), before each frame
     points_topic: str = "points"
     ground_truth_topic: str = "ground_truth"
     answer_topic: str = "detections"  # lockstep: the detector's output

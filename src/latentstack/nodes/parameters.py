@@ -176,7 +176,7 @@ class ParameterServices:
     def _event(self, changed: list[str]) -> None:
         params = [self._new("rcl_interfaces/msg/Parameter", name=n, value=self.value(n)) for n in changed]
         self.events.publish(self._new(
-            "rcl_interfaces/msg/ParameterEvent", stamp=msgs.ns_to_time(self.node.transport.now_ns(), self.distro),
+            "rcl_interfaces/msg/ParameterEvent", stamp=msgs.ns_to_time(self.node.now_ns(), self.distro),
             node=self.node.fq_name, new_parameters=[], changed_parameters=params, deleted_parameters=[]))
 
     def close(self) -> None:

@@ -54,6 +54,7 @@ from latentstack.policies.protocol import Policy
 
 from .base import (
     NodeCore,
+    NodeParams,
     ParameterError,
     available_device,
     check,
@@ -126,7 +127,7 @@ def register_policy_adapter(kind: str, adapter: PolicyAdapter, *, overwrite: boo
 
 
 @dataclass(frozen=True)
-class PolicyNodeParams:
+class PolicyNodeParams(NodeParams):
     """Parameters of the policy node (ROS parameter names are the field names)."""
 
     policy: str = "policies/vla_metaworld_mt6"  # checkpoint dir, "random:<dir>" or a registered name
@@ -280,7 +281,7 @@ class PolicyNodeCore(NodeCore):
         self.last_action: np.ndarray | None = None
         self.actions_published = 0
         self.holds_published = 0
-        self._last_answer_ns = self.transport.now_ns()  # when the last observation was answered (watchdog)
+        self._last_answer_ns = self.now_ns()  # when the last observation was answered (watchdog)
         self.sequencer = CommandSequencer()  # this run's command session and sequence numbers
         self.episode_gate = EpisodeGate()
 
@@ -350,7 +351,7 @@ class PolicyNodeCore(NodeCore):
             raise msgs.MessageValueError(f"policy needs an rgb8 image, got {msg.encoding} {img.shape}")
         if img.shape[0] < 1 or img.shape[1] < 1:  # an empty image makes the VLA raise: refuse it here
             raise msgs.MessageValueError(f"policy needs a non-empty image, got {img.shape[1]}x{img.shape[0]}")
-        stamp, now = msgs.stamp_ns(msg), self.transport.now_ns()
+        stamp, now = msgs.stamp_ns(msg), self.now_ns()
         if not self._stamp_ok(stamp, now, "image"):
             return
         self._seq += 1
@@ -363,7 +364,7 @@ class PolicyNodeCore(NodeCore):
             pos = msgs.joint_state_positions(msg, names).astype(np.float32)
         if not np.all(np.isfinite(pos)):  # finite in float64 (e.g. 1e300) but not in the policy's float32
             raise msgs.MessageValueError("JointState positions overflow float32")
-        stamp, now = msgs.stamp_ns(msg), self.transport.now_ns()
+        stamp, now = msgs.stamp_ns(msg), self.now_ns()
         if not self._stamp_ok(stamp, now, "joint state"):
             return
         self._seq += 1
@@ -425,7 +426,7 @@ class PolicyNodeCore(NodeCore):
         self._act(stamp, pair)
 
     def _on_timer(self) -> None:
-        now = self.transport.now_ns()
+        now = self.now_ns()
         limit = int(self.params.watchdog_timeout_s * 1e9)
         if not self._episode_started or self._img is None or self._state is None:
             self._publish_hold("no observation yet")
@@ -441,7 +442,7 @@ class PolicyNodeCore(NodeCore):
 
     def _on_watchdog(self) -> None:
         """Lockstep mode: hold (every half timeout) while no observation was answered for ``watchdog_timeout_s``."""
-        age = self.transport.now_ns() - self._last_answer_ns
+        age = self.now_ns() - self._last_answer_ns
         if age > int(self.params.watchdog_timeout_s * 1e9):
             self._publish_hold(f"no observation answered for {age / 1e9:.3f} s (> {self.params.watchdog_timeout_s} s)")
 
@@ -460,7 +461,7 @@ class PolicyNodeCore(NodeCore):
             self._publish_hold(None, stamp)
             return
         finally:  # the watchdog counts from the answer: a slow policy is not mistaken for a silent upstream
-            self._last_answer_ns = self.transport.now_ns()
+            self._last_answer_ns = self.now_ns()
         if action.size != self.params.action_dim or not np.all(np.isfinite(action)):
             self.warn("bad_policy_output", "policy returned %s values (finite: %s); holding",
                       action.size, bool(np.all(np.isfinite(action))))
@@ -492,7 +493,7 @@ class PolicyNodeCore(NodeCore):
         the observation stamped ``stamp``."""
         if reason is not None:
             self.warn("stale_observation", "watchdog: %s; holding", reason)
-            self._publish(self.hold_action(), KIND_WATCHDOG_HOLD, self.transport.now_ns())
+            self._publish(self.hold_action(), KIND_WATCHDOG_HOLD, self.now_ns())
         else:
             assert stamp is not None
             self._publish(self.hold_action(), KIND_ACTION, stamp)

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from latentstack import msgs
 from latentstack.transport import RawMessage, qos_profile
 
-from .base import NodeCore, ParameterError, check
+from .base import NodeCore, NodeParams, ParameterError, check
 
 __all__ = ["RECORD_DEPTH", "RecorderCore", "RecorderParams", "parse_topic_spec", "read_bag"]
 
@@ -39,7 +39,7 @@ def parse_topic_spec(spec: str | Mapping[str, Any]) -> tuple[str, str, str]:
 
 
 @dataclass(frozen=True)
-class RecorderParams:
+class RecorderParams(NodeParams):
     """``topics``: ``name:type[:qos]`` strings; best-effort QoS (the default) matches every publisher."""
 
     path: str = "outputs/recording"

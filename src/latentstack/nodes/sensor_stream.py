@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 from latentstack import msgs
 
-from .base import NodeCore, check, check_finite
+from .base import CLOCK_QOS, CLOCK_TOPIC, CLOCK_TYPE, NodeCore, check, check_finite
 
 __all__ = ["SensorStreamCore", "check_stream_params"]
 
@@ -49,6 +49,8 @@ class SensorStreamCore(NodeCore):
         self.answered = -1  # the last frame whose answer arrived
         self._last_sent_ns = 0
         self._started = False
+        self.clock_pub = (self.create_publisher(CLOCK_TOPIC, CLOCK_TYPE, CLOCK_QOS)
+                          if getattr(self.params, "publish_clock", False) else None)
 
     def setup_stream(self) -> None:
         """Answer subscription and timer (after the subclass created its publishers)."""
@@ -78,7 +80,7 @@ class SensorStreamCore(NodeCore):
             return True
         if p.lockstep:
             return False
-        return self.transport.now_ns() - self._last_sent_ns >= int(p.drain_s * 1e9)
+        return self.now_ns() - self._last_sent_ns >= int(p.drain_s * 1e9)
 
     def start(self) -> None:
         """Publishes the first frame (lockstep) or arms the rate timer (free-running)."""
@@ -90,9 +92,12 @@ class SensorStreamCore(NodeCore):
 
     def _send(self, k: int) -> None:
         self.frame_index = k
+        if self.clock_pub is not None:  # sim time first: a use_sim_time consumer is at the frame's stamp
+            d = self.transport.distro
+            self.clock_pub.publish(msgs.new(CLOCK_TYPE, d, clock=msgs.ns_to_time(self.stamp(k), d)))
         self.publish_frame(k, self.stamp(k))
         self.counters["frames_published"] += 1
-        self._last_sent_ns = self.transport.now_ns()
+        self._last_sent_ns = self.now_ns()
 
     def _free_run_tick(self) -> None:
         if self._started and self.frame_index < self.params.frames - 1:
@@ -101,7 +106,7 @@ class SensorStreamCore(NodeCore):
     def _republish(self) -> None:
         if not self._started or self.answered >= self.frame_index or self.frame_index < 0:
             return
-        if self.transport.now_ns() - self._last_sent_ns >= int(self.params.republish_s * 1e9):
+        if self.now_ns() - self._last_sent_ns >= int(self.params.republish_s * 1e9):
             self.counters["republished"] += 1
             self._send(self.frame_index)
 

@@ -39,7 +39,16 @@ import numpy as np
 from latentstack import msgs
 from latentstack.sim.rollout import EpisodeResult, EpisodeState
 
-from .base import NodeCore, check, check_finite, check_publisher_list
+from .base import (
+    CLOCK_QOS,
+    CLOCK_TOPIC,
+    CLOCK_TYPE,
+    NodeCore,
+    NodeParams,
+    check,
+    check_finite,
+    check_publisher_list,
+)
 from .commands import CommandFilter, CommandSequencer, decode_action_command
 from .interfaces import (
     ACTION_TYPE,
@@ -61,7 +70,7 @@ SPLITS = ("train", "select", "test")
 
 
 @dataclass(frozen=True)
-class SimBridgeParams:
+class SimBridgeParams(NodeParams):
     """Parameters of the sim bridge (ROS parameter names are the field names)."""
 
     suite: str = "metaworld_mt6"
@@ -90,6 +99,8 @@ class SimBridgeParams:
     # who may command the sim: node names (relative to this node's namespace) / "guid:<hex>"; () = anyone
     action_publishers: tuple[str, ...] = ("policy_node",)
     session_timeout_s: float = 1.0  # a second command session is refused while the first published this recently
+    publish_clock: bool = True  # /clock = the step's sim time (restarts at 0 with each episode, as a sim reset)
+    world_frame: str = "world"  # parent of the camera's optical frame on /tf_static
 
     def __post_init__(self) -> None:
         check_publisher_list("action_publishers", self.action_publishers)
@@ -185,6 +196,9 @@ class SimBridgeCore(NodeCore):
         self.state_pub = self.create_publisher(p.state_topic, JOINT_STATE_TYPE, "sensor_data")
         self.instruction_pub = self.create_publisher(p.instruction_topic, INSTRUCTION_TYPE, INSTRUCTION_QOS)
         self.episode_pub = self.create_publisher(p.episode_topic, EPISODE_TYPE, EPISODE_QOS)
+        self.clock_pub = self.create_publisher(CLOCK_TOPIC, CLOCK_TYPE, CLOCK_QOS) if p.publish_clock else None
+        self.tf_static_pub = self.create_publisher("/tf_static", "tf2_msgs/msg/TFMessage", "transient_local")
+        self._tf_sent: tuple[int, str] | None = None  # (env, camera) whose camera pose went out on /tf_static
         self.create_subscription(p.action_topic, ACTION_TYPE, self._on_action, "default",
                                  allowed_publishers=p.action_publishers)
         if p.lockstep:
@@ -301,6 +315,32 @@ class SimBridgeCore(NodeCore):
                 fovy = float(model.cam_fovy[cam])
         return msgs.camera_info_from_fovy(w, h, fovy, stamp, self.params.frame_id, self.transport.distro)
 
+    def _publish_camera_tf(self, stamp: int) -> None:
+        """``world_frame -> frame_id`` (the camera's optical frame: x right, y down, z forward) on /tf_static, once
+        per env and camera; MuJoCo envs only (a camera looks along its -z with y up)."""
+        key = (id(self.env), self.camera)
+        model, data = getattr(self.env, "model", None), getattr(self.env, "data", None)
+        if self._tf_sent == key or model is None or data is None or not hasattr(model, "cam_fovy"):
+            return
+        import mujoco
+        from scipy.spatial.transform import Rotation
+
+        cam = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, self.camera)
+        if cam < 0:
+            return
+        rot = np.asarray(data.cam_xmat[cam], np.float64).reshape(3, 3) @ np.diag([1.0, -1.0, -1.0])
+        qx, qy, qz, qw = Rotation.from_matrix(rot).as_quat()
+        x, y, z = (float(v) for v in data.cam_xpos[cam])
+        d, p = self.transport.distro, self.params
+        tf = msgs.new("geometry_msgs/msg/TransformStamped", d, header=msgs.header(stamp, p.world_frame, d),
+                      child_frame_id=p.frame_id, transform=msgs.new(
+                          "geometry_msgs/msg/Transform", d,
+                          translation=msgs.new("geometry_msgs/msg/Vector3", d, x=x, y=y, z=z),
+                          rotation=msgs.new("geometry_msgs/msg/Quaternion", d, x=float(qx), y=float(qy),
+                                            z=float(qz), w=float(qw))))
+        self.tf_static_pub.publish(msgs.new("tf2_msgs/msg/TFMessage", d, transforms=[tf]))
+        self._tf_sent = key
+
     def _publish_observation(self) -> None:
         assert self._obs is not None
         p, d = self.params, self.transport.distro
@@ -309,23 +349,26 @@ class SimBridgeCore(NodeCore):
         state = np.asarray(self._obs["state"], dtype=np.float32).reshape(-1)
         if state.size != len(p.joint_names):
             raise ValueError(f"env state has {state.size} values, joint_names has {len(p.joint_names)}")
+        if self.clock_pub is not None:  # before the observation: a use_sim_time policy node is at its stamp
+            self.clock_pub.publish(msgs.new(CLOCK_TYPE, d, clock=msgs.ns_to_time(stamp, d)))
+        self._publish_camera_tf(stamp)
         self.info_pub.publish(self._camera_info(stamp, img.shape[0], img.shape[1]))
         self.image_pub.publish(msgs.image_to_msg(img, "rgb8", stamp, p.frame_id, d))
         self.state_pub.publish(msgs.joint_state(p.joint_names, state.astype(np.float64), stamp=stamp, distro=d))
         self._awaiting = True
-        self._last_sent_ns = self.transport.now_ns()
+        self._last_sent_ns = self.now_ns()
 
     def _republish(self) -> None:
         if not self._awaiting or self._obs is None:
             return
-        if self.transport.now_ns() - self._last_sent_ns >= int(self.params.republish_s * 1e9):
+        if self.now_ns() - self._last_sent_ns >= int(self.params.republish_s * 1e9):
             self.counters["republished"] += 1
             self._publish_observation()
 
     # -- actions
     def _on_action(self, msg: Any) -> None:
         cmd = decode_action_command(msg, self.params.action_dim)  # MessageValueError: logged, counted, dropped
-        reason = self.commands.check(cmd, self.transport.now_ns(), reference_stamp_ns=self.stamp())
+        reason = self.commands.check(cmd, self.now_ns(), reference_stamp_ns=self.stamp())
         if reason is not None:
             self.warn(f"command_{reason}", "refused action command (session %d, sequence %d, stamp %d ns): %s",
                       cmd.session, cmd.sequence, cmd.stamp_ns, reason.replace("_", " "))
@@ -346,7 +389,7 @@ class SimBridgeCore(NodeCore):
                 return
             self._step(a)
         else:
-            self._latest_action = (a, self.transport.now_ns())
+            self._latest_action = (a, self.now_ns())
 
     def _hold(self) -> np.ndarray:
         a = np.zeros(self.params.action_dim, np.float32)
@@ -358,7 +401,7 @@ class SimBridgeCore(NodeCore):
         if not self._started or self.finished or self._obs is None:
             return
         act = self._latest_action
-        if act is None or self.transport.now_ns() - act[1] > int(self.params.action_timeout_s * 1e9):
+        if act is None or self.now_ns() - act[1] > int(self.params.action_timeout_s * 1e9):
             self.counters["hold_steps"] += 1
             a = self._hold()
         else:

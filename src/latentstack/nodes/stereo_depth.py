@@ -30,7 +30,7 @@ import numpy as np
 
 from latentstack import msgs
 
-from .base import available_device, check, check_device_param, check_finite, check_string_length
+from .base import NodeParams, available_device, check, check_device_param, check_finite, check_string_length
 from .interfaces import CAMERA_INFO_TYPE, IMAGE_TYPE
 from .worker import PerceptionNodeCore
 
@@ -47,7 +47,7 @@ MODEL_MIN_HEIGHT = 16
 
 
 @dataclass(frozen=True)
-class StereoDepthParams:
+class StereoDepthParams(NodeParams):
     model: str = "policies/stereo_sa2_tiny"
     left_topic: str = "left/image_rect"
     right_topic: str = "right/image_rect"

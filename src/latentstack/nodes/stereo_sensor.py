@@ -31,7 +31,7 @@ import numpy as np
 
 from latentstack import msgs
 
-from .base import check, check_finite
+from .base import NodeParams, check, check_finite
 from .interfaces import CAMERA_INFO_TYPE, IMAGE_TYPE
 from .sensor_stream import SensorStreamCore, check_stream_params
 from .stereo_depth import DISPARITY_TYPE
@@ -42,7 +42,7 @@ EVAL_NOISE_TAG = 0xE7A1  # the evaluation's noise stream tag (perception/stereo/
 
 
 @dataclass(frozen=True)
-class StereoSceneParams:
+class StereoSceneParams(NodeParams):
     seed: int = 300_000  # first scene seed (stereo test split); frame k is scene seed + k
     frames: int = 10
     turbidity: float = 1.0  # k of the attenuation/backscatter model (0 = clear water)
@@ -53,6 +53,7 @@ class StereoSceneParams:
     rate_hz: float = 10.0
     republish_s: float = 2.0
     drain_s: float = 2.0
+    publish_clock: bool = True  # /clock = the frame's sim time (k * dt_s), before each frame
     left_topic: str = "left/image_rect"
     right_topic: str = "right/image_rect"
     left_info_topic: str = "left/camera_info"

@@ -67,6 +67,9 @@ def run_core(core_cls: type, node_name: str, argv: list[str] | None = None,
     try:
         values: dict[str, Any] = {}
         for name, default, ros_type in parameter_declarations(core_cls.Params):
+            if node.has_parameter(name):  # use_sim_time: every rclpy node declares it itself
+                values[name] = node.get_parameter(name).value
+                continue
             if isinstance(default, list) and not default:
                 node.declare_parameter(name, getattr(Parameter.Type, ros_type))
             else:

@@ -66,6 +66,8 @@ DEFAULT = QoSProfile(Reliability.RELIABLE, Durability.VOLATILE, History.KEEP_LAS
 PARAMETERS = QoSProfile(Reliability.RELIABLE, Durability.VOLATILE, History.KEEP_LAST, 1000)
 # /tf_static-style latched topic (StaticBroadcasterQoS): late joiners get the last sample.
 TRANSIENT_LOCAL = QoSProfile(Reliability.RELIABLE, Durability.TRANSIENT_LOCAL, History.KEEP_LAST, 1)
+# /clock (rclcpp ClockQoS): only the newest time matters
+CLOCK = QoSProfile(Reliability.BEST_EFFORT, Durability.VOLATILE, History.KEEP_LAST, 1)
 
 PROFILES: dict[str, QoSProfile] = {
     "sensor_data": SENSOR_DATA,
@@ -73,6 +75,7 @@ PROFILES: dict[str, QoSProfile] = {
     "services_default": DEFAULT,
     "parameters": PARAMETERS,
     "transient_local": TRANSIENT_LOCAL,
+    "clock": CLOCK,
 }
 
 
