@@ -8,6 +8,7 @@ in either. Node executables are plain scripts in ``ros/bin`` installed to ``lib/
 ``ros2 run latentstack <node>`` looks, so a pip user's PATH only gains ``lstack``.
 """
 from glob import glob
+from pathlib import Path
 
 from setuptools import setup
 
@@ -21,6 +22,19 @@ def files(pattern: str) -> list[str]:
     return found
 
 
+# the artifacts the launch files default to (ros/launch/*.launch.py: FindPackageShare + policies/<name>), so
+# `ros2 launch latentstack metaworld.launch.py` works from any directory; every other artifact stays in the checkout
+LAUNCH_ARTIFACTS = ("vla_metaworld_mt6", "lion_tiny", "stereo_sa2_tiny")
+
+
+def artifact_files(name: str) -> list[tuple[str, list[str]]]:
+    root = Path("policies") / name
+    if not (root / "config.json").is_file():
+        raise SystemExit(f"setup.py: launch artifact {root} is missing its config.json")
+    dirs = sorted({f.parent for f in root.rglob("*") if f.is_file()})
+    return [(f"share/{PKG}/{d.as_posix()}", sorted(str(f) for f in d.iterdir() if f.is_file())) for d in dirs]
+
+
 setup(
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PKG}"]),
@@ -31,5 +45,6 @@ setup(
         (f"share/{PKG}/suites", files("sim/suites/*.yaml")),
         (f"share/{PKG}/configs", files("configs/*.yaml")),
         (f"lib/{PKG}", files("ros/bin/*_node")),
+        *[entry for name in LAUNCH_ARTIFACTS for entry in artifact_files(name)],
     ],
 )

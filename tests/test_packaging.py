@@ -34,8 +34,10 @@ SHARED_DATA = {
     "ros/launch/*.launch.py": "launch",
     "configs/*.yaml": "configs",
 }
+# the artifacts the launch files default to, installed to share/latentstack/policies (setup.py LAUNCH_ARTIFACTS)
+LAUNCH_ARTIFACTS = ["policies/vla_metaworld_mt6", "policies/lion_tiny", "policies/stereo_sa2_tiny"]
 BUILD_INPUTS = ["pyproject.toml", "setup.py", "setup.cfg", "README.md", "package.xml", "resource", "ros",
-                "sim/suites", "configs", "src"]
+                "sim/suites", "configs", "src", *LAUNCH_ARTIFACTS]
 
 
 def node_modules() -> list[str]:
@@ -98,6 +100,10 @@ def test_wheel_lists_data_files_and_node_executables(wheel: Path):
         assert files, pattern
         for f in files:
             assert f"{data}share/{PKG}/{share}/{f.name}" in infos, f"{f.relative_to(ROOT)} is not in the wheel"
+    for art in LAUNCH_ARTIFACTS:  # what `ros2 launch` defaults to, findable from any directory
+        for f in sorted((ROOT / art).rglob("*")):
+            if f.is_file():
+                assert f"{data}share/{PKG}/{f.relative_to(ROOT).as_posix()}" in infos, f"{f} is not in the wheel"
     assert f"{data}share/ament_index/resource_index/packages/{PKG}" in infos
     assert f"{data}share/{PKG}/package.xml" in infos
     # node executables: in lib/latentstack (where `ros2 run` looks), executable, one per wrapper module

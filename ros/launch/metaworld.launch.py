@@ -18,7 +18,8 @@ def generate_launch_description():
     namespace = LaunchConfiguration("namespace")
     args = [
         DeclareLaunchArgument("namespace", default_value="", description="namespace of every node and topic"),
-        DeclareLaunchArgument("policy", default_value="policies/vla_metaworld_mt6",
+        DeclareLaunchArgument("policy", default_value=PathJoinSubstitution(
+            [FindPackageShare("latentstack"), "policies", "vla_metaworld_mt6"]),
                               description="checkpoint directory, random:<dir>, or a registered policy name"),
         DeclareLaunchArgument("suite", default_value="metaworld_mt6", description="evaluation suite (sim/suites)"),
         DeclareLaunchArgument("episodes_per_task", default_value="1", description="episodes per task"),

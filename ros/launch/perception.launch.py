@@ -20,8 +20,10 @@ def generate_launch_description():
     config = PathJoinSubstitution([FindPackageShare("latentstack"), "config"])
     sensors = IfCondition(LaunchConfiguration("sensors"))
     args = [
-        DeclareLaunchArgument("lidar_model", default_value="policies/lion_tiny", description="LION checkpoint"),
-        DeclareLaunchArgument("stereo_model", default_value="policies/stereo_sa2_tiny",
+        DeclareLaunchArgument("lidar_model", default_value=PathJoinSubstitution(
+            [FindPackageShare("latentstack"), "policies", "lion_tiny"]), description="LION checkpoint"),
+        DeclareLaunchArgument("stereo_model", default_value=PathJoinSubstitution(
+            [FindPackageShare("latentstack"), "policies", "stereo_sa2_tiny"]),
                               description="stereo depth checkpoint"),
         DeclareLaunchArgument("device", default_value="cpu", description="cpu | cuda | cuda:N | mps"),
         DeclareLaunchArgument("sensors", default_value="true",

@@ -17,7 +17,8 @@ def generate_launch_description():
     config = PathJoinSubstitution([FindPackageShare("latentstack"), "config"])
     args = [
         DeclareLaunchArgument("namespace", default_value=""),
-        DeclareLaunchArgument("policy", default_value="policies/vla_metaworld_mt6"),
+        DeclareLaunchArgument("policy", default_value=PathJoinSubstitution(
+            [FindPackageShare("latentstack"), "policies", "vla_metaworld_mt6"])),
         DeclareLaunchArgument("control_rate_hz", default_value="20.0"),
         DeclareLaunchArgument("watchdog_timeout_s", default_value="0.25"),
     ]
