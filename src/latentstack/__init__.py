@@ -14,10 +14,19 @@ def _preload_triton() -> None:
     import importlib.util
     import os
 
-    if os.environ.get("LATENTSTACK_PRELOAD_TRITON", "1") == "0" or importlib.util.find_spec("triton") is None:
+    if os.environ.get("LATENTSTACK_PRELOAD_TRITON", "1") == "0":
         return
     try:
-        import triton._C.libtriton  # noqa: F401 - the shared library only; does not import torch
+        spec = importlib.util.find_spec("triton")
+        if spec is None or not spec.submodule_search_locations:
+            return
+        import ctypes
+
+        # the shared library only, not the triton package: importing triton here would fix its mode before a
+        # test or user sets TRITON_INTERPRET (its language library is decorated at import)
+        lib = os.path.join(next(iter(spec.submodule_search_locations)), "_C", "libtriton.so")
+        if os.path.isfile(lib):
+            ctypes.CDLL(lib)
     except Exception as exc:  # noqa: BLE001 - a broken triton install must not break latentstack
         import logging
 
