@@ -59,3 +59,33 @@ def node_spin(t, node):
     from latentstack.nodes import Executor
 
     Executor([node]).spin_once(0.02)
+
+
+def test_inspector_over_zenoh(capsys):
+    from latentstack.transport.zenoh import free_loopback_endpoint, zenoh_available
+
+    if not zenoh_available():
+        pytest.skip("eclipse-zenoh / xxhash not installed")
+    ep = free_loopback_endpoint()
+    t = make_transport("zenoh", domain_id=7, config="loopback", listen=[ep])
+    node = PolicyNodeCore(t, PolicyNodeParams(watchdog_timeout_s=0.1), policy=_Still())
+    stop = threading.Event()
+    spinner = threading.Thread(target=lambda: [node_spin(t, node) for _ in iter(stop.is_set, True)])
+    spinner.start()
+    z = ["--transport", "zenoh", "--zenoh-config", "loopback", "--zenoh-connect", ep, "--domain-id", "7"]
+    try:
+        assert main(["ros", "topic", "list", "--hashes", "--wait", "1.5", *z]) == 0
+        out = capsys.readouterr().out.splitlines()
+        action = msgs.rihs01("latentstack_msgs/msg/ActionCommand", "jazzy")
+        assert f"/action [latentstack_msgs/msg/ActionCommand] {action}" in out
+        assert main(["ros", "node", "list", "--wait", "1.0", *z]) == 0
+        assert capsys.readouterr().out.split() == ["/policy_node"]
+        assert main(["ros", "topic", "echo", "/action", "--count", "1", "--wait", "1.0", *z]) == 0
+        assert "kind: 1" in capsys.readouterr().out
+        assert main(["ros", "param", "get", "/policy_node", "trigger", *z]) == 1  # DDS-only, said clearly
+        assert "DDS only" in capsys.readouterr().err
+    finally:
+        stop.set()
+        spinner.join()
+        node.close()
+        t.close()

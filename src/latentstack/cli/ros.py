@@ -7,8 +7,10 @@
     lstack ros param get /policy_node steering_beta
     lstack ros param set /policy_node steering_beta 0.5
 
-Built on the same discovery and codec as the DDS transport, so it is also a live check of what a ROS 2 graph
-sees of latentstack's nodes. Loopback only unless ``--dds-config default`` (or a Cyclone XML) is given.
+Built on the same discovery and codec as the transports, so it is also a live check of what a ROS 2 graph
+sees of latentstack's nodes. DDS: loopback only unless ``--dds-config default`` (or a Cyclone XML) is given.
+``--transport zenoh`` reads an rmw_zenoh graph (liveliness tokens) through the router at tcp/localhost:7447 or
+``--zenoh-connect``; topic list, node list and echo work there (the parameter services are DDS-only for now).
 """
 from __future__ import annotations
 
@@ -33,6 +35,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="loopback (127.0.0.1 only, the default) | default (Cyclone's settings) | <cyclonedds.xml>")
     common.add_argument("--distro", default=None, choices=["humble", "jazzy"], help="message definitions (default jazzy)")
     common.add_argument("--wait", type=float, default=2.0, help="seconds of discovery before answering")
+    common.add_argument("--transport", default="dds", choices=["dds", "zenoh"])
+    common.add_argument("--zenoh-config", default="router",
+                        help="router (client of tcp/localhost:7447, as rmw_zenoh) | loopback (peer) | <json5 file>")
+    common.add_argument("--zenoh-connect", default=None, help="zenoh endpoint to connect to, e.g. tcp/127.0.0.1:7447")
     sub = p.add_subparsers(dest="what", required=True)
     topic = sub.add_parser("topic", help="topics").add_subparsers(dest="verb", required=True)
     tl = topic.add_parser("list", parents=[common], help="list topics")
@@ -62,11 +68,32 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def _transport(args: argparse.Namespace) -> Any:
     from latentstack.transport import make_transport
 
+    if args.transport == "zenoh":
+        config = None if args.zenoh_config == "router" else args.zenoh_config
+        connect = [args.zenoh_connect] if args.zenoh_connect else None
+        return make_transport("zenoh", domain_id=args.domain_id, config=config, distro=args.distro,
+                              connect=connect)  # tracks the graph; announces nothing (no node here)
     config = None if args.dds_config == "default" else args.dds_config
     return make_transport("dds", domain_id=args.domain_id, config=config, distro=args.distro, discovery_info=False)
 
 
+def _zenoh_graph(args: argparse.Namespace) -> list[Any]:
+    t = _transport(args)
+    try:
+        end = time.monotonic() + args.wait
+        while time.monotonic() < end:
+            t.spin_once(0.05)
+        return t.graph()
+    finally:
+        t.close()
+
+
 def _endpoints(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every writer/reader as ``{topic: DDS name, type: DDS type, user_data}`` (zenoh tokens mapped the same way)."""
+    if args.transport == "zenoh":
+        return [{"topic": "rt" + e.topic, "type": e.dds_type, "kind": "writer" if e.kind == "MP" else "reader",
+                 "user_data": f"typehash={e.type_hash};".encode() if e.type_hash else b""}
+                for e in _zenoh_graph(args) if e.kind in ("MP", "MS") and e.topic]
     from latentstack.transport.dds import discover_endpoints
 
     config = None if args.dds_config == "default" else args.dds_config
@@ -147,6 +174,11 @@ def cmd_topic_echo(args: argparse.Namespace) -> int:
 
 
 def cmd_node_list(args: argparse.Namespace) -> int:
+    if args.transport == "zenoh":
+        names = {e.node.namespace.rstrip("/") + "/" + e.node.name for e in _zenoh_graph(args) if e.kind == "NN"}
+        for n in sorted(names):
+            print(n)
+        return 0
     t = _transport(args)
     try:
         end = time.monotonic() + args.wait
@@ -161,6 +193,8 @@ def cmd_node_list(args: argparse.Namespace) -> int:
 
 
 def _call(args: argparse.Namespace, service: str, request: Any) -> Any:
+    if args.transport != "dds":
+        raise TimeoutError("parameter services run over DDS only (services over zenoh are not implemented)")
     t = _transport(args)
     try:
         client = t.create_client(args.node.rstrip("/") + "/" + service, "rcl_interfaces/srv/" +
