@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 WRAPPERS = {"policy_node": "policy", "sim_bridge_node": "sim_bridge", "recorder_node": "recorder",
             "lidar_detection_node": "lidar_detection", "stereo_depth_node": "stereo_depth",
             "lidar_scene_node": "lidar_scene", "stereo_scene_node": "stereo_scene",
-            "detection_markers_node": "detection_markers"}
+            "detection_markers_node": "detection_markers", "lifecycle_policy_node": "policy"}
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "ros" / "launch").glob("*.launch.py")), ids=lambda p: p.name)
