@@ -88,3 +88,35 @@ def test_sim_bridge_publishes_the_camera_on_tf_static():
     assert np.allclose(R[:, 2], -xmat[:, 2], atol=1e-9)  # optical z = the direction MuJoCo's camera looks (-z)
     assert np.allclose(R[:, 1], -xmat[:, 1], atol=1e-9)  # optical y points down
     sim.close()
+
+
+def test_sensors_publish_clock_and_their_frames():
+    from latentstack.nodes.lidar_sensor import LidarSceneCore, LidarSceneParams
+    from latentstack.nodes.stereo_sensor import StereoSceneCore, StereoSceneParams
+
+    t = InProcTransport()
+    got: dict[str, list] = {"/clock": [], "/tf_static": [], "/tf": [], "info": []}
+    t.create_subscription("/clock", "rosgraph_msgs/msg/Clock", got["/clock"].append, "sensor_data")  # depth 5
+    from latentstack.transport.qos import TRANSIENT_LOCAL
+
+    # a tf listener keeps many latched samples (one per static broadcaster)
+    t.create_subscription("/tf_static", "tf2_msgs/msg/TFMessage", got["/tf_static"].append,
+                          TRANSIENT_LOCAL.with_depth(100))
+    t.create_subscription("/tf", "tf2_msgs/msg/TFMessage", got["/tf"].append, "default")
+    lidar = LidarSceneCore(t, LidarSceneParams(frames=1))
+    stereo = StereoSceneCore(t, StereoSceneParams(frames=1, height=32, width=64))
+    t.create_subscription(stereo.params.right_info_topic, "sensor_msgs/msg/CameraInfo", got["info"].append,
+                          "sensor_data")
+    lidar.start()
+    stereo.start()
+    for _ in range(3):
+        t.spin_once()
+    assert [msgs.time_to_ns(c.clock) for c in got["/clock"]] == [0, 0]  # frame 0 of each sensor, before the frame
+    mounts = {(tf.header.frame_id, tf.child_frame_id) for m in got["/tf_static"] for tf in m.transforms}
+    assert mounts == {("base_link", "lidar"), ("base_link", "stereo_left")}
+    (rig,) = got["/tf"][0].transforms
+    info = got["info"][0]
+    assert (rig.header.frame_id, rig.child_frame_id) == ("stereo_left", "stereo_right")
+    assert rig.transform.translation.x == pytest.approx(-info.p[3] / info.p[0])  # baseline = -P[3] / f
+    lidar.close()
+    stereo.close()

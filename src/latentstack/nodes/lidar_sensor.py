@@ -52,6 +52,7 @@ class LidarSceneParams(NodeParams):
     ground_truth_topic: str = "ground_truth"
     answer_topic: str = "detections"  # lockstep: the detector's output
     frame_id: str = "lidar"
+    base_frame: str = "base_link"  # /tf_static: base_frame -> frame_id (the sensor at the ego origin)
 
     def __post_init__(self) -> None:
         check_stream_params(self)
@@ -92,6 +93,7 @@ class LidarSceneCore(SensorStreamCore):
         self.points_pub = self.create_publisher(p.points_topic, POINTCLOUD_TYPE, "sensor_data")
         self.gt_pub = self.create_publisher(p.ground_truth_topic, DETECTIONS_TYPE, "default")
         self.setup_stream()
+        self.publish_static_frames([(p.base_frame, p.frame_id, (0.0, 0.0, 0.0))])
 
     def scan(self, k: int) -> Any:
         """Frame ``k``'s :class:`~latentstack.sim.lidar_scenes.LidarScan`."""

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 from latentstack import msgs
 
 from .base import CLOCK_QOS, CLOCK_TOPIC, CLOCK_TYPE, NodeCore, check, check_finite
+from .tf import TF_QOS, TF_STATIC_QOS, TF_TYPE, tf_message, transform_stamped
 
 __all__ = ["SensorStreamCore", "check_stream_params"]
 
@@ -51,6 +52,20 @@ class SensorStreamCore(NodeCore):
         self._started = False
         self.clock_pub = (self.create_publisher(CLOCK_TOPIC, CLOCK_TYPE, CLOCK_QOS)
                           if getattr(self.params, "publish_clock", False) else None)
+        self.tf_static_pub = self.create_publisher("/tf_static", TF_TYPE, TF_STATIC_QOS)
+        self._tf_pub: Any = None
+
+    def publish_static_frames(self, frames: list[tuple[str, str, tuple[float, float, float]]]) -> None:
+        """``(parent, child, xyz)`` mounts (no rotation) on /tf_static, once."""
+        d = self.transport.distro
+        self.tf_static_pub.publish(tf_message([transform_stamped(a, b, 0, xyz, distro=d) for a, b, xyz in frames], d))
+
+    def publish_frame_tf(self, parent: str, child: str, stamp_ns: int, xyz: tuple[float, float, float]) -> None:
+        """A transform that changes with the frame (on /tf, stamped with the frame)."""
+        if self._tf_pub is None:
+            self._tf_pub = self.create_publisher("/tf", TF_TYPE, TF_QOS)
+        d = self.transport.distro
+        self._tf_pub.publish(tf_message([transform_stamped(parent, child, stamp_ns, xyz, distro=d)], d))
 
     def setup_stream(self) -> None:
         """Answer subscription and timer (after the subclass created its publishers)."""

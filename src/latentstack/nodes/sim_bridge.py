@@ -63,6 +63,7 @@ from .interfaces import (
     episode_event_msg,
     is_valid_seed,
 )
+from .tf import TF_STATIC_QOS, TF_TYPE, tf_message, transform_stamped
 
 __all__ = ["Episode", "SimBridgeCore", "SimBridgeParams", "plan_episodes"]
 
@@ -197,7 +198,7 @@ class SimBridgeCore(NodeCore):
         self.instruction_pub = self.create_publisher(p.instruction_topic, INSTRUCTION_TYPE, INSTRUCTION_QOS)
         self.episode_pub = self.create_publisher(p.episode_topic, EPISODE_TYPE, EPISODE_QOS)
         self.clock_pub = self.create_publisher(CLOCK_TOPIC, CLOCK_TYPE, CLOCK_QOS) if p.publish_clock else None
-        self.tf_static_pub = self.create_publisher("/tf_static", "tf2_msgs/msg/TFMessage", "transient_local")
+        self.tf_static_pub = self.create_publisher("/tf_static", TF_TYPE, TF_STATIC_QOS)
         self._tf_sent: tuple[int, str] | None = None  # (env, camera) whose camera pose went out on /tf_static
         self.create_subscription(p.action_topic, ACTION_TYPE, self._on_action, "default",
                                  allowed_publishers=p.action_publishers)
@@ -329,16 +330,10 @@ class SimBridgeCore(NodeCore):
         if cam < 0:
             return
         rot = np.asarray(data.cam_xmat[cam], np.float64).reshape(3, 3) @ np.diag([1.0, -1.0, -1.0])
-        qx, qy, qz, qw = Rotation.from_matrix(rot).as_quat()
-        x, y, z = (float(v) for v in data.cam_xpos[cam])
+        quat = Rotation.from_matrix(rot).as_quat()  # x, y, z, w
         d, p = self.transport.distro, self.params
-        tf = msgs.new("geometry_msgs/msg/TransformStamped", d, header=msgs.header(stamp, p.world_frame, d),
-                      child_frame_id=p.frame_id, transform=msgs.new(
-                          "geometry_msgs/msg/Transform", d,
-                          translation=msgs.new("geometry_msgs/msg/Vector3", d, x=x, y=y, z=z),
-                          rotation=msgs.new("geometry_msgs/msg/Quaternion", d, x=float(qx), y=float(qy),
-                                            z=float(qz), w=float(qw))))
-        self.tf_static_pub.publish(msgs.new("tf2_msgs/msg/TFMessage", d, transforms=[tf]))
+        tf = transform_stamped(p.world_frame, p.frame_id, stamp, data.cam_xpos[cam], quat, d)
+        self.tf_static_pub.publish(tf_message([tf], d))
         self._tf_sent = key
 
     def _publish_observation(self) -> None:

@@ -62,6 +62,7 @@ class StereoSceneParams(NodeParams):
     answer_topic: str = "disparity"  # lockstep: the depth node's DisparityImage
     left_frame_id: str = "stereo_left"
     right_frame_id: str = "stereo_right"
+    base_frame: str = "base_link"  # /tf_static: base_frame -> left; /tf per frame: left -> right (the baseline)
 
     def __post_init__(self) -> None:
         check_stream_params(self)
@@ -111,6 +112,7 @@ class StereoSceneCore(SensorStreamCore):
         self.right_pub = self.create_publisher(p.right_topic, IMAGE_TYPE, "sensor_data")
         self.gt_pub = self.create_publisher(p.ground_truth_topic, DISPARITY_TYPE, "default")
         self.setup_stream()
+        self.publish_static_frames([(p.base_frame, p.left_frame_id, (0.0, 0.0, 0.0))])
 
     def frame(self, k: int) -> StereoFrame:
         """Frame ``k``: scene seed ``seed + k`` rendered, quantised like a split, made underwater."""
@@ -143,6 +145,8 @@ class StereoSceneCore(SensorStreamCore):
         right_info.p[3] = -fr.focal * fr.baseline  # exact in float64: both factors are float32 values
         self.left_info_pub.publish(left_info)
         self.right_info_pub.publish(right_info)
+        # optical frames: the right camera sits baseline metres along the left one's x axis (this scene's rig)
+        self.publish_frame_tf(p.left_frame_id, p.right_frame_id, stamp_ns, (float(fr.baseline), 0.0, 0.0))
         self.left_pub.publish(msgs.image_to_msg(fr.left, "rgb8", stamp_ns, p.left_frame_id, d))
         self.right_pub.publish(msgs.image_to_msg(fr.right, "rgb8", stamp_ns, p.right_frame_id, d))
         roi = msgs.new("sensor_msgs/msg/RegionOfInterest", d, x_offset=0, y_offset=0, height=h, width=w,
