@@ -7,7 +7,7 @@ and keep running instead of crashing on a bad peer.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,6 +19,7 @@ __all__ = [
     "IMAGE_ENCODINGS",
     "camera_info",
     "camera_info_from_fovy",
+    "compressed_image_to_numpy",
     "detection3d_array",
     "detection3d_array_to_numpy",
     "float32_array",
@@ -31,6 +32,7 @@ __all__ = [
     "ns_to_time",
     "pointcloud2_from_numpy",
     "pointcloud2_to_numpy",
+    "rectification_maps",
     "stamp_ns",
     "string_msg",
     "time_to_ns",
@@ -115,7 +117,9 @@ def image_to_msg(
 def msg_to_image(msg: Any, *, want: str | None = None, copy: bool = True) -> np.ndarray:
     """(H, W, C) array (``(H, W)`` for one channel) from a sensor_msgs/Image, honouring ``step`` padding.
 
-    ``want="rgb8"`` converts bgr8/bgra8/rgba8 to RGB. Raises MessageValueError on inconsistent fields.
+    ``want="rgb8"`` converts bgr8/bgra8/rgba8 to RGB and grey (mono8/8UC1, mono16/16UC1) to three equal
+    channels; 16-bit grey is scaled by 255/65535 and rounded (cv_bridge's mono16 -> 8-bit scaling), so a camera
+    that uses the full 16-bit range keeps its contrast. Raises MessageValueError on inconsistent fields.
     """
     enc = str(msg.encoding)
     if enc not in IMAGE_ENCODINGS:
@@ -134,12 +138,71 @@ def msg_to_image(msg: Any, *, want: str | None = None, copy: bool = True) -> np.
     if dt.byteorder == ">":
         img = img.astype(dt.newbyteorder("<"))
     if want is not None and want != enc:
-        if want != "rgb8" or enc not in ("bgr8", "bgra8", "rgba8", "8UC3"):
+        if want != "rgb8" or enc not in ("bgr8", "bgra8", "rgba8", "8UC3", *_GREY):
             raise MessageValueError(f"cannot convert image encoding {enc} to {want}")
-        img = img[..., [2, 1, 0]] if enc.startswith("bgr") else img[..., :3]
+        if enc in _GREY:
+            img = _grey_to_rgb8(img[..., 0])
+        else:
+            img = img[..., [2, 1, 0]] if enc.startswith("bgr") else img[..., :3]
     if copy or not img.flags.writeable:
         img = np.array(img, copy=True)
-    return img[..., 0] if c == 1 else img
+    return img[..., 0] if img.shape[-1] == 1 else img  # grey converted to rgb8 has three channels
+
+
+_GREY = ("mono8", "8UC1", "mono16", "16UC1")
+
+
+def _grey_to_rgb8(grey: np.ndarray) -> np.ndarray:
+    """(H, W) uint8/uint16 -> (H, W, 3) uint8 with equal channels (uint16 scaled by 255/65535, rounded)."""
+    if grey.dtype == np.uint16:
+        grey = np.rint(grey.astype(np.float32) * np.float32(255.0 / 65535.0)).astype(np.uint8)
+    return np.repeat(grey.astype(np.uint8, copy=False)[..., None], 3, axis=2)
+
+
+def compressed_image_to_numpy(msg: Any, *, check_size: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB from a sensor_msgs/CompressedImage (JPEG or PNG, as image_transport publishes).
+
+    ``format`` may be the bare ``jpeg``/``png`` or image_transport's ``"<encoding>; jpeg compressed <enc>"``;
+    the codec is taken from the data's signature (a mislabelled message still decodes; anything but JPEG/PNG is
+    refused), ``compressedDepth`` is refused. Grey and 16-bit PNGs become three equal channels (16-bit scaled
+    as in :func:`msg_to_image`). ``check_size(width, height)`` runs on the image header before the pixels are
+    decoded, so a node's size caps also stop a decompression bomb. Raises MessageValueError.
+    """
+    fmt = str(msg.format)
+    if "compresseddepth" in fmt.lower():
+        raise MessageValueError(f"CompressedImage format {fmt!r} (compressedDepth) is not a colour image")
+    data = np.asarray(msg.data, dtype=np.uint8).reshape(-1).tobytes()
+    if data[:3] == b"\xff\xd8\xff":
+        codec = "JPEG"
+    elif data[:8] == b"\x89PNG\r\n\x1a\n":
+        codec = "PNG"
+    else:
+        raise MessageValueError(f"CompressedImage (format {fmt[:64]!r}, {len(data)} bytes) is neither JPEG nor PNG")
+    import io
+    import warnings
+
+    from PIL import Image
+
+    # what PIL raises for bad data (UnidentifiedImageError/truncation are OSErrors; bombs their own classes)
+    pil_errors = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError,
+                  Image.DecompressionBombWarning)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # a bomb is a bad message, not a warning
+            im = Image.open(io.BytesIO(data), formats=[codec])
+        w, h = im.size
+    except pil_errors as exc:
+        raise MessageValueError(f"CompressedImage header is not decodable as {codec}: {exc}") from None
+    if check_size is not None:
+        check_size(w, h)  # before the pixels are decoded
+    try:
+        im.load()
+        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+            arr = np.asarray(im, dtype=np.uint32 if im.mode == "I" else None)
+            return _grey_to_rgb8(np.clip(arr, 0, 65535).astype(np.uint16))
+        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    except pil_errors as exc:
+        raise MessageValueError(f"CompressedImage data is not decodable as {codec}: {exc}") from None
 
 
 def camera_info(
@@ -162,6 +225,53 @@ def camera_info_from_fovy(
     """CameraInfo of a MuJoCo camera: vertical field of view, square pixels, centred principal point."""
     fy = 0.5 * height / math.tan(math.radians(fovy_deg) / 2)
     return camera_info(width, height, fy, fy, (width - 1) / 2, (height - 1) / 2, stamp, frame_id, distro)
+
+
+# distortion_model -> accepted D lengths (sensor_msgs/distortion_models.hpp; image_geometry's models)
+RECTIFY_MODELS: dict[str, tuple[int, ...]] = {"plumb_bob": (4, 5, 8), "rational_polynomial": (8, 12, 14),
+                                              "equidistant": (4,)}
+
+
+def rectification_maps(msg: Any) -> tuple[np.ndarray, np.ndarray]:
+    """OpenCV remap tables (map_x, map_y: (height, width) float32) that undistort and rectify a raw image.
+
+    As image_geometry's PinholeCameraModel: ``cv2.initUndistortRectifyMap(K, D, R, P[:3, :3])`` for plumb_bob and
+    rational_polynomial, ``cv2.fisheye.initUndistortRectifyMap`` for equidistant; the rectified image then has the
+    intrinsics of ``P``. Binning and a region of interest are refused (not needed by the nodes), as is any other
+    distortion model: a MessageValueError naming the supported ones, never a silently distorted depth.
+    """
+    model = str(msg.distortion_model)
+    d = np.asarray(msg.d, dtype=np.float64).reshape(-1)
+    k = np.asarray(msg.k, dtype=np.float64).reshape(-1)
+    r = np.asarray(msg.r, dtype=np.float64).reshape(-1)
+    p = np.asarray(msg.p, dtype=np.float64).reshape(-1)
+    w, h = int(msg.width), int(msg.height)
+    if model not in RECTIFY_MODELS:
+        raise MessageValueError(f"CameraInfo distortion_model {model[:64]!r} cannot be rectified; "
+                                f"supported: {sorted(RECTIFY_MODELS)}")
+    if d.size not in RECTIFY_MODELS[model]:
+        raise MessageValueError(f"CameraInfo {model} needs {RECTIFY_MODELS[model]} distortion coefficients, "
+                                f"got {d.size}")
+    if k.size != 9 or r.size != 9 or p.size != 12:
+        raise MessageValueError(f"CameraInfo K/R/P have {k.size}/{r.size}/{p.size} values, need 9/9/12")
+    if not (np.isfinite(d).all() and np.isfinite(k).all() and np.isfinite(r).all() and np.isfinite(p).all()):
+        raise MessageValueError("CameraInfo has non-finite calibration values")
+    if k[0] <= 0 or k[4] <= 0 or p[0] <= 0 or p[5] <= 0:
+        raise MessageValueError(f"CameraInfo focal lengths must be positive (K {k[0]}, {k[4]}; P {p[0]}, {p[5]})")
+    if not (1 <= w <= 16384 and 1 <= h <= 16384):
+        raise MessageValueError(f"CameraInfo size {w}x{h} outside 1..16384")
+    roi = msg.roi
+    if int(msg.binning_x) > 1 or int(msg.binning_y) > 1 or (
+            int(roi.width) not in (0, w) or int(roi.height) not in (0, h) or int(roi.x_offset) or int(roi.y_offset)):
+        raise MessageValueError("CameraInfo with binning or a region of interest is not supported for rectification")
+    import cv2
+
+    kk, rr, pp = k.reshape(3, 3), r.reshape(3, 3), p.reshape(3, 4)[:, :3]
+    if model == "equidistant":
+        mx, my = cv2.fisheye.initUndistortRectifyMap(kk, d, rr, pp, (w, h), cv2.CV_32FC1)
+    else:
+        mx, my = cv2.initUndistortRectifyMap(kk, d, rr, pp, (w, h), cv2.CV_32FC1)
+    return mx, my
 
 
 # ----------------------------------------------------------------------------- joint state / arrays

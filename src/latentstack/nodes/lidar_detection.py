@@ -8,6 +8,14 @@ input's stamp and frame id, boxes ``(x, y, z, l, w, h, yaw)`` with class names a
 Malformed clouds (missing fields, non-finite values) are logged, counted and dropped; the node
 keeps running.
 
+Real driver layouts are accepted unchanged: any extra fields (ring, time/t, reflectivity, ambient, range,
+tag/line/timestamp), padding and ``point_step`` (Ouster 48, Velodyne 22/32, Livox 26), big-endian data,
+FLOAT64 or integer coordinates, organised (height > 1) and unorganised clouds. An organised cloud with
+``is_dense: false`` marks missing returns with NaN (Velodyne, Hesai) or with x = y = z = 0 (Ouster): those
+points are removed before detection; a non-finite point in a cloud that claims ``is_dense: true`` is a
+malformed cloud. Intensity is passed as the driver scales it (0-255 for Velodyne/Livox, raw counts for
+Ouster): the detector sees what the sensor publishes.
+
 Input caps (parameters, checked on the message fields before the cloud is decoded): ``max_points``
 (height × width, default 300k — a 64-beam scan has ~130k), ``max_fields`` PointFields (default 32)
 and ``max_string_length`` (default 256) for the frame id and field names. A refused cloud is a counted
@@ -116,8 +124,13 @@ class LidarDetectionNodeCore(PerceptionNodeCore):
         cols.append(arr["intensity"].astype(np.float32).reshape(-1) if "intensity" in names
                     else np.zeros(arr.size, np.float32))
         pts = np.stack(cols, 1)
-        if not np.isfinite(pts).all():
-            raise msgs.MessageValueError("PointCloud2 contains non-finite coordinates")
+        finite = np.isfinite(pts).all(1)
+        if not bool(msg.is_dense):  # drivers mark missing returns with NaN, or (Ouster) with the origin
+            keep = finite & (pts[:, :3] != 0).any(1)
+            if not keep.all():
+                pts = pts[keep]
+        elif not finite.all():
+            raise msgs.MessageValueError("PointCloud2 with is_dense true contains non-finite points")
         return pts
 
     def _on_points(self, msg: Any) -> None:

@@ -14,6 +14,18 @@ runs; a refused image is a counted ``invalid_message``): ``min_width`` × ``min_
 × ``max_height`` (default 1024 × 1024: a 2048² pair takes ~68 s and 3.8 GB on a CPU and would block
 the executor), and ``max_string_length`` (default 256) for frame ids and encodings.
 
+Real camera drivers (issue 16): images may be ``rgb8``, ``bgr8``, ``rgba8``/``bgra8``, ``mono8`` or ``mono16``
+(grey becomes three equal channels, 16-bit scaled by 255/65535 as cv_bridge does), left and right in different
+encodings. ``compressed: true`` subscribes to image_transport's ``<left_topic>/compressed`` and
+``<right_topic>/compressed`` (sensor_msgs/CompressedImage, JPEG or PNG; the size caps are checked on the image
+header before the pixels are decoded) instead of the raw topics. The focal length is ``P[0]`` of the left
+camera_info (``K[0]`` when P is unset): for rectified images (``image_rect``, the default) the calibration's
+distortion ``D`` describes the raw camera and is not applied again, as in ROS's image_proc. ``rectify: true``
+takes raw images (point ``left_topic``/``right_topic`` at ``image_raw``) and rectifies them with OpenCV remap
+tables built from each camera_info's K, D, R, P (plumb_bob, rational_polynomial, equidistant; any other model,
+binning or a region of interest is refused with a MessageValueError, not run distorted); a pair waits for both
+camera_infos, and an image whose size differs from its camera_info is refused.
+
 Threading (``async_inference``, default true): the callbacks on the executor check the caps, decode the
 images and pair them; the model runs and depth/disparity are published on the node's worker thread
 (:class:`~latentstack.nodes.worker.LatestFrameWorker`), so a slow pair never blocks the other nodes of the
@@ -37,6 +49,7 @@ from .worker import PerceptionNodeCore
 __all__ = ["DISPARITY_TYPE", "StereoDepthNodeCore", "StereoDepthParams"]
 
 DISPARITY_TYPE = "stereo_msgs/msg/DisparityImage"
+COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
 MDE_INIT = ("mono", "zero")
 # Smallest inputs accepted: the width is padded to a multiple of 16 and the 1/16-scale correlation needs
 # >= 2 columns (width 16 raises "Output size is too small" in both shipped models, 17 runs). The shipped
@@ -69,6 +82,8 @@ class StereoDepthParams(NodeParams):
     max_height: int = 1024
     max_string_length: int = 256  # frame_id / encoding
     async_inference: bool = True  # run the model on the node's worker thread (false: in the callback)
+    compressed: bool = False  # subscribe to <left_topic>/compressed, <right_topic>/compressed (CompressedImage)
+    rectify: bool = False  # raw images: undistort + rectify with the camera_infos' K, D, R, P (OpenCV remap)
 
     def __post_init__(self) -> None:
         check(bool(self.model), "parameter 'model' must name a stereo checkpoint directory")
@@ -116,12 +131,17 @@ class StereoDepthNodeCore(PerceptionNodeCore):
         self._focal: float | None = None
         self._baseline: float | None = p.baseline_m or None
         self._done_stamp: int | None = None
+        self._maps: dict[str, tuple[tuple[int, int], np.ndarray, np.ndarray] | None] = {"left": None, "right": None}
         self.frames = 0  # pairs run and published (written by the worker thread only)
         self.start_worker(self._run_and_publish, threaded=p.async_inference)
         self.depth_pub = self.create_publisher(p.depth_topic, IMAGE_TYPE, "sensor_data")
         self.disp_pub = self.create_publisher(p.disparity_topic, DISPARITY_TYPE, "sensor_data")
-        self.create_subscription(p.left_topic, IMAGE_TYPE, self._on_left, "sensor_data")
-        self.create_subscription(p.right_topic, IMAGE_TYPE, self._on_right, "sensor_data")
+        if p.compressed:  # image_transport's naming: <base topic>/compressed
+            self.create_subscription(f"{p.left_topic}/compressed", COMPRESSED_TYPE, self._on_left, "sensor_data")
+            self.create_subscription(f"{p.right_topic}/compressed", COMPRESSED_TYPE, self._on_right, "sensor_data")
+        else:
+            self.create_subscription(p.left_topic, IMAGE_TYPE, self._on_left, "sensor_data")
+            self.create_subscription(p.right_topic, IMAGE_TYPE, self._on_right, "sensor_data")
         self.create_subscription(p.left_info_topic, CAMERA_INFO_TYPE, self._on_left_info, "sensor_data")
         self.create_subscription(p.right_info_topic, CAMERA_INFO_TYPE, self._on_right_info, "sensor_data")
 
@@ -135,12 +155,23 @@ class StereoDepthNodeCore(PerceptionNodeCore):
             raise msgs.MessageValueError(
                 f"image {w}×{h} outside the size caps {p.min_width}×{p.min_height} .. {p.max_width}×{p.max_height}")
 
+    def _check_size(self, w: int, h: int) -> None:
+        p: StereoDepthParams = self.params
+        if not (p.min_width <= w <= p.max_width and p.min_height <= h <= p.max_height):
+            raise msgs.MessageValueError(
+                f"image {w}×{h} outside the size caps {p.min_width}×{p.min_height} .. {p.max_width}×{p.max_height}")
+
     def _rgb(self, msg: Any) -> np.ndarray:
+        if self.params.compressed:
+            check_string_length("frame_id", msg.header.frame_id, self.params.max_string_length)
+            check_string_length("format", msg.format, self.params.max_string_length)
+            return msgs.compressed_image_to_numpy(msg, check_size=self._check_size)
         self._check_caps(msg)
         check_string_length("encoding", msg.encoding, self.params.max_string_length)
         img = msgs.msg_to_image(msg, want="rgb8")
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-            raise msgs.MessageValueError(f"stereo needs rgb8/bgr8 images, got {msg.encoding} {img.shape}")
+            raise msgs.MessageValueError(f"stereo needs colour or grey 8/16-bit images, got {msg.encoding} "
+                                         f"{img.shape}")
         return img
 
     def _on_left(self, msg: Any) -> None:
@@ -153,14 +184,22 @@ class StereoDepthNodeCore(PerceptionNodeCore):
 
     def _on_left_info(self, msg: Any) -> None:
         check_string_length("frame_id", msg.header.frame_id, self.params.max_string_length)
-        f = float(np.asarray(msg.k)[0])
+        self._update_maps("left", msg)
+        # rectified images have the intrinsics of P (equal to K for the simulated cameras); K when P is unset
+        p = np.asarray(msg.p, dtype=np.float64)
+        f = float(p[0]) if p.size == 12 and p[0] != 0 else float(np.asarray(msg.k)[0])
         if not np.isfinite(f) or f <= 0:
-            raise msgs.MessageValueError(f"left camera_info has a non-positive focal length K[0] = {f}")
+            raise msgs.MessageValueError(f"left camera_info has a non-positive focal length {f}")
         self._focal = f
         self._maybe_run()
 
     def _on_right_info(self, msg: Any) -> None:
+        if self.params.rectify:
+            check_string_length("frame_id", msg.header.frame_id, self.params.max_string_length)
+            self._update_maps("right", msg)
         if self.params.baseline_m > 0:
+            if self.params.rectify:
+                self._maybe_run()
             return
         check_string_length("frame_id", msg.header.frame_id, self.params.max_string_length)
         p = np.asarray(msg.p, dtype=np.float64)
@@ -172,9 +211,34 @@ class StereoDepthNodeCore(PerceptionNodeCore):
         self._baseline = float(b)
         self._maybe_run()
 
+    def _update_maps(self, side: str, msg: Any) -> None:
+        """rectify mode: remap tables from this camera_info (rebuilt only when the calibration changes)."""
+        if not self.params.rectify:
+            return
+        key = (int(msg.width), int(msg.height), str(msg.distortion_model), *np.asarray(msg.d).tolist(),
+               *np.asarray(msg.k).tolist(), *np.asarray(msg.r).tolist(), *np.asarray(msg.p).tolist())
+        cached = self._maps[side]
+        if cached is not None and cached[0] == key:
+            return
+        self._maps[side] = None  # a refused calibration must not leave the previous tables in use
+        self._check_size(int(msg.width), int(msg.height))
+        mx, my = msgs.rectification_maps(msg)
+        self._maps[side] = (key, mx, my)
+
+    def _rectified(self, side: str, img: np.ndarray) -> np.ndarray:
+        import cv2
+
+        _key, mx, my = self._maps[side]
+        if img.shape[:2] != mx.shape:
+            raise msgs.MessageValueError(f"{side} image {img.shape[1]}×{img.shape[0]} differs from its camera_info "
+                                         f"{mx.shape[1]}×{mx.shape[0]}")
+        return cv2.remap(img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+
     # -- inference
     def _maybe_run(self) -> None:
         if self._left is None or self._right is None or self._focal is None or self._baseline is None:
+            return
+        if self.params.rectify and (self._maps["left"] is None or self._maps["right"] is None):
             return
         (ts_l, left), (ts_r, right) = self._left, self._right
         if abs(ts_l - ts_r) > int(self.params.sync_tolerance_s * 1e9):
@@ -191,6 +255,8 @@ class StereoDepthNodeCore(PerceptionNodeCore):
         if not max(self._focal, self._baseline, fb / self.params.min_depth_m) <= FLOAT32_MAX:
             raise msgs.MessageValueError(f"focal length {self._focal} x baseline {self._baseline} m is outside "
                                          "the float32 range of a DisparityImage")
+        if self.params.rectify:
+            left, right = self._rectified("left", left), self._rectified("right", right)
         # the calibration goes with the pair: a camera_info arriving while the worker runs cannot mix in
         self.submit((ts_l, left, right, self._focal, self._baseline))
 
