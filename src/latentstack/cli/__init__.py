@@ -3,7 +3,7 @@ things (:mod:`latentstack.cli.common`).
 
 Building the parser imports no torch and no model stack (``lstack --help`` is instant); each command imports
 what it needs when it runs. Components: ``record``, ``train`` (dispatches on a config's ``type``), ``eval``,
-``demo``, ``launch``, ``steer``, ``quantize``, ``act``, ``lion``, ``stereo``, ``korr``.
+``demo``, ``launch``, ``steer``, ``quantize``, ``act``, ``lion``, ``stereo``, ``korr``, ``serve``.
 """
 from __future__ import annotations
 
@@ -44,6 +44,7 @@ COMPONENTS: dict[str, str] = {
     "korr": "latentstack.cli.korr",
     "stereo": "latentstack.cli.stereo",
     "ros": "latentstack.cli.ros",
+    "serve": "latentstack.cli.serve",
 }
 
 

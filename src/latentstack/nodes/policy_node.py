@@ -130,7 +130,9 @@ def register_policy_adapter(kind: str, adapter: PolicyAdapter, *, overwrite: boo
 class PolicyNodeParams(NodeParams):
     """Parameters of the policy node (ROS parameter names are the field names)."""
 
-    policy: str = "policies/vla_metaworld_mt6"  # checkpoint dir, "random:<dir>" or a registered name
+    # checkpoint dir, "random:<dir>", a registered name, or ws://host:port (a policy served by `lstack serve`: each
+    # chunk's first n_action_steps actions run open-loop, one request per chunk; reset(seed) reseeds its noise there)
+    policy: str = "policies/vla_metaworld_mt6"
     image_topic: str = "camera/image_raw"
     state_topic: str = "joint_states"
     instruction_topic: str = "instruction"
@@ -206,8 +208,15 @@ class PolicyNodeParams(NodeParams):
         return [k for k in ADAPTER_KINDS if on[k]]
 
 
+def is_remote_spec(spec: str) -> bool:
+    """``ws://host:port`` / ``wss://...``: a policy served by ``lstack serve`` (see :mod:`latentstack.serving`)."""
+    return spec.startswith(("ws://", "wss://"))
+
+
 def resolve_policy_path(spec: str) -> str:
     """Relative checkpoint paths: the cwd first, then the checkout / installed data (``random:`` kept)."""
+    if is_remote_spec(spec):
+        return spec
     if spec.startswith("random:"):
         return "random:" + resolve_policy_path(spec[len("random:"):])
     p = Path(spec)
@@ -237,6 +246,14 @@ def apply_policy_adapters(policy: Any, params: PolicyNodeParams) -> Any:
 
 
 def load_policy(params: PolicyNodeParams) -> Policy:
+    if is_remote_spec(params.policy):
+        # ws://host:port: the model runs in `lstack serve`; this side needs numpy/msgpack/websockets only (no torch)
+        from latentstack.serving.client import RemotePolicy
+
+        if params.enabled_adapters():
+            raise ParameterError(f"parameter 'policy' {params.policy!r} is a remote policy: quantization / steering / "
+                                 "residual run where the model is (serve such an artifact), not in this node")
+        return RemotePolicy(params.policy)
     import torch
 
     from latentstack.policies.factory import make_policy
