@@ -24,6 +24,8 @@ register_artifact_type("conceptor", "latentstack.steering.intervention:SteeringA
 # ----------------------------------------------------------------------------- perception, KORR, ACT adapter
 register_lazy_config("lion", "latentstack.perception.lion.configuration_lion:LionConfig")
 register_artifact_type("lion", "latentstack.perception.lion.modeling_lion:load_detector", kind="detector")
+register_lazy_config("unilion", "latentstack.perception.unilion.configuration_unilion:UniLIONConfig")
+register_artifact_type("unilion", "latentstack.perception.unilion.modeling_unilion:load_unilion", kind="detector")
 register_lazy_config("stereo", "latentstack.perception.stereo.configuration_stereo:StereoConfig")
 register_artifact_type("stereo", "latentstack.perception.stereo.model:load_stereo_model", kind="depth")
 # KORR: the chunked BC base is a policy; residual heads are derived from it (their source) and wrap a policy

@@ -1,6 +1,7 @@
 """UniLION MuJoCo sequences: camera geometry against MuJoCo's own segmentation, labels, ego poses, splits."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -91,6 +92,8 @@ def test_variants_and_disjoint_splits() -> None:
 def test_split_round_trip(tmp_path, seq: list[us.UniFrame]) -> None:
     cfg = us.UniSceneConfig()
     npz, js = us.save_split(tmp_path / "train", seq, cfg)
+    meta = json.loads(js.read_text())
+    assert meta["num_frames"] == len(seq) and meta["semantic_channels"] == list(us.SEMANTIC_CHANNELS)
     frames, cfg2 = us.load_split(tmp_path / "train")
     assert cfg2 == cfg and len(frames) == len(seq)
     for a, b in zip(seq, frames, strict=True):
