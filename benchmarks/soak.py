@@ -186,7 +186,7 @@ def _stereo_pair(rng: np.random.Generator, h: int, w: int, disp: int) -> tuple[n
 
 
 def run_perception(seconds: float, sample_s: float, progress: bool, lidar_hz: float, stereo_hz: float,
-                   stereo_size: tuple[int, int]) -> dict[str, Any]:
+                   stereo_size: tuple[int, int], async_inference: bool = False) -> dict[str, Any]:
     """lidar_detection (lion_tiny) + stereo_depth (stereo_sa2_tiny) on one in-process bus, fed at fixed rates."""
     import torch
 
@@ -204,10 +204,12 @@ def run_perception(seconds: float, sample_s: float, progress: bool, lidar_hz: fl
 
     torch.set_num_threads(1)
     tr = InProcTransport()
-    # inference in the callbacks (async_inference=False), as when reports/soak was measured: the loop below
-    # counts frames and warms up by spinning; the nodes' default runs the models on worker threads
-    lidar = LidarDetectionNodeCore(tr, LidarDetectionParams(model="policies/lion_tiny", async_inference=False))
-    stereo = StereoDepthNodeCore(tr, StereoDepthParams(model="policies/stereo_sa2_tiny", async_inference=False))
+    # async_inference=False: inference in the callbacks (as reports/soak/perception.json was measured);
+    # True (--async-inference): the nodes' default, the models on their worker threads (reports/soak/async/)
+    lidar = LidarDetectionNodeCore(tr, LidarDetectionParams(model="policies/lion_tiny",
+                                                            async_inference=async_inference))
+    stereo = StereoDepthNodeCore(tr, StereoDepthParams(model="policies/stereo_sa2_tiny",
+                                                       async_inference=async_inference))
     ex = Executor([lidar, stereo])
     pc_pub = tr.create_publisher("/points", POINTCLOUD_TYPE, SENSOR_DATA)
     l_pub = tr.create_publisher("/left/image_rect", "sensor_msgs/msg/Image", SENSOR_DATA)
@@ -262,6 +264,11 @@ def run_perception(seconds: float, sample_s: float, progress: bool, lidar_hz: fl
     send_pair(tr.now_ns())
     while ex.spin_once(0.0):
         pass
+    if async_inference:  # the first inferences run on the workers: wait for them, then deliver their outputs
+        for nd in (lidar, stereo):
+            nd.wait_idle(600.0)
+        while ex.spin_once(0.0):
+            pass
     warmup_s = time.monotonic() - tw
     schedule = [(1.0 / lidar_hz, send_cloud), (1.0 / stereo_hz, send_pair)]
     t0 = time.monotonic()
@@ -288,7 +295,7 @@ def run_perception(seconds: float, sample_s: float, progress: bool, lidar_hz: fl
     counters = {name: {"counters": st["counters"], "log_suppressed": st["log_suppressed"]} for name, st in stats.items()}
     return summarize("perception", sampler.samples, {
         "lidar_model": "policies/lion_tiny", "stereo_model": "policies/stereo_sa2_tiny", "transport": "inproc",
-        "lidar_rate_hz": lidar_hz, "stereo_rate_hz": stereo_hz, "stereo_size_hw": [h, w],
+        "async_inference": async_inference, "lidar_rate_hz": lidar_hz, "stereo_rate_hz": stereo_hz, "stereo_size_hw": [h, w],
         "lidar_points_per_cloud": [len(s) for s in scans], "outputs_received": dict(got),
         "warmup_s": round(warmup_s, 2),
         "node_counters": counters})
@@ -344,7 +351,7 @@ def run_one(args: argparse.Namespace, scenario: str) -> dict[str, Any]:
         res = run_metaworld(seconds, args.sample_s, progress, args.policy)
     else:
         res = run_perception(seconds, args.sample_s, progress, args.lidar_hz, args.stereo_hz,
-                             (args.stereo_height, args.stereo_width))
+                             (args.stereo_height, args.stereo_width), async_inference=args.async_inference)
     res["machine"] = machine()
     res["requested_s"] = seconds
     return res
@@ -363,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stereo-hz", type=float, default=1.0)
     ap.add_argument("--stereo-height", type=int, default=128)
     ap.add_argument("--stereo-width", type=int, default=256)
+    ap.add_argument("--async-inference", action="store_true",
+                    help="perception: run the models on the nodes' worker threads (their default) instead of in the "
+                         "callbacks")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     out = Path(args.out).resolve()  # before the chdir: --out is relative to the caller's directory
