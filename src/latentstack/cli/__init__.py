@@ -3,7 +3,7 @@ things (:mod:`latentstack.cli.common`).
 
 Building the parser imports no torch and no model stack (``lstack --help`` is instant); each command imports
 what it needs when it runs. Components: ``record``, ``train`` (dispatches on a config's ``type``), ``eval``,
-``demo``, ``launch``, ``steer``, ``quantize``, ``act``, ``lion``, ``stereo``, ``korr``, ``serve``.
+``demo``, ``launch``, ``steer``, ``quantize``, ``act``, ``lion``, ``stereo``, ``korr``, ``serve``, ``export``.
 """
 from __future__ import annotations
 
@@ -45,6 +45,7 @@ COMPONENTS: dict[str, str] = {
     "stereo": "latentstack.cli.stereo",
     "ros": "latentstack.cli.ros",
     "serve": "latentstack.cli.serve",
+    "export": "latentstack.cli.export",
 }
 
 
