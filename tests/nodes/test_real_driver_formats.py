@@ -121,6 +121,17 @@ def test_organised_clouds_drop_no_return_points_when_not_dense():
     assert len(out) == 2 and node.counters["invalid_message"] == 1
 
 
+def test_float64_coordinates_beyond_float32_are_non_finite_points():
+    node, det, send, out = _lidar_rig()
+    pts = _points(16, seed=2).astype(np.float64)
+    pts[5, 0] = 1e300  # a FLOAT64 x the float32 detector input cannot hold
+    with np.errstate(over="raise"):  # the node does not warn either: the overflow is handled
+        send(driver_cloud("float64_xyz", pts, height=1, is_dense=False))
+        send(driver_cloud("float64_xyz", pts, height=1, is_dense=True))
+    assert len(out) == 1 and node.counters["invalid_message"] == 1
+    np.testing.assert_array_equal(det.clouds[0], np.delete(pts, 5, 0).astype(np.float32))
+
+
 def test_malformed_and_oversized_driver_clouds_are_logged_and_the_node_keeps_running(caplog):
     node, det, send, out = _lidar_rig(max_points=4096)
     good = driver_cloud("ouster", _points(64), height=8)

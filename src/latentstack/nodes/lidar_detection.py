@@ -120,9 +120,10 @@ class LidarDetectionNodeCore(PerceptionNodeCore):
         vector = [f for f in ("x", "y", "z", "intensity") if f in names and arr.dtype[f].shape != ()]
         if vector:  # e.g. count = 3: one value per point is required (np.stack would raise a bare ValueError)
             raise msgs.MessageValueError(f"PointCloud2 field(s) {vector} must have count 1")
-        cols = [arr[f].astype(np.float32).reshape(-1) for f in ("x", "y", "z")]
-        cols.append(arr["intensity"].astype(np.float32).reshape(-1) if "intensity" in names
-                    else np.zeros(arr.size, np.float32))
+        with np.errstate(over="ignore"):  # FLOAT64 beyond float32 becomes inf: handled as non-finite below
+            cols = [arr[f].astype(np.float32).reshape(-1) for f in ("x", "y", "z")]
+            cols.append(arr["intensity"].astype(np.float32).reshape(-1) if "intensity" in names
+                        else np.zeros(arr.size, np.float32))
         pts = np.stack(cols, 1)
         finite = np.isfinite(pts).all(1)
         if not bool(msg.is_dense):  # drivers mark missing returns with NaN, or (Ouster) with the origin
