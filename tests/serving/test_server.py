@@ -174,3 +174,40 @@ def test_client_module_does_not_import_torch(serve):
     )
     r = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def test_padded_batches_give_the_same_rows(vla):
+    """CUDA-graph padding (to a power of two) adds filler rows only: real rows as without padding, no client
+    generator consumed by the fillers."""
+    from latentstack.serving.server import ChunkBackend, Request, Session
+
+    seen = []
+    orig = vla.predict_action_chunk
+
+    def spy(batch, **kw):
+        seen.append(len(batch["instruction"]))
+        return orig(batch, **kw)
+
+    def requests(backend):
+        out = []
+        for i in range(3):
+            o = obs_for(i)
+            out.append(Request(o["image"], o["state"], o["instruction"], None, Session(backend.new_generator(40 + i))))
+        return out
+
+    plain, padded = ChunkBackend(vla, pad_batches=False), ChunkBackend(vla, pad_batches=True)
+    vla.predict_action_chunk = spy
+    try:
+        a = plain.infer(requests(plain))
+        reqs = requests(padded)
+        b = padded.infer(reqs)
+    finally:
+        del vla.predict_action_chunk
+    assert seen == [3, 4] and len(b) == 3
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x, y, rtol=0, atol=1e-5)
+    # each generator advanced by exactly one draw
+    fresh = ChunkBackend(vla).new_generator(40)
+    torch = pytest.importorskip("torch")
+    torch.randn(1, padded.horizon, padded.action_dim, generator=fresh)
+    assert torch.equal(torch.randn(3, generator=fresh), torch.randn(3, generator=reqs[0].session.generator))

@@ -19,7 +19,8 @@ noise is drawn from its own connection's generator (one ``(1, horizon, action_di
 local policy makes per chunk) or taken from the request, and the drawn rows are stacked; so a client's noise
 does not depend on who it was batched with, and batching changes actions only by the float rounding of a
 larger matrix product (the tests bound it). If a batched call fails, its requests are retried one by one, so
-one bad request fails only its own connection.
+one bad request fails only its own connection. On CUDA (captured chunk graphs, one per input shape) batches are
+padded to the next power of two with filler rows of zero noise that consume no client's generator.
 """
 from __future__ import annotations
 
@@ -55,11 +56,15 @@ class ChunkBackend:
     """Adapts a policy with a batched ``predict_action_chunk(batch, noise=...) -> (B, H, A)`` (the VLA, the
     quantized VLA) to the server: batch building, per-connection noise generators, metadata."""
 
-    def __init__(self, policy: Any, *, default_seed: int | None = None) -> None:
+    def __init__(self, policy: Any, *, default_seed: int | None = None, pad_batches: bool | None = None) -> None:
         import torch
 
         self.torch = torch
         self.policy = policy
+        # CUDA graphs are captured per input shape (a small LRU cache, policies/vla/cuda_graph_vla.py): batches are
+        # padded to the next power of two there, so 1..16 clients replay 5 graphs instead of re-capturing 16
+        device = getattr(policy, "device", None)
+        self.pad_batches = bool(getattr(device, "type", "cpu") == "cuda") if pad_batches is None else pad_batches
         cfg = getattr(policy, "config", None)
         self.horizon = int(getattr(cfg, "chunk_size", 0) or 0)
         self.action_dim = int(getattr(cfg, "action_dim", 0) or 0)
@@ -82,6 +87,7 @@ class ChunkBackend:
             "state_dim": int(getattr(cfg, "state_dim", 0) or 0),
             "image_size": int(getattr(cfg, "image_size", 0) or 0),
             "default_seed": self.default_seed,
+            "pad_batches": self.pad_batches,
             "noise": "one generator per connection (reset: {'__control__': 'reset', 'seed': s}) or 'noise' key",
         }
 
@@ -100,10 +106,17 @@ class ChunkBackend:
         """One forward pass over ``reqs`` (same image/state shapes) -> one (H, A) float32 chunk each."""
         torch = self.torch
         noise = torch.cat([self.noise_for(r) for r in reqs])  # drawn in request order, each from its own stream
+        rows = list(reqs)
+        if self.pad_batches and len(rows) & (len(rows) - 1):
+            # filler rows repeat the last observation with zero noise: no client's generator is consumed, and rows
+            # are independent in the model (per-sample attention), so real rows do not see them
+            pad = (1 << len(rows).bit_length()) - len(rows)
+            rows += [rows[-1]] * pad
+            noise = torch.cat([noise, noise.new_zeros(pad, *noise.shape[1:])])
         batch = {
-            "image": np.stack([r.image for r in reqs]),
-            "state": np.stack([r.state for r in reqs]),
-            "instruction": [r.text for r in reqs],
+            "image": np.stack([r.image for r in rows]),
+            "state": np.stack([r.state for r in rows]),
+            "instruction": [r.text for r in rows],
         }
         with torch.inference_mode():
             out = self.policy.predict_action_chunk(batch, noise=noise)
