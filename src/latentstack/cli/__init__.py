@@ -3,7 +3,7 @@ things (:mod:`latentstack.cli.common`).
 
 Building the parser imports no torch and no model stack (``lstack --help`` is instant); each command imports
 what it needs when it runs. Components: ``record``, ``train`` (dispatches on a config's ``type``), ``eval``,
-``demo``, ``launch``, ``steer``, ``quantize``, ``act``, ``lion``, ``stereo``, ``korr``, ``serve``, ``export``.
+``demo``, ``launch``, ``steer``, ``quantize``, ``act``, ``lion``, ``unilion``, ``stereo``, ``korr``, ``serve``, ``export``.
 """
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ COMPONENTS: dict[str, str] = {
     "quantize": "latentstack.cli.quantize",
     "act": "latentstack.cli.act",
     "lion": "latentstack.cli.lion",
+    "unilion": "latentstack.cli.unilion",
     "korr": "latentstack.cli.korr",
     "stereo": "latentstack.cli.stereo",
     "ros": "latentstack.cli.ros",

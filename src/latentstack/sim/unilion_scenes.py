@@ -45,6 +45,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -66,6 +67,7 @@ __all__ = [
     "UniFrame",
     "UniSceneConfig",
     "camera_calibration",
+    "cmd_gen_data",
     "gen_data",
     "generate_sequence",
     "generate_split",
@@ -520,3 +522,12 @@ def gen_data(out_dir: str | Path, sizes: dict[str, int] | None = None, cfg: UniS
     sizes = sizes or {"train": 48, "val": 8, "test": 16}
     return {split: save_split(Path(out_dir) / split, generate_split(split, n, cfg, progress), cfg)
             for split, n in sizes.items()}
+
+
+def cmd_gen_data(args: Any) -> int:
+    """``lstack unilion gen-data`` (flags in :mod:`latentstack.cli.unilion`)."""
+    cfg = UniSceneConfig(num_frames=args.frames)
+    sizes = {"train": args.train, "val": args.val, "test": args.test}
+    for split, (npz, js) in gen_data(args.data, sizes, cfg).items():
+        print(f"{split}: {sizes[split]} sequences x {cfg.num_frames} frames -> {npz} + {js.name}")
+    return 0

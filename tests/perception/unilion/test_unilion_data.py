@@ -108,3 +108,16 @@ def test_split_round_trip(tmp_path, seq: list[us.UniFrame]) -> None:
     npz.write_bytes(npz.read_bytes() + b"x")
     with pytest.raises(ValueError, match="sha256"):
         us.load_split(tmp_path / "train")
+
+
+def test_lstack_unilion_gen_data_writes_loadable_splits(tmp_path) -> None:
+    from latentstack.cli import main
+
+    assert main(["unilion", "gen-data", "--data", str(tmp_path), "--train", "1", "--val", "1", "--test", "1",
+                 "--frames", "2"]) == 0
+    seeds = {}
+    for split in ("train", "val", "test"):
+        frames, cfg = us.load_split(tmp_path / split)
+        assert len(frames) == 2 and cfg.num_frames == 2
+        seeds[split] = {f.seq_seed for f in frames}
+        assert seeds[split] <= set(us.SPLIT_SEEDS[split])
