@@ -39,8 +39,8 @@ class UniLIONProcessor:
         if arr.shape[1:] != want or arr.dtype != np.uint8:
             raise ValueError(f"images must be uint8 {want} per frame, got {arr.dtype} {arr.shape[1:]}")
         t = torch.from_numpy(arr).permute(0, 1, 4, 2, 3).float() / 255.0
-        mean = torch.tensor(IMAGE_MEAN).view(1, 1, 3, 1, 1)
-        std = torch.tensor(IMAGE_STD).view(1, 1, 3, 1, 1)
+        mean = torch.tensor(IMAGE_MEAN, device=t.device).view(1, 1, 3, 1, 1)
+        std = torch.tensor(IMAGE_STD, device=t.device).view(1, 1, 3, 1, 1)
         return (t - mean) / std
 
     def __call__(self, clouds: Sequence[Any], images: Sequence[np.ndarray] | None = None,
@@ -52,7 +52,7 @@ class UniLIONProcessor:
         out: dict[str, Any] = {"points": batch_points(clouds, dev), "batch_size": len(clouds)}
 
         def f32(x: Any) -> torch.Tensor:
-            return torch.as_tensor(np.asarray(x, dtype=np.float32)).to(dev)
+            return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(dev)  # host, then moved once
 
         if images is not None:
             out["images"] = self.images(images).to(dev)
@@ -65,7 +65,7 @@ class UniLIONProcessor:
         if time_s is not None:
             out["time_s"] = f32(time_s)
         if scene_id is not None:
-            out["scene_id"] = torch.as_tensor(np.asarray(scene_id, dtype=np.int64)).to(dev)
+            out["scene_id"] = torch.from_numpy(np.ascontiguousarray(scene_id, dtype=np.int64)).to(dev)
         return out
 
     def postprocess(self, out: dict[str, torch.Tensor]) -> list[dict[str, np.ndarray]]:
