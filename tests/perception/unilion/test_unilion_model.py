@@ -2,6 +2,7 @@
 artifact round trip through the one loader, config checks."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -64,9 +65,20 @@ def test_memory_holds_backbone_output_and_resets_on_scene_change(model: UniLION,
     frames, scfg = small_frames
     b0, b1 = _inputs(model, frames, scfg)
     with torch.no_grad():
-        _, mem = model(mode="L", **b0)
+        out0, mem = model(mode="L", **b0)
         assert mem is not None and not mem.voxels.features.requires_grad
         assert mem.voxels.spatial_shape[0] == model.config.out_z
+        # memory_footprint: only output voxels under this frame's LiDAR voxels (z coarsened) are kept
+        lidar = model.vfe(b0["points"], 1)
+        zf = model.config.grid_size[2] // model.config.out_z
+        under = {(int(b), int(z) // zf, int(y), int(x)) for b, z, y, x in lidar.coords}
+        kept = {tuple(c) for c in mem.voxels.coords.tolist()}
+        assert kept <= under and len(kept) < int(out0["num_tokens"][3])
+        full = copy.deepcopy(model)
+        full.config = dataclasses.replace(model.config, memory_footprint=False)
+        _, mem_all = full(mode="L", **b0)
+        assert len(mem_all.voxels.features) == int(out0["num_tokens"][3])
+        assert kept == {tuple(c) for c in mem_all.voxels.coords.tolist()} & under
         other = dict(b1, scene_id=b1["scene_id"] + 1)
         out, _ = model(mode="LT", memory=mem, **other)
     assert out["num_tokens"][2] == 0  # another scene: the memory is dropped

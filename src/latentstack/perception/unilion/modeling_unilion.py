@@ -20,14 +20,14 @@ from latentstack.latent import Site
 
 from ..lion.backbone import HeightCompression, LION3DBackbone, VoxelMerging
 from ..lion.heads import BEVBackbone, CenterHead, _conv_bn, build_targets, center_loss
-from ..lion.sparse import SparseVoxels
+from ..lion.sparse import SparseVoxels, coords_key
 from ..lion.vfe import DynamicVoxelVFE
 from .configuration_unilion import MODES, RUNTIME_FIELDS, UniLIONConfig
 from .temporal import TemporalMemory, warp_memory
 from .view_transform import depth_bin_index, downsample_min_depth, lidar_depth_image, lift_to_voxels
 
-__all__ = ["CameraBranch", "UniLION", "build_unilion_targets", "cat_voxels", "load_unilion", "save_unilion",
-           "unilion_loss"]
+__all__ = ["CameraBranch", "UniLION", "build_unilion_targets", "cat_voxels", "footprint_select", "load_unilion",
+           "save_unilion", "unilion_loss"]
 
 
 def cat_voxels(parts: list[SparseVoxels]) -> SparseVoxels:
@@ -37,6 +37,15 @@ def cat_voxels(parts: list[SparseVoxels]) -> SparseVoxels:
         raise ValueError("token sets to concatenate must share spatial shape and batch size")
     return SparseVoxels(torch.cat([p.features for p in parts]), torch.cat([p.coords for p in parts]),
                         first.spatial_shape, first.batch_size)
+
+
+def footprint_select(x: SparseVoxels, fine_coords: torch.Tensor, fine_z: int) -> SparseVoxels:
+    """Rows of ``x`` (a z-coarsened grid, same x/y) lying under any of ``fine_coords`` (b, z, y, x) on the input
+    grid of ``fine_z`` slices."""
+    zf = fine_z // x.spatial_shape[0]
+    coarse = torch.stack([fine_coords[:, 0], fine_coords[:, 1] // zf, fine_coords[:, 2], fine_coords[:, 3]], 1)
+    keep = torch.isin(coords_key(x.coords, x.spatial_shape), coords_key(coarse, x.spatial_shape))
+    return SparseVoxels(x.features[keep], x.coords[keep], x.spatial_shape, x.batch_size)
 
 
 class CameraBackbone(nn.Module):
@@ -194,14 +203,18 @@ class UniLION(nn.Module):
                                  cfg.max_seq_time)
             parts.append(warped.replace(self.temporal_fuser(warped.features)))
             counts["temporal"] = len(warped.features)
+        observed = parts[:2] if "C" in mode else parts[:1]  # this frame's own tokens (not the memory's)
         tokens = cat_voxels(parts)
         x, _ = self.input_merge(tokens)
         x, _ = self.dow0(x)
         x = self.backbone_3d(x)
         new_memory = None
         if ego_pose is not None and time_s is not None and scene_id is not None:
-            new_memory = TemporalMemory(x.replace(x.features.detach()), self.memory_voxel_size, ego_pose.detach(),
-                                        time_s.detach(), scene_id.detach())
+            stored = x.replace(x.features.detach())
+            if cfg.memory_footprint:
+                stored = footprint_select(stored, torch.cat([p.coords for p in observed]), cfg.grid_size[2])
+            new_memory = TemporalMemory(stored, self.memory_voxel_size, ego_pose.detach(), time_s.detach(),
+                                        scene_id.detach())
         bev = self.bev_backbone(self.map_to_bev(x))
         out.update(self.head(bev))
         out["seg"] = self.seg_head(bev)
