@@ -1,5 +1,6 @@
 """``lstack export --format onnx <artifact>``: the VLA's chunk prediction as ONNX (K denoising steps unrolled,
-noise as an input), checked against the eager model with onnxruntime (:mod:`latentstack.policies.vla.export`).
+noise as an input; :mod:`latentstack.policies.vla.export`) or the SA2 stereo model (refinement iterations unrolled;
+:mod:`latentstack.perception.stereo.export`), each checked against the eager model with onnxruntime.
 
 Torch-free: the exporter loads when the command runs.
 """
@@ -16,11 +17,14 @@ __all__ = ["add_parser"]
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a policy artifact (VLA chunk prediction) to ONNX, checked with "
                        "onnxruntime against eager")
-    p.add_argument("artifact", help="VLA policy artifact dir (e.g. policies/vla_metaworld_mt6)")
+    p.add_argument("artifact", help="VLA policy artifact (e.g. policies/vla_metaworld_mt6) or stereo model "
+                   "artifact (policies/stereo_sa2_tiny)")
     p.add_argument("--format", default="onnx", choices=["onnx"], help="export format")
-    p.add_argument("--num-steps", type=int, default=None, help="denoising steps K to unroll (default: the config's)")
+    p.add_argument("--num-steps", type=int, default=None,
+                   help="VLA: denoising steps K to unroll; stereo: refinement iterations (default: the config's)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset")
-    p.add_argument("--tol", type=float, default=1e-4, help="max |onnxruntime - eager| on the actions to pass")
+    p.add_argument("--tol", type=float, default=None,
+                   help="max |onnxruntime - eager| to pass (default: 1e-4 on VLA actions, 1e-3 px on disparities)")
     add_out_arg(p, None, help="output directory (default outputs/export/<artifact name>)")
     p.set_defaults(func=LazyCommand("latentstack.cli.export:cmd_export"))
     return p
@@ -31,15 +35,32 @@ def cmd_export(args: argparse.Namespace) -> int:
     failed check."""
     from pathlib import Path
 
+    from latentstack.core.artifacts import read_artifact_doc
+    from latentstack.core.paths import resolve_path
+
+    out = args.out or str(Path("outputs") / "export" / Path(args.artifact.split(":")[-1]).name)
+    if ":" not in args.artifact and read_artifact_doc(resolve_path(args.artifact)).get("type") == "stereo":
+        from latentstack.perception.stereo.export import export_stereo_onnx
+        from latentstack.perception.stereo.model import load_stereo_model
+
+        rec = export_stereo_onnx(load_stereo_model(resolve_path(args.artifact), device="cpu"), out,
+                                 iters=args.num_steps, opset=args.opset, source=args.artifact,
+                                 **({} if args.tol is None else {"tol": args.tol}))
+        return _report(out, rec, "iters")
+
     from latentstack.policies.factory import make_policy
     from latentstack.policies.vla.export import export_onnx
 
     policy = make_policy(args.artifact, device="cpu")
     if not hasattr(policy, "_chunk"):
         raise SystemExit(f"lstack export: {args.artifact} is a {type(policy).__name__}; ONNX export covers the VLA")
-    out = args.out or str(Path("outputs") / "export" / Path(args.artifact.split(":")[-1]).name)
-    rec = export_onnx(policy, out, num_steps=args.num_steps, opset=args.opset, tol=args.tol, source=args.artifact)
+    rec = export_onnx(policy, out, num_steps=args.num_steps, opset=args.opset, source=args.artifact,
+                      **({} if args.tol is None else {"tol": args.tol}))
+    return _report(out, rec, "num_steps")
+
+
+def _report(out: str, rec: dict, steps_key: str) -> int:
     chk = rec["check"]
-    print(f"lstack export: {out}/{rec['file']} (K={rec['num_steps']}, opset {rec['opset']}); onnxruntime vs eager "
-          f"max |diff| {chk['max_abs']:.2e} (tol {chk['tol']}) -> {'ok' if chk['passed'] else 'FAILED'}")
+    print(f"lstack export: {out}/{rec['file']} ({steps_key}={rec[steps_key]}, opset {rec['opset']}); onnxruntime vs "
+          f"eager max |diff| {chk['max_abs']:.2e} (tol {chk['tol']}) -> {'ok' if chk['passed'] else 'FAILED'}")
     return 0 if chk["passed"] else 1
