@@ -8,6 +8,8 @@ request is one msgpack-numpy observation dict (``image`` uint8 (H, W, 3) or (3, 
 text frame and closes the connection with code 1011. Arrays of object / structured / complex dtype are refused
 while decoding; there is no pickle anywhere. Extension: ``{"__control__": "reset", "seed": int | None}``
 reseeds the connection's noise generator (reply ``{"reset": True, "seed": ...}``); see :mod:`.client`.
+Input caps (openpi has none): messages up to ``max_message_bytes`` (64 MiB), images up to 4096 px a side, one
+decoded array up to 1 GiB. The server binds 127.0.0.1 by default and has no authentication.
 
 Non-blocking: the event loop only decodes, validates and queues; the model runs in one worker thread (one
 thread: the model is never used concurrently).
