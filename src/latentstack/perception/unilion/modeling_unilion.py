@@ -23,6 +23,7 @@ from ..lion.heads import BEVBackbone, CenterHead, _conv_bn, build_targets, cente
 from ..lion.sparse import SparseVoxels, coords_key
 from ..lion.vfe import DynamicVoxelVFE
 from .configuration_unilion import MODES, RUNTIME_FIELDS, UniLIONConfig
+from .processor_unilion import UniLIONProcessor
 from .temporal import TemporalMemory, warp_memory
 from .view_transform import depth_bin_index, downsample_min_depth, lidar_depth_image, lift_to_voxels
 
@@ -138,8 +139,6 @@ class UniLION(nn.Module):
         self.head = CenterHead(config.bev_channels, config.head_channels, len(config.classes))
         self.seg_head = DenseBEVHead(config.bev_channels, config.head_channels, len(config.seg_classes))
         self.occ_head = DenseBEVHead(config.bev_channels, config.head_channels, config.occ_bins)
-        from .processor_unilion import UniLIONProcessor
-
         self._processor = UniLIONProcessor(config)
 
     @property
@@ -147,7 +146,7 @@ class UniLION(nn.Module):
         return next(self.parameters()).device
 
     @property
-    def processor(self) -> Any:
+    def processor(self) -> UniLIONProcessor:
         dev = self.device
         if self._processor.device != dev:
             self._processor.to(dev)
