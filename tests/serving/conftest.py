@@ -18,10 +18,16 @@ def tiny_vla():
 
 
 @pytest.fixture(scope="session")
-def vla():
+def _vla_model():
+    return tiny_vla()
+
+
+@pytest.fixture()
+def vla(_vla_model):
+    """The tiny VLA, with one torch thread for the test (restored after it: other suites keep their setting)."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield tiny_vla()
+    yield _vla_model
     torch.set_num_threads(n)
 
 
