@@ -246,6 +246,19 @@ class Transport(ABC):
         """Wall-clock time (ROS time without sim time), nanoseconds."""
         return time.time_ns()
 
+    def wait_for_matches(self, publisher: Publisher, count: int = 1, timeout: float = 5.0,
+                         poll: Callable[[], None] | None = None) -> bool:
+        """Blocks until ``publisher`` has ``count`` matched subscriptions (DDS discovery takes ~0.1-1.5 s; zenoh:
+        subscription tokens on its key); ``poll`` runs between checks (e.g. spinning another transport)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if publisher.matched_count() >= count:
+                return True
+            if poll is not None:
+                poll()
+            time.sleep(0.01)
+        return publisher.matched_count() >= count
+
     def _check_open(self) -> None:
         if self.closed:
             raise TransportError(f"{self.kind} transport is closed")

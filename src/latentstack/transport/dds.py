@@ -604,20 +604,6 @@ class DdsTransport(Transport):
         """Interrupts a blocking :meth:`spin_once` from another thread."""
         self._wake.set(True)
 
-    def wait_for_matches(self, publisher: Publisher, count: int = 1, timeout: float = 5.0,
-                         poll: Callable[[], None] | None = None) -> bool:
-        """Blocks until ``publisher`` has ``count`` matched subscriptions (discovery takes ~0.1-1.5 s)."""
-        import time
-
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if publisher.matched_count() >= count:
-                return True
-            if poll is not None:
-                poll()
-            time.sleep(0.01)
-        return publisher.matched_count() >= count
-
     def close(self) -> None:
         if self.closed:
             return

@@ -697,18 +697,6 @@ class ZenohTransport(Transport):
         with self._cv:
             self._cv.notify_all()
 
-    def wait_for_matches(self, publisher: Publisher, count: int = 1, timeout: float = 5.0,
-                         poll: Callable[[], None] | None = None) -> bool:
-        """Blocks until ``publisher`` sees ``count`` subscription tokens on its key."""
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if publisher.matched_count() >= count:
-                return True
-            if poll is not None:
-                poll()
-            time.sleep(0.01)
-        return publisher.matched_count() >= count
-
     def close(self) -> None:
         if self.closed:
             return
