@@ -1,6 +1,8 @@
 """ChunkExecutor: asynchronous chunk execution with latest_only / weighted_average / rtc aggregation."""
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -8,6 +10,7 @@ import torch
 from latentstack.policies.async_chunks import (
     OLD_WEIGHT,
     ChunkExecutor,
+    ThreadedChunkExecutor,
     VLAChunker,
     action_jerk,
     sample_chunk_with_prefix,
@@ -159,3 +162,46 @@ def test_action_jerk() -> None:
     assert action_jerk(np.hstack([t, 2 * t])) == 0.0  # linear: no jerk
     assert action_jerk(t**3) == pytest.approx(6.0)  # third difference of t^3 is 6
     assert action_jerk(t[:3]) == 0.0
+
+
+class GatedSource(StampSource):
+    """Every chunk after the first waits until the test opens the gate (inference that takes a while)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.calls = 0
+
+    def predict_chunk(self, obs, prefix=None):
+        self.calls += 1
+        if self.calls > 1:
+            assert self.gate.wait(10.0)
+            self.gate.clear()
+        return super().predict_chunk(obs, prefix)
+
+
+@pytest.mark.parametrize("agg", ["latest_only", "rtc"])
+def test_threaded_keeps_acting_while_inferring(agg: str) -> None:
+    src = GatedSource()
+    ex = ThreadedChunkExecutor(src, aggregate=agg, log=True)
+    try:
+        ex.reset(seed=0)
+        obs = lambda t: {"t": t, "x": 0.0}
+        acts = [ex.select_action(obs(t)) for t in range(12)]  # the request at 8 is in flight, gate closed
+        assert [int(a[0]) for a in acts] == [0] * 12  # steps 8..11 ran the first chunk meanwhile
+        assert [int(a[1]) for a in acts] == list(range(12))
+        src.gate.set()
+        ex._future.result(timeout=10.0)  # inference done: merged at the next step
+        a12 = ex.select_action(obs(12))
+        assert (int(a12[0]), int(a12[1])) == (8, 4)  # chunk requested at 8, row for step 12
+        assert ex.measured_delays == [0, 4] and ex.delay_estimate == 4  # delay = actions consumed
+        src.gate.set()  # from here on inference is let through (requests at 16 and 24)
+        for t in range(13, 30):
+            a = ex.select_action(obs(t))
+            assert int(a[0]) + int(a[1]) == t
+            src.gate.set()
+        if agg == "rtc":  # later requests are inpainted with the measured delay's committed actions
+            assert any(p == 4 for _, _, p, _ in ex.log[2:])
+    finally:
+        src.gate.set()
+        ex.close()

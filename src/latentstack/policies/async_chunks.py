@@ -35,13 +35,15 @@ form); the prefix is kept exactly, up to the normalization round trip.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
 import numpy as np
 
 from latentstack.policies.protocol import Observation
 
-__all__ = ["AGGREGATIONS", "ChunkExecutor", "ChunkSource", "VLAChunker", "action_jerk", "sample_chunk_with_prefix"]
+__all__ = ["AGGREGATIONS", "ChunkExecutor", "ChunkSource", "ThreadedChunkExecutor", "VLAChunker", "action_jerk",
+           "sample_chunk_with_prefix"]
 
 AGGREGATIONS = ("latest_only", "weighted_average", "rtc")
 OLD_WEIGHT = 0.3  # LeRobot async inference: weighted_average = 0.3 · old + 0.7 · new
@@ -215,6 +217,71 @@ class ChunkExecutor:
             if old is not None and self.aggregate == "weighted_average":
                 new = (OLD_WEIGHT * old + (1.0 - OLD_WEIGHT) * new).astype(np.float32)
             self._schedule[step] = new
+
+
+class ThreadedChunkExecutor(ChunkExecutor):
+    """Real-time variant: each chunk after the first is inferred in a background thread while
+    :meth:`select_action` keeps returning the current chunk's actions (for a node's control loop).
+
+    The chunk is merged at the first ``select_action`` after its inference finished; the delay is therefore
+    measured in actions actually consumed (what RTC's estimate uses). If the schedule runs dry before the
+    chunk arrives (inference slower than ``H - s`` steps) ``select_action`` blocks on it rather than hold a
+    stale action. A request due while one is in flight waits for it. Call :meth:`close` to stop the thread.
+    """
+
+    def __init__(self, source: ChunkSource, aggregate: str = "latest_only", execute_steps: int | None = None,
+                 initial_delay_estimate: int = 0, log: bool = False) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="chunk-inference")
+        self._future: Future[np.ndarray] | None = None
+        self._request_info = (0, 0)  # (t_request, prefix_len) of the chunk in flight
+        super().__init__(source, 0, aggregate, execute_steps, initial_delay_estimate, log)
+
+    def reset(self, seed: int | None = None) -> None:
+        fut = getattr(self, "_future", None)
+        if fut is not None:
+            fut.exception()  # wait: the source must not be reseeded while it samples; the chunk is dropped
+        self._future = None
+        super().reset(seed)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def select_action(self, obs: Observation) -> np.ndarray:
+        t = self.t
+        if self._future is not None and (self._future.done() or t not in self._schedule):
+            self._collect()  # blocks only if the schedule ran dry
+        if t >= self._next_request and self._future is None:
+            if t == 0 or t not in self._schedule:
+                self._request(obs, blocking=True)  # nothing to execute meanwhile: infer in this thread
+            else:
+                self._submit(obs)
+        action = self._schedule.pop(t)
+        self.t += 1
+        return action
+
+    def _submit(self, obs: Observation) -> None:
+        t = self.t
+        p = 0
+        prefix = None
+        if self.aggregate == "rtc":
+            p = min(self.delay_estimate, sum(1 for i in range(self.h) if t + i in self._schedule))
+            if p > 0:
+                prefix = np.stack([self._schedule[t + i] for i in range(p)])
+        self._request_info = (t, p)
+        self._next_request = t + self.s
+        self._future = self._pool.submit(self.source.predict_chunk, dict(obs), prefix)
+
+    def _collect(self) -> None:
+        assert self._future is not None
+        chunk = np.asarray(self._future.result(), dtype=np.float32)
+        self._future = None
+        t_req, p = self._request_info
+        if chunk.shape[0] != self.h:
+            raise ValueError(f"chunk of {chunk.shape[0]} steps, expected {self.h}")
+        if self.keep_log:
+            self.log.append((t_req, self.t, p, chunk.copy()))
+        self._pending = (t_req, self.t, chunk)
+        self._arrive()
 
 
 def action_jerk(actions: np.ndarray) -> float:
