@@ -69,11 +69,12 @@ def test_heuristic_alpha_and_frozen_test_cells(tmp_path):
     assert diag["caa"]["rel_change"] > 0 and diag["caa"]["magnitude"] == 2.0
 
 
-def test_sharded_evaluation_equals_in_process(tmp_path):
-    """Two spawned workers (one task each) give the same paired episodes as one process."""
+def test_ray_evaluation_equals_in_process(tmp_path, monkeypatch):
+    """Local Ray with 2 workers (task x seed shards) gives the same paired episodes as one process."""
     if not SHIPPED.exists():
         pytest.skip("shipped VLA checkpoint not present")
-    from latentstack.sim.evaluation import evaluate, evaluate_sharded
+    pytest.importorskip("ray")
+    from latentstack.sim.evaluation import evaluate, evaluate_parallel
     from latentstack.sim.suites import load_suite
 
     suite_path = tmp_path / "tiny2.yaml"
@@ -84,7 +85,8 @@ def test_sharded_evaluation_equals_in_process(tmp_path):
                         sites=("expert.layer1", "expert.layer2"))
     cells = {"base": None, "coast_global": S.Cell("conceptor", "expert.layer2", "global", 10.0, 0.5)}
     make = functools.partial(S.build_conditions, json.dumps(vars(cfg)), S.cells_json(cells))
-    a = evaluate_sharded(suite, make, 2, split="test", workers=2, progress=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    a = evaluate_parallel(suite, make, 2, split="test", workers=2, progress=False, chunk=1)
     b = evaluate(suite, make(), 2, split="test", progress=False)
     for name in cells:
         assert [(e.task, e.seed, e.success, e.length) for e in a[name].episodes] == \

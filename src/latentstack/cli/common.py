@@ -155,6 +155,15 @@ def add_threads_arg(p: Any, default: int | None = 1, *, aliases: Sequence[str] =
     return add_flag(p, "--threads", aliases=aliases, type=int, default=default, help=help)
 
 
+def add_ray_args(p: Any, workers: int = 1) -> None:
+    """``--workers`` and ``--ray-address``: evaluation shards as Ray tasks (``sim.evaluation.evaluate_parallel``)."""
+    add_flag(p, "--workers", type=int, default=workers,
+             help="parallel evaluation workers (Ray actors; 1 = in-process, no Ray)")
+    add_flag(p, "--ray-address", default=None,
+             help="Ray cluster to run on (ray://host:10001 or host:6379; default $RAY_ADDRESS, else a local Ray "
+                  "with --workers CPUs)")
+
+
 class LazyCommand:
     """``set_defaults(func=LazyCommand("pkg.module:cmd"))``: the module is imported when the command runs."""
 

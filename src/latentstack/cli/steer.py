@@ -11,6 +11,7 @@ from latentstack.cli.common import (
     add_episodes_arg,
     add_out_arg,
     add_policy_arg,
+    add_ray_args,
     add_suite_arg,
 )
 
@@ -83,7 +84,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     y.add_argument("--test-episodes", type=int, default=30)
     y.add_argument("--control-seed", type=int, default=0)
     y.add_argument("--overhead-reps", type=int, default=300)
-    y.add_argument("--workers", type=int, default=2, help="evaluation processes (tasks are sharded)")
+    add_ray_args(y, workers=2)
     y.add_argument("--stage", default="all", choices=["all", "select", "test", "overhead"],
                    help="test reuses <out>/selection.json (frozen before any test seed runs); overhead re-times "
                         "the frozen conditions and updates <out>/coast.json's overhead fields only")

@@ -19,8 +19,8 @@ from latentstack.stats import percentile_ms, wilson_interval
 from .rollout import EpisodeResult, LatencyRecorder, RolloutHook, rollout
 from .suites import Suite
 
-__all__ = ["ConditionResult", "EpisodeResult", "evaluate", "evaluate_sharded", "latency_table", "outcome_table",
-           "run_episode", "write_report"]
+__all__ = ["ConditionResult", "EpisodeResult", "evaluate", "evaluate_parallel", "latency_table", "outcome_table",
+           "ray_worker_env", "run_episode", "write_report"]
 
 
 @dataclass
@@ -132,76 +132,121 @@ def evaluate(
     return results
 
 
-def _evaluate_shard(make_conditions: Callable[[], Mapping[str, Policy | PolicyFactory]], suite: Suite,
-                    tasks: Sequence[str], episodes_per_task: int, split: str,
-                    env_factory: Callable[..., object] | None, ticks: object | None = None) -> str:
-    """One worker of :func:`evaluate_sharded`: its tasks, every condition; returns JSON (no pickled objects back)."""
-    import dataclasses
-
-    sub = dataclasses.replace(suite, tasks=tuple(suite.task(t) for t in tasks))
-    report = (lambda name, task: ticks.put(1)) if ticks is not None else False  # type: ignore[attr-defined]
-    res = evaluate(sub, make_conditions(), episodes_per_task, split=split, progress=report, env_factory=env_factory)
-    return json.dumps({n: {"episodes": [asdict(e) for e in r.episodes], "latencies_s": r.latencies_s}
-                       for n, r in res.items()})
+def _shards(task_names: Sequence[str], seeds: Sequence[int], workers: int,
+            chunk: int | None) -> list[tuple[str, list[int]]]:
+    """(task, seed chunk) pairs in suite task order, then seed order: merging them in this order gives the
+    in-process episode (and latency) order. Default chunk: about four shards per worker, so a slow task
+    does not leave the other workers idle."""
+    if chunk is None:
+        chunk = max(1, -(-len(task_names) * len(seeds) // (4 * max(1, workers))))
+    return [(t, list(seeds[i:i + chunk])) for t in task_names for i in range(0, len(seeds), chunk)]
 
 
-def evaluate_sharded(
+class _ShardWorker:
+    """One Ray actor: builds its conditions once, then runs (task, seed chunk) shards with :func:`evaluate`.
+
+    Returns JSON, so no pickled objects come back from a worker. Each episode is reseeded from its own seed
+    (env reset and ``policy.reset(seed=...)``), so which worker runs which shard does not change outcomes."""
+
+    def __init__(self, make_conditions: Callable[[], Mapping[str, Policy | PolicyFactory]],
+                 env_factory: Callable[..., object] | None) -> None:
+        import torch
+
+        torch.set_num_threads(1)  # one simulator per process: OpenMP threads only contend
+        conds = make_conditions()
+        self.policies = {n: (c() if callable(c) and not hasattr(c, "select_action") else c) for n, c in conds.items()}
+        self.env_factory = env_factory
+
+    def run(self, index: int, suite: Suite, task: str, seeds: list[int], split: str) -> tuple[int, str]:
+        import dataclasses
+
+        import torch
+
+        # the split's seeds narrowed to this chunk (contiguous, so still a valid non-overlapping range)
+        sub = dataclasses.replace(suite, tasks=(suite.task(task),),
+                                  seeds={**suite.seeds, split: range(seeds[0], seeds[-1] + 1)})
+        with torch.inference_mode():
+            res = evaluate(sub, self.policies, len(seeds), split=split, progress=False, env_factory=self.env_factory)
+        return index, json.dumps({n: {"episodes": [asdict(e) for e in r.episodes], "latencies_s": r.latencies_s}
+                                  for n, r in res.items()})
+
+
+def ray_worker_env() -> dict[str, str]:
+    """Environment of every Ray worker: MuJoCo's GL backend as the driver's, one BLAS/OpenMP thread."""
+    import os
+
+    return {"MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+            "PYOPENGL_PLATFORM": os.environ.get("PYOPENGL_PLATFORM", os.environ.get("MUJOCO_GL", "egl"))}
+
+
+def evaluate_parallel(
     suite: Suite,
     make_conditions: Callable[[], Mapping[str, Policy | PolicyFactory]],
     episodes_per_task: int,
     split: str = "test",
-    workers: int = 2,
+    workers: int = 1,
+    ray_address: str | None = None,
     progress: bool = True,
     env_factory: Callable[..., object] | None = None,
-    n_conditions: int | None = None,
+    chunk: int | None = None,
 ) -> dict[str, ConditionResult]:
-    """:func:`evaluate` with the suite's tasks spread over ``workers`` spawned processes.
+    """:func:`evaluate` with (task × seed chunk) shards run as Ray tasks on ``workers`` actors.
 
-    ``make_conditions`` must be picklable by reference (a module-level function or a
-    ``functools.partial`` of one with plain arguments): each worker builds its own policies.
-    Outcomes equal the single-process run's (same seeds, same per-episode reseeding); results come
-    back in suite task order. ``workers <= 1`` runs in-process. ``n_conditions`` sizes the progress bar.
-    """
-    if workers <= 1:
+    ``workers <= 1`` and no address (argument or ``RAY_ADDRESS``): in-process, no Ray. Otherwise a Ray
+    cluster: the one already initialised in this process, else ``ray_address``/``RAY_ADDRESS``, else a local
+    one on this machine with ``workers`` CPUs (started here and shut down after). Ray workers are separate
+    processes (never a fork of this one, which MuJoCo does not survive). ``make_conditions`` must be picklable
+    (a module-level function or a ``functools.partial`` of one): each actor builds its own policies once.
+    Outcomes and their order equal the in-process run's (same seeds, same per-episode reseeding)."""
+    import os
+
+    address = ray_address or os.environ.get("RAY_ADDRESS") or None
+    if workers <= 1 and address is None:
         return evaluate(suite, make_conditions(), episodes_per_task, split=split, progress=progress,
                         env_factory=env_factory)
-    import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    import ray
+    from ray.util import ActorPool
 
-    names = list(suite.task_names)
-    shards = [names[i::workers] for i in range(workers) if names[i::workers]]
-    outs: dict[int, dict] = {}
-    with mp.get_context("spawn").Manager() as manager, \
-            ProcessPoolExecutor(len(shards), mp_context=mp.get_context("spawn")) as pool:
-        ticks = manager.Queue() if progress else None
-        futs = {pool.submit(_evaluate_shard, make_conditions, suite, shard, episodes_per_task, split, env_factory,
-                            ticks): i for i, shard in enumerate(shards)}
+    seeds = list(suite.seeds[split])[:episodes_per_task]
+    if len(seeds) < episodes_per_task:
+        raise ValueError(f"suite {suite.name!r} has only {len(seeds)} {split} seeds, asked {episodes_per_task}")
+    shards = _shards(suite.task_names, seeds, workers, chunk)
+    owns = not ray.is_initialized()
+    if owns:
+        kw = {"address": address} if address else {"num_cpus": max(1, workers)}
+        ray.init(**kw, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 runtime_env={"env_vars": ray_worker_env()})
+    try:
+        actor_cls = ray.remote(num_cpus=1)(_ShardWorker)
+        n_actors = max(1, min(workers, len(shards)))
+        actors = [actor_cls.remote(make_conditions, env_factory) for _ in range(n_actors)]
+        pool = ActorPool(actors)
+        for i, (task, chunk_seeds) in enumerate(shards):
+            pool.submit(lambda a, v: a.run.remote(*v), (i, suite, task, chunk_seeds, split))
         bar = None
         if progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=episodes_per_task * len(names) * n_conditions if n_conditions else None,
-                       desc=f"eval ({workers} workers, {split})", unit="ep", dynamic_ncols=True)
-        pending = set(futs)
-        while pending:
-            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-            for f in done:
-                outs[futs[f]] = json.loads(f.result())
+            bar = tqdm(total=len(seeds) * len(suite.tasks), desc=f"eval (ray, {n_actors} workers, {split})",
+                       unit="ep", dynamic_ncols=True)
+        outs: dict[int, dict] = {}
+        while pool.has_next():
+            i, text = pool.get_next_unordered()
+            outs[i] = json.loads(text)
             if bar is not None:
-                while not ticks.empty():  # type: ignore[union-attr]
-                    ticks.get()  # type: ignore[union-attr]
-                    bar.update(1)
+                bar.update(len(shards[i][1]))  # episodes per condition
         if bar is not None:
             bar.close()
-    cond_names = list(outs[0])
-    rank = {t: i for i, t in enumerate(names)}
-    results = {n: ConditionResult(n) for n in cond_names}
-    for n in cond_names:
-        eps = [EpisodeResult(**e) for i in sorted(outs) for e in outs[i][n]["episodes"]]
-        eps.sort(key=lambda e: rank.get(e.task, rank.get(f"{e.task}-v3", len(rank))))  # stable: seed order kept
-        results[n].episodes.extend(eps)
-        for i in sorted(outs):
-            results[n].latencies_s.extend(outs[i][n]["latencies_s"])
+        for a in actors:
+            ray.kill(a)
+    finally:
+        if owns:
+            ray.shutdown()
+    results = {n: ConditionResult(n) for n in outs[0]}
+    for i in range(len(shards)):  # shard order = suite task order, then seed order: the in-process order
+        for n, r in results.items():
+            r.episodes.extend(EpisodeResult(**e) for e in outs[i][n]["episodes"])
+            r.latencies_s.extend(outs[i][n]["latencies_s"])
     return results
 
 

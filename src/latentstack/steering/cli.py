@@ -189,7 +189,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     import torch
 
     from latentstack.core.device import device_kwargs
-    from latentstack.sim.evaluation import evaluate_sharded, outcome_table, write_report
+    from latentstack.sim.evaluation import evaluate_parallel, outcome_table, write_report
     from latentstack.sim.suites import load_suite
 
     from . import study as S
@@ -210,8 +210,8 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     def run_cells(cells: dict, split: str, episodes: int) -> dict:
         make = functools.partial(S.build_conditions, cfg_json, S.cells_json(cells))
-        return evaluate_sharded(suite, make, episodes, split=split, workers=args.workers, progress=not args.quiet,
-                                n_conditions=len(cells))
+        return evaluate_parallel(suite, make, episodes, split=split, workers=args.workers,
+                                 ray_address=getattr(args, "ray_address", None), progress=not args.quiet)
 
     rollouts = load_rollouts(cfg.rollouts)[0] if args.stage != "overhead" else []
     sel_path = out / "selection.json"
