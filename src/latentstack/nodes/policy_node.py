@@ -50,6 +50,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from latentstack import msgs
+from latentstack.policies.async_chunks import AGGREGATIONS, ThreadedChunkExecutor, VLAChunker
 from latentstack.policies.protocol import Policy
 
 from .base import (
@@ -164,6 +165,9 @@ class PolicyNodeParams(NodeParams):
     steering: str = ""  # conceptor artifact path (COAST); "" = off
     steering_beta: float = 0.0
     residual: str = ""  # residual head artifact path (KORR); "" = off
+    # off | latest_only | weighted_average | rtc: infer the next chunk in a background thread while the current one
+    # executes (latentstack.policies.async_chunks.ThreadedChunkExecutor; local chunk policies, no adapters)
+    async_chunks: str = "off"
 
     def __post_init__(self) -> None:
         check(bool(self.policy), "parameter 'policy' must name a checkpoint, 'random:<dir>' or a registry name")
@@ -193,6 +197,10 @@ class PolicyNodeParams(NodeParams):
         check(self.steering_beta == 0 or bool(self.steering), "steering_beta > 0 needs a 'steering' artifact")
         check(not self.quant_calibration or self.quantization != "none",
               "quant_calibration is set but quantization is 'none'")
+        check(self.async_chunks in ("off", *AGGREGATIONS),
+              f"async_chunks must be 'off' or one of {AGGREGATIONS}, got {self.async_chunks!r}")
+        check(self.async_chunks == "off" or not (self.enabled_adapters() or is_remote_spec(self.policy)),
+              "async_chunks needs a local chunk policy without quantization / steering / residual adapters")
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         def vec(v: tuple[float, ...], name: str) -> np.ndarray:
@@ -282,6 +290,8 @@ class PolicyNodeCore(NodeCore):
             elif "torch" in sys.modules and isinstance(policy, sys.modules["torch"].nn.Module):
                 sys.modules["torch"].set_num_threads(p.torch_threads)  # injected torch policy: same rule
             self.policy = apply_policy_adapters(policy, p)
+            if p.async_chunks != "off":
+                self.policy = ThreadedChunkExecutor(VLAChunker(self.policy), aggregate=p.async_chunks)
         except BaseException:
             self.close()  # leave the transport as it was (no half-registered node)
             raise
@@ -312,6 +322,12 @@ class PolicyNodeCore(NodeCore):
             self.create_timer(1.0 / p.control_rate_hz, self._on_timer)
         else:  # lockstep watchdog: a silent upstream must not leave the last action running
             self.create_timer(p.watchdog_timeout_s / 2, self._on_watchdog)
+
+    def close(self) -> None:
+        super().close()
+        stop = getattr(self.__dict__.get("policy"), "close", None)  # async chunks: stop the inference thread
+        if isinstance(self.__dict__.get("policy"), ThreadedChunkExecutor) and stop is not None:
+            stop()
 
     # -- run-time parameters (the rclpy wrapper forwards ROS parameter changes here)
     RUNTIME_PARAMETERS: ClassVar[tuple[str, ...]] = ("steering", "steering_beta")
