@@ -22,6 +22,7 @@ from latentstack.cli.common import (
     add_episodes_arg,
     add_out_arg,
     add_policy_arg,
+    add_ray_args,
     add_suite_arg,
     device_or_exit,
 )
@@ -89,6 +90,19 @@ def cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
+def build_policies(conditions: dict[str, str], device: str = "cpu") -> dict:
+    """``{name: policy}`` for ``lstack eval`` conditions, in eval mode; module-level so Ray workers can run it."""
+    from latentstack.policies.factory import make_policy
+
+    policies = {}
+    for name, path in conditions.items():
+        policy = make_policy(path, device=device)
+        if hasattr(policy, "eval"):
+            policy.eval()  # nn.Module policies: dropout/augmentation off
+        policies[name] = policy
+    return policies
+
+
 def run_evaluation(
     suite_name: str,
     conditions: dict[str, str],
@@ -98,24 +112,30 @@ def run_evaluation(
     stem: str = "eval",
     progress: bool = True,
     device: str = "cpu",
+    workers: int = 1,
+    ray_address: str | None = None,
 ) -> dict:
+    """``workers > 1`` or a Ray address (argument or ``RAY_ADDRESS``): the episodes run as Ray tasks
+    (:func:`latentstack.sim.evaluation.evaluate_parallel`), with the same outcomes as in-process."""
+    import functools
+
     import torch
 
-    from latentstack.policies.factory import make_policy
-    from latentstack.sim.evaluation import evaluate, latency_table, outcome_table, write_report
+    from latentstack.sim.evaluation import evaluate_parallel, latency_table, outcome_table, write_report
     from latentstack.sim.suites import load_suite
 
     device = device_or_exit(device)
     suite = load_suite(suite_name)
-    policies = {}
-    for name, path in conditions.items():
-        policy = make_policy(path, device=device)
-        if hasattr(policy, "eval"):
-            policy.eval()  # nn.Module policies: dropout/augmentation off
-        policies[name] = policy
+    make = functools.partial(build_policies, dict(conditions), device)
+    in_process = workers <= 1 and not (ray_address or os.environ.get("RAY_ADDRESS"))
+    if in_process:  # loaded before the clock starts, as before (wall_s times the episodes only)
+        policies = make()
+        make = functools.partial(dict, policies)
     t0 = time.perf_counter()
     with torch.inference_mode():
-        results = evaluate(suite, policies, episodes_per_task=episodes_per_task, split=split, progress=progress)
+        results = evaluate_parallel(suite, make, episodes_per_task, split=split, workers=workers,
+                                    ray_address=ray_address, progress=progress,
+                                    gpus_per_worker=0.0 if device == "cpu" or in_process else 1.0 / max(1, workers))
     wall = time.perf_counter() - t0
     print()
     print(f"suite {suite.name} | split {split} | seeds {list(suite.seeds[split])[:episodes_per_task][0]}.."
@@ -132,6 +152,7 @@ def run_evaluation(
         "wall_s": wall,
         "torch_threads": torch.get_num_threads(),
         "device": device,
+        **({} if in_process else {"ray_workers": workers}),
     }
     summary = {n: r.summary() for n, r in results.items()}
     if out_dir is not None:
@@ -143,7 +164,7 @@ def run_evaluation(
 def cmd_eval(args: argparse.Namespace) -> int:
     conditions = _parse_conditions(args.policy)
     run_evaluation(args.suite, conditions, args.episodes_per_task, args.split, Path(args.out) if args.out else None,
-                   device=args.device)
+                   device=args.device, workers=args.workers, ray_address=args.ray_address)
     return 0
 
 
@@ -161,7 +182,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not args.no_baseline:
         conditions["untrained"] = f"random:{policy}"
     out = Path(args.out) if args.out else None
-    run_evaluation(args.suite, conditions, args.episodes_per_task, "test", out, stem="demo", device=args.device)
+    run_evaluation(args.suite, conditions, args.episodes_per_task, "test", out, stem="demo", device=args.device,
+                   workers=args.workers, ray_address=args.ray_address)
     return 0
 
 
@@ -187,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_episodes_arg(e, 20)
     e.add_argument("--split", default="test", choices=["train", "select", "test"])
     add_device_arg(e)
+    add_ray_args(e)
     add_out_arg(e, help="report directory (JSON + PNG)")
     e.set_defaults(func=LazyCommand("latentstack.cli:cmd_eval"))
 
@@ -196,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_episodes_arg(d, 10)
     d.add_argument("--no-baseline", action="store_true", help="skip the untrained-policy baseline")
     add_device_arg(d)
+    add_ray_args(d)
     add_out_arg(d, "outputs/demo", help="report directory (JSON + PNG)")
     d.add_argument("--graph", default=None,
                    help="run the closed loop through a node graph (e.g. ros/graphs/metaworld.yaml) instead")

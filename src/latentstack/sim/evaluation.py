@@ -189,6 +189,7 @@ def evaluate_parallel(
     progress: bool = True,
     env_factory: Callable[..., object] | None = None,
     chunk: int | None = None,
+    gpus_per_worker: float = 0.0,
 ) -> dict[str, ConditionResult]:
     """:func:`evaluate` with (task × seed chunk) shards run as Ray tasks on ``workers`` actors.
 
@@ -197,7 +198,8 @@ def evaluate_parallel(
     one on this machine with ``workers`` CPUs (started here and shut down after). Ray workers are separate
     processes (never a fork of this one, which MuJoCo does not survive). ``make_conditions`` must be picklable
     (a module-level function or a ``functools.partial`` of one): each actor builds its own policies once.
-    Outcomes and their order equal the in-process run's (same seeds, same per-episode reseeding)."""
+    Outcomes and their order equal the in-process run's (same seeds, same per-episode reseeding).
+    ``gpus_per_worker``: each actor's GPU share (Ray hides GPUs from actors that ask for none)."""
     import os
 
     address = ray_address or os.environ.get("RAY_ADDRESS") or None
@@ -217,7 +219,7 @@ def evaluate_parallel(
         ray.init(**kw, include_dashboard=False, log_to_driver=False, configure_logging=False,
                  runtime_env={"env_vars": ray_worker_env()})
     try:
-        actor_cls = ray.remote(num_cpus=1)(_ShardWorker)
+        actor_cls = ray.remote(num_cpus=1, num_gpus=gpus_per_worker)(_ShardWorker)
         n_actors = max(1, min(workers, len(shards)))
         actors = [actor_cls.remote(make_conditions, env_factory) for _ in range(n_actors)]
         pool = ActorPool(actors)
