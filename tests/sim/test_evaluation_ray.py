@@ -1,5 +1,6 @@
 """Ray evaluation (local cluster, 2 CPUs): the same paired outcomes, in the same order, as the in-process run."""
 import functools
+import os
 import sys
 import time
 
@@ -52,8 +53,26 @@ class NoisyPolicy:
         return {}
 
 
-def make_conditions(scales):
-    return {f"s{s}": functools.partial(NoisyPolicy, s) for s in scales}
+class WorkerEnvProbe(NoisyPolicy):
+    """NoisyPolicy(0.4) inside a Ray worker set up as evaluate_parallel promises (one torch/OpenMP thread,
+    MuJoCo's GL backend, not a fork of the driver); a policy that never moves anywhere else."""
+
+    driver_pid = os.getpid()
+
+    def select_action(self, obs):
+        import torch
+
+        # MKL_NUM_THREADS is set by ray_worker_env only (Ray itself sets OMP_NUM_THREADS for 1-CPU actors)
+        ok = (os.environ.get("OMP_NUM_THREADS") == "1" == os.environ.get("MKL_NUM_THREADS")
+              and bool(os.environ.get("MUJOCO_GL")) and torch.get_num_threads() == 1
+              and os.getppid() != self.driver_pid)
+        a = super().select_action(obs)
+        return a if ok else np.zeros_like(a)
+
+
+def make_conditions(scales, probe=False):
+    out = {f"s{s}": functools.partial(NoisyPolicy, s) for s in scales}
+    return {**out, "probe": functools.partial(WorkerEnvProbe, 0.4)} if probe else out
 
 
 SUITE = Suite(name="line", tasks=(TaskSpec("line-a", "go right", 8), TaskSpec("line-b", "go right", 6),
@@ -87,10 +106,13 @@ def test_ray_outcomes_equal_in_process(fakes_by_value, monkeypatch):
     make = functools.partial(make_conditions, (0.5, 0.4))
     ref = evaluate(SUITE, make(), 7, progress=False, env_factory=LineEnv)
     t0 = time.perf_counter()
-    par = evaluate_parallel(SUITE, make, 7, workers=2, progress=False, env_factory=LineEnv, chunk=3)
+    par = evaluate_parallel(SUITE, functools.partial(make_conditions, (0.5, 0.4), probe=True), 7, workers=2,
+                            progress=False, env_factory=LineEnv, chunk=3)
     print(f"ray evaluation incl. start-up {time.perf_counter() - t0:.1f} s")
     assert not ray.is_initialized()  # the cluster it started is shut down
-    assert _key(par) == _key(ref)
+    probe = _key(par).pop("probe")
+    assert {k: v for k, v in _key(par).items() if k != "probe"} == _key(ref)
+    assert probe == _key(ref)["s0.4"]  # the workers had the promised environment
     succ = [e.success for e in ref["s0.4"].episodes]
     assert 0 < sum(succ) < len(succ)  # both outcomes occur, so a seed mix-up would show
     assert _key(ref)["s0.5"] != _key(ref)["s0.4"]  # conditions differ: a condition mix-up would show

@@ -216,10 +216,11 @@ def evaluate_parallel(
     owns = not ray.is_initialized()
     if owns:
         kw = {"address": address} if address else {"num_cpus": max(1, workers)}
-        ray.init(**kw, include_dashboard=False, log_to_driver=False, configure_logging=False,
-                 runtime_env={"env_vars": ray_worker_env()})
+        ray.init(**kw, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
-        actor_cls = ray.remote(num_cpus=1, num_gpus=gpus_per_worker)(_ShardWorker)
+        # worker env on the actors, so it holds on a cluster the caller initialised too
+        actor_cls = ray.remote(num_cpus=1, num_gpus=gpus_per_worker,
+                               runtime_env={"env_vars": ray_worker_env()})(_ShardWorker)
         n_actors = max(1, min(workers, len(shards)))
         actors = [actor_cls.remote(make_conditions, env_factory) for _ in range(n_actors)]
         pool = ActorPool(actors)
