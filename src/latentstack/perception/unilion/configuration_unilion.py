@@ -103,13 +103,8 @@ class UniLIONConfig(ModelConfig):
     occ_weight: float = 1.0
 
     BOUNDS: ClassVar[Mapping[str, tuple[float, float]]] = {
-        "point_range": (-1e4, 1e4), "voxel_size": (1e-3, 100.0), "num_point_features": (1, 64),
-        "vfe_filters": (1, 1024), "channels": (1, 1024), "block_windows": (1, 1024),
-        "block_group_sizes": (1, 65536), "extra_z_downs": (0, 8), "out_window": (1, 1024),
-        "out_group_size": (1, 65536), "d_state": (1, 256), "drop_path": (0.0, 1.0), "generation_ratio": (0.0, 1.0),
-        "bev_channels": (1, 2048), "head_channels": (1, 2048), "out_stride": (1, 16), "gaussian_overlap": (0.0, 1.0),
-        "min_radius": (0, 1024), "loc_weight": (0.0, 1e6), "score_threshold": (0.0, 1.0),
-        "max_detections": (1, 100_000), "nms_iou": (0.0, 1.0), "num_cameras": (1, 16), "image_size": (8, 4096),
+        **LionConfig.BOUNDS,  # the LiDAR/backbone fields are LION's, with LION's ranges
+        "num_cameras": (1, 16), "image_size": (8, 4096),
         "image_channels": (1, 1024), "fpn_channels": (1, 1024), "feature_stride": (1, 64),
         "depth_range": (0.01, 1000.0), "depth_topk": (1, 64), "depth_loss_weight": (0.0, 1e6),
         "max_seq_time": (0.0, 1e6), "occ_bins": (1, 256), "occ_z": (-1e4, 1e4), "seg_weight": (0.0, 1e6),
