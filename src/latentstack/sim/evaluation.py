@@ -20,7 +20,7 @@ from .rollout import EpisodeResult, LatencyRecorder, RolloutHook, rollout
 from .suites import Suite
 
 __all__ = ["ConditionResult", "EpisodeResult", "evaluate", "evaluate_parallel", "latency_table", "outcome_table",
-           "ray_worker_env", "run_episode", "write_report"]
+           "ray_map", "ray_requested", "ray_worker_env", "run_episode", "write_report"]
 
 
 @dataclass
@@ -143,21 +143,18 @@ def _shards(task_names: Sequence[str], seeds: Sequence[int], workers: int,
 
 
 class _ShardWorker:
-    """One Ray actor: builds its conditions once, then runs (task, seed chunk) shards with :func:`evaluate`.
+    """Runs (task, seed chunk) shards with :func:`evaluate` on conditions built once (in a Ray actor).
 
     Returns JSON, so no pickled objects come back from a worker. Each episode is reseeded from its own seed
     (env reset and ``policy.reset(seed=...)``), so which worker runs which shard does not change outcomes."""
 
     def __init__(self, make_conditions: Callable[[], Mapping[str, Policy | PolicyFactory]],
                  env_factory: Callable[..., object] | None) -> None:
-        import torch
-
-        torch.set_num_threads(1)  # one simulator per process: OpenMP threads only contend
         conds = make_conditions()
         self.policies = {n: (c() if callable(c) and not hasattr(c, "select_action") else c) for n, c in conds.items()}
         self.env_factory = env_factory
 
-    def run(self, index: int, suite: Suite, task: str, seeds: list[int], split: str) -> tuple[int, str]:
+    def __call__(self, suite: Suite, task: str, seeds: list[int], split: str) -> str:
         import dataclasses
 
         import torch
@@ -167,8 +164,8 @@ class _ShardWorker:
                                   seeds={**suite.seeds, split: range(seeds[0], seeds[-1] + 1)})
         with torch.inference_mode():
             res = evaluate(sub, self.policies, len(seeds), split=split, progress=False, env_factory=self.env_factory)
-        return index, json.dumps({n: {"episodes": [asdict(e) for e in r.episodes], "latencies_s": r.latencies_s}
-                                  for n, r in res.items()})
+        return json.dumps({n: {"episodes": [asdict(e) for e in r.episodes], "latencies_s": r.latencies_s}
+                           for n, r in res.items()})
 
 
 def ray_worker_env() -> dict[str, str]:
@@ -177,6 +174,72 @@ def ray_worker_env() -> dict[str, str]:
 
     return {"MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
             "PYOPENGL_PLATFORM": os.environ.get("PYOPENGL_PLATFORM", os.environ.get("MUJOCO_GL", "egl"))}
+
+
+def ray_requested(workers: int, ray_address: str | None = None) -> bool:
+    """Whether :func:`ray_map` runs on Ray: more than one worker, or a cluster address (argument or
+    ``RAY_ADDRESS``). Otherwise callers run in-process, without importing Ray."""
+    import os
+
+    return workers > 1 or bool(ray_address or os.environ.get("RAY_ADDRESS"))
+
+
+class _RayActor:
+    """One Ray actor of :func:`ray_map`: builds its worker once (``make_worker()``), then runs jobs on it."""
+
+    def __init__(self, make_worker: Callable[[], Callable[..., object]]) -> None:
+        import torch
+
+        torch.set_num_threads(1)  # one simulator per process: OpenMP threads only contend
+        self.worker = make_worker()
+
+    def run(self, index: int, args: tuple) -> tuple[int, object]:
+        return index, self.worker(*args)
+
+
+def ray_map(make_worker: Callable[[], Callable[..., object]], jobs: Sequence[tuple], workers: int,
+            ray_address: str | None = None, gpus_per_worker: float = 0.0,
+            on_result: Callable[[int], None] | None = None) -> list:
+    """``[make_worker()(*job) for job in jobs]``, with the jobs run as Ray tasks on ``workers`` actors.
+
+    The one Ray mechanism of the project (evaluation sweeps, the COAST grid, KORR rollouts). The cluster: the
+    one already initialised in this process, else ``ray_address``/``RAY_ADDRESS``, else a local one on this
+    machine with ``workers`` CPUs (started here and shut down after). Ray workers are separate processes (never
+    a fork of this one, which MuJoCo does not survive), with :func:`ray_worker_env` and one torch thread.
+    ``make_worker`` must be picklable (a module-level callable or a ``functools.partial`` of one): each actor
+    builds one worker and runs its share of the jobs on it. Results come back in job order (keep them plain
+    data: JSON text, lists, numbers); ``on_result(i)`` is called as job ``i`` finishes (in any order).
+    ``gpus_per_worker``: each actor's GPU share (Ray hides GPUs from actors that ask for none)."""
+    import os
+
+    import ray
+    from ray.util import ActorPool
+
+    address = ray_address or os.environ.get("RAY_ADDRESS") or None
+    owns = not ray.is_initialized()
+    if owns:
+        kw = {"address": address} if address else {"num_cpus": max(1, workers)}
+        ray.init(**kw, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    outs: dict[int, object] = {}
+    try:
+        # worker env on the actors, so it holds on a cluster the caller initialised too
+        actor_cls = ray.remote(num_cpus=1, num_gpus=gpus_per_worker,
+                               runtime_env={"env_vars": ray_worker_env()})(_RayActor)
+        actors = [actor_cls.remote(make_worker) for _ in range(max(1, min(workers, len(jobs))))]
+        pool = ActorPool(actors)
+        for i, job in enumerate(jobs):
+            pool.submit(lambda a, v: a.run.remote(*v), (i, tuple(job)))
+        while pool.has_next():
+            i, out = pool.get_next_unordered()
+            outs[i] = out
+            if on_result is not None:
+                on_result(i)
+        for a in actors:
+            ray.kill(a)
+    finally:
+        if owns:
+            ray.shutdown()
+    return [outs[i] for i in range(len(jobs))]
 
 
 def evaluate_parallel(
@@ -191,65 +254,43 @@ def evaluate_parallel(
     chunk: int | None = None,
     gpus_per_worker: float = 0.0,
 ) -> dict[str, ConditionResult]:
-    """:func:`evaluate` with (task × seed chunk) shards run as Ray tasks on ``workers`` actors.
+    """:func:`evaluate` with (task × seed chunk) shards run as Ray tasks on ``workers`` actors (:func:`ray_map`).
 
     ``workers <= 1`` and no address (argument or ``RAY_ADDRESS``): in-process, no Ray. Otherwise a Ray
     cluster: the one already initialised in this process, else ``ray_address``/``RAY_ADDRESS``, else a local
-    one on this machine with ``workers`` CPUs (started here and shut down after). Ray workers are separate
-    processes (never a fork of this one, which MuJoCo does not survive). ``make_conditions`` must be picklable
-    (a module-level function or a ``functools.partial`` of one): each actor builds its own policies once.
-    Outcomes and their order equal the in-process run's (same seeds, same per-episode reseeding).
+    one on this machine with ``workers`` CPUs (started here and shut down after). ``make_conditions`` must be
+    picklable (a module-level function or a ``functools.partial`` of one): each actor builds its own policies
+    once. Outcomes and their order equal the in-process run's (same seeds, same per-episode reseeding).
     ``gpus_per_worker``: each actor's GPU share (Ray hides GPUs from actors that ask for none)."""
-    import os
+    import functools
 
-    address = ray_address or os.environ.get("RAY_ADDRESS") or None
-    if workers <= 1 and address is None:
+    if not ray_requested(workers, ray_address):
         return evaluate(suite, make_conditions(), episodes_per_task, split=split, progress=progress,
                         env_factory=env_factory)
-    import ray
-    from ray.util import ActorPool
-
     seeds = list(suite.seeds[split])[:episodes_per_task]
     if len(seeds) < episodes_per_task:
         raise ValueError(f"suite {suite.name!r} has only {len(seeds)} {split} seeds, asked {episodes_per_task}")
     shards = _shards(suite.task_names, seeds, workers, chunk)
-    owns = not ray.is_initialized()
-    if owns:
-        kw = {"address": address} if address else {"num_cpus": max(1, workers)}
-        ray.init(**kw, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        # worker env on the actors, so it holds on a cluster the caller initialised too
-        actor_cls = ray.remote(num_cpus=1, num_gpus=gpus_per_worker,
-                               runtime_env={"env_vars": ray_worker_env()})(_ShardWorker)
-        n_actors = max(1, min(workers, len(shards)))
-        actors = [actor_cls.remote(make_conditions, env_factory) for _ in range(n_actors)]
-        pool = ActorPool(actors)
-        for i, (task, chunk_seeds) in enumerate(shards):
-            pool.submit(lambda a, v: a.run.remote(*v), (i, suite, task, chunk_seeds, split))
-        bar = None
-        if progress:
-            from tqdm import tqdm
+    bar = None
+    if progress:
+        from tqdm import tqdm
 
-            bar = tqdm(total=len(seeds) * len(suite.tasks), desc=f"eval (ray, {n_actors} workers, {split})",
-                       unit="ep", dynamic_ncols=True)
-        outs: dict[int, dict] = {}
-        while pool.has_next():
-            i, text = pool.get_next_unordered()
-            outs[i] = json.loads(text)
-            if bar is not None:
-                bar.update(len(shards[i][1]))  # episodes per condition
+        bar = tqdm(total=len(seeds) * len(suite.tasks), desc=f"eval (ray, {min(workers, len(shards))} workers, "
+                   f"{split})", unit="ep", dynamic_ncols=True)
+    try:
+        texts = ray_map(functools.partial(_ShardWorker, make_conditions, env_factory),
+                        [(suite, task, chunk_seeds, split) for task, chunk_seeds in shards], workers,
+                        ray_address=ray_address, gpus_per_worker=gpus_per_worker,
+                        on_result=(lambda i: bar.update(len(shards[i][1]))) if bar is not None else None)
+    finally:
         if bar is not None:
             bar.close()
-        for a in actors:
-            ray.kill(a)
-    finally:
-        if owns:
-            ray.shutdown()
+    outs = [json.loads(t) for t in texts]
     results = {n: ConditionResult(n) for n in outs[0]}
-    for i in range(len(shards)):  # shard order = suite task order, then seed order: the in-process order
+    for out in outs:  # shard order = suite task order, then seed order: the in-process order
         for n, r in results.items():
-            r.episodes.extend(EpisodeResult(**e) for e in outs[i][n]["episodes"])
-            r.latencies_s.extend(outs[i][n]["latencies_s"])
+            r.episodes.extend(EpisodeResult(**e) for e in out[n]["episodes"])
+            r.latencies_s.extend(out[n]["latencies_s"])
     return results
 
 
