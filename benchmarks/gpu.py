@@ -17,7 +17,7 @@ Sections (``--sections``, all by default): ``checks`` and ``latency`` (below), t
 - ``vla``: the VLA chunk at batch 1 and 64 for fp32 / bf16 / W8A8 / W4A8 (backbone and expert linears
   quantised), eager and CUDA graph (graph: CUDA only), plus the quantised parts' bytes against fp32 and bf16,
   and the COAST gate's cost under the graph (steered / unsteered chunk);
-- ``e2e``: the stereo model and the LION detector forward.
+- ``e2e``: the stereo model and the LION detector forward, and a UniLION LCT forward (``bench_unilion``).
 
 Headline keys: ``device``, ``scan_floor_ratio_B8D256L2048`` (the auto scan on CUDA / its floor),
 ``lion_vs_window_attn_160k`` (LION layer / window attention K256 at 160k voxels), ``vla_chunk_ms_batch1_graph``
@@ -621,7 +621,34 @@ def bench_e2e(device: torch.device, tiny: bool, reps: int, warmup: int) -> dict[
         args = det.processor(clouds)
         out["lion_detector"] = {"points": [len(c) for c in clouds],
                                 **timed(lambda: det(*args), device, max(2, reps // 2), warmup)}
+    out["unilion"] = bench_unilion(device, tiny, max(2, reps // 2), warmup)  # last: the entries above keep their RNG
     return out
+
+
+def bench_unilion(device: torch.device, tiny: bool, reps: int, warmup: int) -> dict[str, Any]:
+    """Seeded untrained UniLION (``unilion_tiny``; ``--tiny``: ``unilion_test``), one LCT forward (memory from an
+    LC forward of the frame before, ego moved 1 m) on a random cloud and random images with the scene generator's
+    calibration. Token scaling is ``benchmarks/unilion.py``'s job; this is the one GPU-session number."""
+    from latentstack.perception.unilion import UniLION, get_preset
+    from latentstack.sim.unilion_scenes import UniSceneConfig, camera_calibration
+
+    torch.manual_seed(0)
+    model = UniLION(get_preset("unilion_test" if tiny else "unilion_tiny")).eval().to(device)
+    cfg = model.config
+    intr, c2e = camera_calibration(UniSceneConfig(image_size=cfg.image_size))  # its 2 cameras = the preset's
+    rng = np.random.default_rng(0)
+    cloud = _clouds(cfg, (400 if tiny else 20000,))[0]
+    poses = [np.eye(4), np.eye(4)]
+    poses[1][0, 3] = 1.0
+    frames = [model.processor([cloud], images=[rng.integers(0, 256, (cfg.num_cameras, *cfg.image_size, 3), np.uint8)],
+                              intrinsics=[intr], cam2ego=[c2e], ego_pose=[poses[i]], time_s=[0.2 * i], scene_id=[0])
+              for i in range(2)]
+    with torch.no_grad():
+        _, memory = model(mode="LC", **frames[0])
+        out, _ = model(mode="LCT", memory=memory, **frames[1])
+        return {"preset": cfg.name, "mode": "LCT", "points": len(cloud),
+                "num_tokens": [int(v) for v in out["num_tokens"].tolist()],
+                **timed(lambda: model(mode="LCT", memory=memory, **frames[1]), device, reps, warmup)}
 
 
 def run_perf_sections(result: dict[str, Any], sections: list[str], device: torch.device, args: Any) -> bool:
@@ -801,6 +828,10 @@ def summary_md(result: dict[str, Any]) -> str:
         lines += ["", "## End to end", "",
                   f"- stereo SA2-tiny {e2e['stereo']['image']} px, 4 iterations: {_f(e2e['stereo']['median_ms'])} ms",
                   f"- LION detector, {e2e['lion_detector']['points']} points: {_f(e2e['lion_detector']['median_ms'])} ms"]
+    if "unilion" in e2e:
+        u = e2e["unilion"]
+        lines.append(f"- UniLION ({u['preset']}, untrained) {u['mode']}, {u['points']} points, tokens (LiDAR, camera, "
+                     f"temporal, backbone out) {u['num_tokens']}: {_f(u['median_ms'])} ms")
     return "\n".join(lines) + "\n"
 
 

@@ -46,6 +46,8 @@ def test_tiny_cpu_run_writes_checks_and_latency(tmp_path: Path) -> None:
     assert vla["quantized_part_saving_vs_fp32"]["w8a8"] > 0.7 and vla["quantized_part_saving_vs_fp32"]["w4a8"] > 0.8
     assert vla["gate"]["steered_ms"] > 0 and res["lion"]["lion_over_win_attn_K256"][0] > 0
     assert res["e2e"]["stereo"]["median_ms"] > 0 and res["e2e"]["lion_detector"]["median_ms"] > 0
+    uni = res["e2e"]["unilion"]  # LCT: LiDAR, camera and temporal tokens all present
+    assert uni["median_ms"] > 0 and uni["preset"] == "unilion_test" and min(uni["num_tokens"]) > 0
     assert (tmp_path / "summary.md").read_text().count("await the next GPU machine") == 1
     assert (tmp_path / "gpu.png").stat().st_size > 0
 
