@@ -11,6 +11,7 @@ from latentstack.cli.common import (
     add_device_arg,
     add_flag,
     add_out_arg,
+    add_ray_args,
     add_seed_arg,
 )
 
@@ -50,6 +51,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     e.add_argument("--test-batches", type=int, default=8)
     e.add_argument("--episodes-per-batch", type=int, default=None, help="default: 512 toy, 8 robosuite")
     add_device_arg(e)
+    add_ray_args(e)
     add_out_arg(e, help="write eval.json here")
     e.set_defaults(func=LazyCommand(_CMD + "cmd_eval"))
 

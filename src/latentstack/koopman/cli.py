@@ -132,47 +132,41 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     import torch
 
     from .artifact import load_residual
-    from .experiment import evaluate_toy, rate_block, test_seeds
-    from .toy_env import ChunkedToyBase, ToyInsertionConfig
+    from .experiment import rate_block, test_seeds
+    from .parallel import evaluate_korr_conditions
+    from .toy_env import ToyInsertionConfig
 
     _cpu_only(args, "KORR evaluation")
     torch.set_num_threads(1)
     seeds = test_seeds(args.test_batches)
     modes = {"on": [True], "off": [False], "both": [False, True]}[args.perturb]
     if args.env == "robosuite":
-        from latentstack.sim.robosuite_env import RobosuiteTaskConfig, RobosuiteVecEnv
+        from latentstack.sim.robosuite_env import RobosuiteTaskConfig
 
         from .base_policy import load_chunk_base
-        from .robosuite_task import evaluate_robosuite
 
         if not args.base:
             raise SystemExit("--env robosuite needs --base <chunk base directory>")
-        base_model, _ = load_chunk_base(args.base)
-        rs_cfg = RobosuiteTaskConfig(num_envs=args.episodes_per_batch or 8, horizon=60)
-        envs = {p: RobosuiteVecEnv(replace(rs_cfg, perturb=p)) for p in modes}
-
-        def run(model: Any, pert: bool) -> Any:
-            return evaluate_robosuite(envs[pert], base_model, model, seeds)
+        base: Any = load_chunk_base(args.base)[0]
+        env_cfg: Any = RobosuiteTaskConfig(num_envs=args.episodes_per_batch or 8, horizon=60)
     else:
-        env_cfg = ToyInsertionConfig(num_envs=args.episodes_per_batch or 512)
-
-        def run(model: Any, pert: bool) -> Any:
-            return evaluate_toy(model, seeds, replace(env_cfg, perturb=pert), ChunkedToyBase())
+        base, env_cfg = {}, ToyInsertionConfig(num_envs=args.episodes_per_batch or 512)  # ChunkedToyBase()
     models: dict[str, Any] = {"base": None}
     for spec in args.residual:
         name, _, d = spec.rpartition("=")
         # robosuite: a residual trained on a saved base must name that base (refused otherwise)
         models[name or Path(d).name] = load_residual(d, source=args.base if args.env == "robosuite" else None)[0]
+    # --workers/--ray-address: one Ray job per (model, mode, test seed), same successes as in-process
+    succ = evaluate_korr_conditions(args.env, env_cfg, base, models, modes, seeds, workers=args.workers,
+                                    ray_address=args.ray_address, progress=args.workers > 1)
     out: dict[str, Any] = {"env": args.env, "test_seeds": seeds, "conditions": {}}
-    for name, model in models.items():
+    for name in models:
         entry: dict[str, Any] = {}
         for pert in modes:
-            s = run(model, pert)
+            s = succ[name][pert]
             blk = rate_block(int(s.sum()), s.numel())
             if pert:
                 entry["perturbed"] = blk

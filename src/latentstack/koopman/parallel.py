@@ -1,0 +1,147 @@
+"""KORR's evaluation rollouts on Ray: (condition, perturbed, test-seed batch) jobs on the project's one Ray
+mechanism (:func:`latentstack.sim.evaluation.ray_map`: local Ray by default, ``--ray-address``/``RAY_ADDRESS``
+for a cluster; workers are fresh processes, never forks, as MuJoCo needs).
+
+Why this split: one job is one call of the in-process evaluators (:func:`~latentstack.koopman.experiment.
+evaluate_toy`, :func:`~latentstack.koopman.robosuite_task.evaluate_robosuite`) on one test seed, and every batch
+is fully determined by its seed (both envs reseed everything on ``reset(seed)``, the bases reset their chunk
+queue, the residual acts deterministically), with the same batch size in and out of Ray, so the successes are
+the in-process ones, bit for bit. Residual PPO *training* stays in-process: its batched torch env is one
+process by design and its numbers (the shipped reports) depend on that.
+
+Models travel as (config dict, numpy state dict), not pickled modules; results come back as lists of bools.
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["ModelPayload", "evaluate_korr_conditions", "model_payload"]
+
+
+@dataclass(frozen=True)
+class ModelPayload:
+    """A model as plain data: its config (``to_dict``) and weights as numpy arrays (rebuilt in a worker)."""
+
+    config: dict[str, Any]
+    state: dict[str, np.ndarray]
+
+
+def model_payload(model: torch.nn.Module) -> ModelPayload:
+    cfg = model.config  # type: ignore[attr-defined]
+    return ModelPayload(cfg.to_dict(), {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()})
+
+
+def _rebuild(payload: ModelPayload, build: Callable[[Any], torch.nn.Module], config_cls: type) -> torch.nn.Module:
+    model = build(config_cls.from_dict(payload.config))
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in payload.state.items()})
+    return model.eval()
+
+
+def _residual(payload: ModelPayload | None) -> torch.nn.Module | None:
+    from .configuration_korr import ResidualConfig
+    from .modeling_korr import make_residual
+
+    return None if payload is None else _rebuild(payload, make_residual, ResidualConfig)
+
+
+class _KorrRolloutWorker:
+    """One actor's evaluator: builds the base and every residual once; robosuite envs per perturbation mode
+    on first use (they are the slow part to build)."""
+
+    def __init__(self, env: str, env_config: Any, base: Any, residuals: Mapping[str, ModelPayload | None]) -> None:
+        self.env, self.env_config = env, env_config
+        self.models = {n: _residual(p) for n, p in residuals.items()}
+        if env == "robosuite":
+            from .base_policy import ChunkBaseConfig, _build_chunk_base
+
+            self.base = _rebuild(base, _build_chunk_base, ChunkBaseConfig)
+            self.envs: dict[bool, Any] = {}
+        else:
+            from .toy_env import ChunkedToyBase
+
+            self.base = ChunkedToyBase(**base)
+
+    def __call__(self, name: str, perturb: bool, seed: int) -> list[bool]:
+        """One test-seed batch through the in-process evaluator: per-episode successes."""
+        if self.env == "robosuite":
+            from latentstack.sim.robosuite_env import RobosuiteVecEnv
+
+            from .robosuite_task import evaluate_robosuite
+
+            if perturb not in self.envs:
+                self.envs[perturb] = RobosuiteVecEnv(replace(self.env_config, perturb=perturb))
+            s = evaluate_robosuite(self.envs[perturb], self.base, self.models[name], [seed])
+        else:
+            from .experiment import evaluate_toy
+
+            s = evaluate_toy(self.models[name], [seed], replace(self.env_config, perturb=perturb), self.base)
+        return [bool(x) for x in s.tolist()]
+
+
+def evaluate_korr_conditions(env: str, env_config: Any, base: Any, models: Mapping[str, torch.nn.Module | None],
+                             modes: Sequence[bool], seeds: Sequence[int], workers: int = 1,
+                             ray_address: str | None = None, progress: bool = False
+                             ) -> dict[str, dict[bool, torch.Tensor]]:
+    """Per-episode success (bool tensor, ``len(seeds)·num_envs``, seed-major) of every model (``None`` = the base
+    alone) in every perturbation mode, on the held-out test-seed batches ``seeds``.
+
+    ``env``: ``"toy_insertion"`` (``env_config`` a ToyInsertionConfig, ``base`` the ChunkedToyBase kwargs) or
+    ``"robosuite"`` (a RobosuiteTaskConfig, ``base`` the frozen ChunkMLPBase). In-process (``workers <= 1``, no
+    address): the evaluators exactly as before (one robosuite env per mode, reused over models and seeds). Else
+    one Ray job per (model, mode, seed), with outcomes equal to the in-process run's."""
+    from latentstack.sim.evaluation import ray_map, ray_requested
+
+    from .experiment import evaluate_toy
+
+    if env not in ("toy_insertion", "robosuite"):
+        raise ValueError(f"unknown KORR env {env!r}")
+    out: dict[str, dict[bool, torch.Tensor]] = {n: {} for n in models}
+    if not ray_requested(workers, ray_address):
+        if env == "robosuite":
+            from latentstack.sim.robosuite_env import RobosuiteVecEnv
+
+            from .robosuite_task import evaluate_robosuite
+
+            envs = {p: RobosuiteVecEnv(replace(env_config, perturb=p)) for p in modes}
+            try:
+                for n, m in models.items():
+                    for p in modes:
+                        out[n][p] = evaluate_robosuite(envs[p], base, m, list(seeds))
+            finally:
+                for e in envs.values():
+                    e.close()
+        else:
+            from .toy_env import ChunkedToyBase
+
+            b = ChunkedToyBase(**base)
+            for n, m in models.items():
+                for p in modes:
+                    out[n][p] = evaluate_toy(m, list(seeds), replace(env_config, perturb=p), b)
+        return out
+    payloads = {n: None if m is None else model_payload(m) for n, m in models.items()}
+    make = functools.partial(_KorrRolloutWorker, env, env_config,
+                             model_payload(base) if env == "robosuite" else dict(base), payloads)
+    jobs = [(n, p, int(s)) for n in models for p in modes for s in seeds]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(jobs), desc=f"korr eval (ray, {min(workers, len(jobs))} workers)", unit="batch",
+                   dynamic_ncols=True)
+    try:
+        res = ray_map(make, jobs, workers, ray_address=ray_address,
+                      on_result=(lambda i: bar.update(1)) if bar is not None else None)
+    finally:
+        if bar is not None:
+            bar.close()
+    by_job = dict(zip(jobs, res, strict=True))
+    for n in models:
+        for p in modes:  # seed-major, as the in-process torch.cat over seeds
+            out[n][p] = torch.tensor([x for s in seeds for x in by_job[(n, p, int(s))]], dtype=torch.bool)
+    return out
