@@ -25,6 +25,9 @@ def files(pattern: str) -> list[str]:
 # the artifacts the launch files default to (ros/launch/*.launch.py: FindPackageShare + policies/<name>), so
 # `ros2 launch latentstack metaworld.launch.py` works from any directory; every other artifact stays in the checkout
 LAUNCH_ARTIFACTS = ("vla_metaworld_mt6", "lion_tiny", "stereo_sa2_tiny")
+# launch defaults whose artifact is trained later (perception_unilion.launch.py -> policies/unilion_tiny, issue 17):
+# installed once present, so the package builds before the artifact exists; afterwards it is checked like the rest
+LATER_ARTIFACTS = ("unilion_tiny",)
 
 
 def artifact_files(name: str) -> list[tuple[str, list[str]]]:
@@ -46,5 +49,7 @@ setup(
         (f"share/{PKG}/configs", files("configs/*.yaml")),
         (f"lib/{PKG}", files("ros/bin/*_node")),
         *[entry for name in LAUNCH_ARTIFACTS for entry in artifact_files(name)],
+        *[entry for name in LATER_ARTIFACTS if (Path("policies") / name).is_dir()
+          for entry in artifact_files(name)],
     ],
 )

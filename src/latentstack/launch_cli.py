@@ -30,9 +30,9 @@ from latentstack.cli.common import LazyCommand, add_device_arg, add_episodes_arg
 __all__ = ["MODEL_NODE_KINDS", "add_launch_parser", "add_parser", "cmd_launch", "main"]
 
 # node kinds whose core holds a model and takes a ``device`` parameter (sim bridge and recorder hold none)
-MODEL_NODE_KINDS = ("policy", "lidar_detection", "stereo_depth")
+MODEL_NODE_KINDS = ("policy", "lidar_detection", "stereo_depth", "unilion_detection")
 # simulated sensors: streams of ``frames`` frames (``--frames``)
-SENSOR_NODE_KINDS = ("lidar_scene", "stereo_scene")
+SENSOR_NODE_KINDS = ("lidar_scene", "stereo_scene", "unilion_scene")
 
 
 def add_launch_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -45,7 +45,8 @@ def add_launch_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("graph", help="graph file, e.g. ros/graphs/metaworld.yaml")
     add_episodes_arg(p, None, aliases=("--episodes",), help="episodes per task (sim bridge episodes_per_task)")
     p.add_argument("--frames", type=int, default=None,
-                   help="frames every simulated sensor (lidar_scene, stereo_scene) streams before the run ends")
+                   help="frames every simulated sensor (lidar_scene, stereo_scene, unilion_scene) streams before the "
+                        "run ends")
     p.add_argument("--tasks", default=None, help="comma-separated task subset, e.g. drawer-close-v3,door-close-v3")
     p.add_argument("--split", default=None, choices=["train", "select", "test"], help="seed split")
     add_policy_arg(p, None, help="policy checkpoint / random:<dir> for every policy node")
@@ -91,7 +92,8 @@ def _apply_overrides(spec: Any, args: argparse.Namespace) -> None:
     if getattr(args, "frames", None) is not None:
         sensors = [n for n in spec.nodes if n.kind in SENSOR_NODE_KINDS and n.enabled]
         if not sensors:
-            raise ValueError("--frames: the graph has no simulated sensor node (lidar_scene, stereo_scene)")
+            raise ValueError("--frames: the graph has no simulated sensor node "
+                             "(lidar_scene, stereo_scene, unilion_scene)")
         for n in sensors:
             n.params["frames"] = args.frames
     if args.policy:

@@ -23,7 +23,12 @@ from latentstack.nodes import Executor, ParameterError
 from latentstack.nodes.tf import tf_message
 from latentstack.nodes.tf_listener import TFBuffer, TFLookupError, transform_to_matrix
 from latentstack.nodes.unilion_detection import UniLIONDetectionNodeCore, UniLIONDetectionParams
-from latentstack.nodes.unilion_sensor import UniLIONSceneCore, UniLIONSceneParams, pose_transform, scene_config
+from latentstack.nodes.unilion_sensor import (
+    UniLIONSceneCore,
+    UniLIONSceneParams,
+    pose_transform,
+    scene_config,
+)
 from latentstack.transport import DEFAULT, SENSOR_DATA, InProcTransport
 
 torch = pytest.importorskip("torch")

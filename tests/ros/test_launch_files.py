@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 WRAPPERS = {"policy_node": "policy", "sim_bridge_node": "sim_bridge", "recorder_node": "recorder",
             "lidar_detection_node": "lidar_detection", "stereo_depth_node": "stereo_depth",
             "lidar_scene_node": "lidar_scene", "stereo_scene_node": "stereo_scene",
-            "detection_markers_node": "detection_markers", "lifecycle_policy_node": "policy"}
+            "detection_markers_node": "detection_markers", "lifecycle_policy_node": "policy",
+            "unilion_detection_node": "unilion_detection", "unilion_scene_node": "unilion_scene"}
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "ros" / "launch").glob("*.launch.py")), ids=lambda p: p.name)
@@ -47,7 +48,8 @@ def test_every_node_kind_has_a_wrapper_an_executable_and_a_parameter_file():
 
 
 @pytest.mark.parametrize("node", ["policy_node", "sim_bridge", "recorder", "lidar_detection", "stereo_depth",
-                                  "lidar_scene", "stereo_scene", "detection_markers"])
+                                  "lidar_scene", "stereo_scene", "detection_markers", "unilion_detection",
+                                  "unilion_scene"])
 def test_parameter_files_mirror_the_dataclasses(node):
     kind = {"policy_node": "policy"}.get(node, node)
     params_cls = node_class(kind).Params

@@ -5,8 +5,8 @@ A node is a core + a transport: ``PolicyNodeCore(make_transport("inproc"), Polic
 The thin rclpy wrappers live in :mod:`latentstack.ros`; graphs of nodes are run by
 :mod:`latentstack.ros.launcher` (``lstack launch``).
 
-Every core that holds a model (``policy``, ``lidar_detection``, ``stereo_depth``) has a ``device`` parameter
-(default ``cpu``; syntax checked with the other parameters, availability when the model loads, which is where
+Every core that holds a model (``policy``, ``lidar_detection``, ``stereo_depth``, ``unilion_detection``) has a
+``device`` parameter (default ``cpu``; syntax checked with the other parameters, availability when the model loads, which is where
 it is placed). The sim bridge (MuJoCo steps on the CPU; images leave it as messages) and the recorder (writes
 message bytes) hold no model and have none.
 """
@@ -41,6 +41,8 @@ NODE_KINDS: dict[str, str] = {
     "lidar_scene": "latentstack.nodes.lidar_sensor:LidarSceneCore",
     "stereo_scene": "latentstack.nodes.stereo_sensor:StereoSceneCore",
     "detection_markers": "latentstack.nodes.detection_markers:DetectionMarkersCore",
+    "unilion_detection": "latentstack.nodes.unilion_detection:UniLIONDetectionNodeCore",
+    "unilion_scene": "latentstack.nodes.unilion_sensor:UniLIONSceneCore",
 }
 
 

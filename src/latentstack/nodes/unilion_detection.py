@@ -55,7 +55,6 @@ dropped frame only lengthens the gap the memory bridges). ``async_inference: fal
 """
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -64,8 +63,15 @@ import numpy as np
 
 from latentstack import msgs
 
-from .base import NodeParams, ParameterError, available_device, check, check_device_param, check_finite, \
-    check_string_length
+from .base import (
+    NodeParams,
+    ParameterError,
+    available_device,
+    check,
+    check_device_param,
+    check_finite,
+    check_string_length,
+)
 from .interfaces import CAMERA_INFO_TYPE, IMAGE_TYPE
 from .lidar_detection import DETECTIONS_TYPE, POINTCLOUD_TYPE, LidarDetectionNodeCore
 from .tf import TF_QOS, TF_STATIC_QOS, TF_TYPE
@@ -205,7 +211,7 @@ class UniLIONDetectionNodeCore(PerceptionNodeCore):
         self.drivable_index = list(cfg.seg_classes).index("drivable") if "drivable" in cfg.seg_classes else None
         self.cell_m = float(cfg.voxel_size[0] * cfg.out_stride)
         self.grid_origin = (float(cfg.point_range[0]), float(cfg.point_range[1]))
-        self.max_seq_ns = int(round(cfg.max_seq_time * 1e9))
+        self.max_seq_ns = round(cfg.max_seq_time * 1e9)
         self.tf = TFBuffer(cache_size=p.tf_cache_size)
         self._sync: OrderedDict[int, _Frame] = OrderedDict()
         self._waiting: tuple[int, _Frame] | None = None  # complete, waiting for TF
