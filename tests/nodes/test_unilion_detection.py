@@ -67,14 +67,15 @@ def frames():
     return generate_sequence(SEED, scene_config(rig_params()))
 
 
-def run_rig(artifact: str, mode: str) -> dict[str, list]:
-    """The rig and the node on one in-process bus, lockstep, inference in the callback; outputs by topic."""
+def run_rig(artifact: str, mode: str, threaded: bool = False) -> dict[str, list]:
+    """The rig and the node on one in-process bus, lockstep, inference in the callback (or on the node's worker
+    thread: lockstep drops no frame, so the outputs are the same); outputs by topic."""
     t = InProcTransport()
     # no lockstep re-send (a slow first inference on a loaded runner would trigger one; its cached answer would
     # duplicate an output: tested in test_memory_resets_when_time_jumps)
     rig = UniLIONSceneCore(t, rig_params(republish_s=600.0), namespace="/u")
     node = UniLIONDetectionNodeCore(t, UniLIONDetectionParams(model=artifact, mode=mode, score_threshold=0.0,
-                                                              async_inference=False), namespace="/u")
+                                                              async_inference=threaded), namespace="/u")
     out: dict[str, list] = {k: [] for k in ("detections", "bev/objects", "bev/drivable", "bev/occupancy")}
     for k, lst in out.items():
         t.create_subscription(f"/u/{k}", "vision_msgs/msg/Detection3DArray" if k == "detections"
@@ -83,6 +84,7 @@ def run_rig(artifact: str, mode: str) -> dict[str, list]:
     try:
         rig.start()
         assert ex.spin_until(lambda: rig.finished, timeout=300)
+        assert node.wait_idle(60.0)
         for _ in range(3):
             ex.spin_once(0.0)
         out["stats"] = [node.stats()]
@@ -140,12 +142,13 @@ def assert_same(online: dict[str, list], ref: list[dict], class_names=("Car", "P
             assert np.array_equal(np.asarray(g.data, np.int8).reshape(prob.shape), np.rint(100 * prob).astype(np.int8))
 
 
-@pytest.mark.parametrize("mode", ["L", "LCT"])
-def test_online_equals_offline(artifact, frames, mode):
-    online = run_rig(artifact, mode)
+@pytest.mark.parametrize(("mode", "threaded"), [("L", False), ("LCT", False), ("LCT", True)])
+def test_online_equals_offline(artifact, frames, mode, threaded):
+    online = run_rig(artifact, mode, threaded)
     c = online["stats"][0]["counters"]
     assert not c.get("invalid_message") and not c.get("callback_error") and not c.get("sync_stale"), c
     assert online["rig"][0]["counters"]["frames_answered"] == FRAMES
+    assert online["stats"][0]["worker"]["threaded"] is threaded
     ref = offline(artifact, frames, mode)
     assert_same(online, ref)
     if mode == "LCT":  # the memory was used and matters: without it the later frames differ
@@ -393,3 +396,43 @@ def test_graph_runs_with_lstack_launch(artifact, tmp_path, capsys):
 
     grids = [m for _, _, m in read_bag(tmp_path / "bag", ["/unilion/bev/occupancy"])]
     assert len(grids) == 2 and grids[0].info.width == 32
+
+
+# ----------------------------------------------------------------------------- device
+HAS_CUDA = torch.cuda.is_available()
+
+
+def test_device_parameter_is_checked_before_the_model_loads():
+    assert UniLIONDetectionParams().device == "cpu"
+    with pytest.raises(ParameterError, match="device"):
+        UniLIONDetectionParams(device="gpu")
+    if not HAS_CUDA:  # the default model path need not exist: the device is refused first
+        with pytest.raises(ParameterError, match="device 'cuda' requested"):
+            UniLIONDetectionNodeCore(InProcTransport(), UniLIONDetectionParams(device="cuda"))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_cuda_node_answers_like_cpu(artifact, frames):
+    """The rig through the node on CUDA: the same number of frames answered, grids close to the CPU's."""
+    outs = {}
+    for device in ("cpu", "cuda"):
+        t = InProcTransport()
+        rig = UniLIONSceneCore(t, rig_params(republish_s=600.0), namespace="/u")
+        node = UniLIONDetectionNodeCore(t, UniLIONDetectionParams(model=artifact, device=device,
+                                                                  async_inference=False), namespace="/u")
+        assert {p.device.type for p in node.model.parameters()} == {device.split(":")[0]}
+        grids: list = []
+        t.create_subscription("/u/bev/objects", "nav_msgs/msg/OccupancyGrid", grids.append, DEFAULT)
+        ex = Executor([rig, node])
+        try:
+            rig.start()
+            assert ex.spin_until(lambda rig=rig: rig.finished, timeout=300)
+            ex.spin_once(0.0)
+        finally:
+            ex.close()
+            t.close()
+        outs[device] = np.stack([np.asarray(g.data, np.int16) for g in grids])
+    assert outs["cpu"].shape == outs["cuda"].shape == (FRAMES, 32 * 32)
+    # float rounding differs between the devices: cells within 2 (of 100) percentage points
+    assert np.abs(outs["cpu"] - outs["cuda"]).max() <= 2

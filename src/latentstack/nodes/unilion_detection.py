@@ -188,7 +188,8 @@ class UniLIONDetectionNodeCore(PerceptionNodeCore):
                 from latentstack.nodes.policy_node import resolve_policy_path
                 from latentstack.perception.unilion import load_unilion
 
-                model = load_unilion(resolve_policy_path(p.model), device=available_device(p.device))
+                device = available_device(p.device)  # first: a missing CUDA is the error, not the model path
+                model = load_unilion(resolve_policy_path(p.model), device=device)
             self.model = model.eval()
             cfg = model.config
             self.camera_mode = "C" in p.mode
