@@ -517,9 +517,9 @@ def load_split(path_stem: str | Path) -> tuple[list[UniFrame], UniSceneConfig]:
 def gen_data(out_dir: str | Path, sizes: dict[str, int] | None = None, cfg: UniSceneConfig | None = None,
              progress: bool = True) -> dict[str, tuple[Path, Path]]:
     """``lstack unilion gen-data``: write ``{split}.npz`` + ``{split}.json`` for each split; ``sizes`` counts
-    sequences (default train 48, val 8, test 16)."""
+    sequences (default train 96, val 8, test 32)."""
     cfg = cfg or UniSceneConfig()
-    sizes = sizes or {"train": 48, "val": 8, "test": 16}
+    sizes = sizes or {"train": 96, "val": 8, "test": 32}
     return {split: save_split(Path(out_dir) / split, generate_split(split, n, cfg, progress), cfg)
             for split, n in sizes.items()}
 
