@@ -10,6 +10,7 @@ Wired into ``latentstack.cli`` with ``add_launch_parser(subparsers)``. Examples:
     lstack launch ros/graphs/metaworld.yaml --device cuda   # every model-holding node (policy, detection, depth)
     lstack launch ros/graphs/perception.yaml --frames 5     # simulated LiDAR + stereo -> LION + stereo depth
     lstack launch ros/graphs/perception.yaml --frames 5 --transport dds --multiprocess
+    lstack launch ros/graphs/perception_unilion.yaml --frames 4   # LiDAR + cameras + TF -> UniLION (mode LCT)
     lstack launch ros/graphs/metaworld.yaml --transport zenoh --multiprocess     # rmw_zenoh wire contract
     lstack launch ros/graphs/metaworld.yaml --transport zenoh --zenoh-config router  # via zenohd on :7447
 
