@@ -59,4 +59,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_threads_arg(e, 1)
     add_device_arg(e)
     e.set_defaults(func=LazyCommand(_CMD + "cmd_eval"))
+
+    c = sub.add_parser("card", help="render CARD.md of the UniLION artifacts from their config.json and the report")
+    c.add_argument("--report", default="reports/unilion/unilion.json")
+    c.add_argument("artifacts", nargs="*", default=["policies/unilion_tiny", "policies/unilion_tiny_lion_only"])
+    c.set_defaults(func=LazyCommand(_CMD + "cmd_card"))
     return p

@@ -107,15 +107,17 @@ def test_predict_sequences_carries_memory_in_time_order(two_sequences) -> None:
 
 
 def test_report_on_tiny_models(tmp_path, two_sequences) -> None:
-    from latentstack.perception.unilion.modeling_unilion import save_unilion
+    from latentstack.perception.unilion.card import write_unilion_cards
     from latentstack.perception.unilion.report import run_evaluation
+    from latentstack.perception.unilion.train import train_unilion
 
     frames, cfg = two_sequences
     us.save_split(tmp_path / "data" / "val", frames, cfg)
-    torch.manual_seed(0)
-    save_unilion(UniLION(get_preset("unilion_test")), tmp_path / "uni")
-    torch.manual_seed(1)
-    save_unilion(UniLION(get_preset("unilion_test")), tmp_path / "lion")
+    intr, c2e = us.camera_calibration(cfg)
+    for name, modes in (("uni", ("L", "LT", "LC", "LCT")), ("lion", ("L",))):
+        tcfg = UniTrainConfig(iterations=2, batch_size=1, modes=modes, mode_probs=(1 / len(modes),) * len(modes))
+        train_unilion(get_preset("unilion_test"), tcfg, frames, intr, c2e, tmp_path / name, progress=False,
+                      extra={"kind": "unilion" if name == "uni" else "lion_only"})
     res = run_evaluation(str(tmp_path / "uni"), str(tmp_path / "lion"), clustering=True, data_dir=tmp_path / "data",
                          split="val", out_dir=tmp_path / "rep", bootstrap=20, command="test")
     data = json.loads((tmp_path / "rep" / "unilion.json").read_text())
@@ -131,6 +133,13 @@ def test_report_on_tiny_models(tmp_path, two_sequences) -> None:
     assert (tmp_path / "rep" / "unilion.png").stat().st_size > 0
     text = (tmp_path / "rep" / "summary.md").read_text()
     assert "| LCT |" in text and "Command: `test`" in text
+    # cards copy the report's numbers for each artifact's own modes
+    write_unilion_cards(tmp_path / "rep" / "unilion.json", [tmp_path / "uni", tmp_path / "lion"])
+    card = (tmp_path / "uni" / "CARD.md").read_text()
+    assert "| LCT |" in card and "Paired LCT − L" in card and "2 steps × batch 1" in card
+    assert f"{data['modes']['LC']['bev_ap']:.3f}" in card and "## Artifact" in card
+    lion_card = (tmp_path / "lion" / "CARD.md").read_text()
+    assert "LION-only" in lion_card and "| LCT |" not in lion_card
     # a hand-written analysis above the tables survives a re-run
     (tmp_path / "rep" / "summary.md").write_text("# Analysis\n\n" + text)
     run_evaluation(str(tmp_path / "uni"), None, clustering=False, data_dir=tmp_path / "data", split="val",

@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-__all__ = ["cmd_eval", "cmd_train"]
+__all__ = ["cmd_card", "cmd_eval", "cmd_train"]
 
 # the two trained kinds: UniLION with modality dropout over every mode, and the LION-only model (same
 # architecture and recipe, L tokens only) the report compares it with
@@ -48,4 +48,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     call_with_device(run_evaluation, args.device, "UniLION evaluation", args.unilion, args.lion_only,
                      clustering=not args.no_clustering, data_dir=args.data, split=args.split,
                      out_dir=Path(args.out), bootstrap=args.bootstrap)
+    return 0
+
+
+def cmd_card(args: argparse.Namespace) -> int:
+    from .card import write_unilion_cards
+
+    for path in write_unilion_cards(args.report, args.artifacts):
+        print(f"wrote {path}")
     return 0
