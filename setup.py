@@ -49,7 +49,7 @@ setup(
         (f"share/{PKG}/configs", files("configs/*.yaml")),
         (f"lib/{PKG}", files("ros/bin/*_node")),
         *[entry for name in LAUNCH_ARTIFACTS for entry in artifact_files(name)],
-        *[entry for name in LATER_ARTIFACTS if (Path("policies") / name).is_dir()
+        *[entry for name in LATER_ARTIFACTS if (Path("policies") / name / "config.json").is_file()
           for entry in artifact_files(name)],
     ],
 )

@@ -37,7 +37,7 @@ SHARED_DATA = {
 # the artifacts the launch files default to, installed to share/latentstack/policies (setup.py LAUNCH_ARTIFACTS)
 LAUNCH_ARTIFACTS = ["policies/vla_metaworld_mt6", "policies/lion_tiny", "policies/stereo_sa2_tiny"]
 # setup.py LATER_ARTIFACTS: installed (and so checked here) once the artifact exists in the checkout
-LAUNCH_ARTIFACTS += [a for a in ["policies/unilion_tiny"] if (ROOT / a).is_dir()]
+LAUNCH_ARTIFACTS += [a for a in ["policies/unilion_tiny"] if (ROOT / a / "config.json").is_file()]
 BUILD_INPUTS = ["pyproject.toml", "setup.py", "setup.cfg", "README.md", "package.xml", "resource", "ros",
                 "sim/suites", "configs", "src", *LAUNCH_ARTIFACTS]
 

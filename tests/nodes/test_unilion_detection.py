@@ -436,3 +436,34 @@ def test_cuda_node_answers_like_cpu(artifact, frames):
     assert outs["cpu"].shape == outs["cuda"].shape == (FRAMES, 32 * 32)
     # float rounding differs between the devices: cells within 2 (of 100) percentage points
     assert np.abs(outs["cpu"] - outs["cuda"]).max() <= 2
+
+
+# ----------------------------------------------------------------------------- the shipped defaults
+def test_rig_defaults_match_the_unilion_tiny_preset_and_the_node():
+    """The graph's defaults fit together: the rig streams what unilion_tiny takes, on the node's topics/frames."""
+    from latentstack.perception.unilion import get_preset
+    from latentstack.sim.unilion_scenes import UniSceneConfig
+
+    cfg, rig, det = get_preset("unilion_tiny"), UniLIONSceneParams(), UniLIONDetectionParams()
+    assert tuple(rig.point_range) == tuple(cfg.point_range) == UniSceneConfig().point_range
+    assert (rig.image_height, rig.image_width) == tuple(cfg.image_size) == UniSceneConfig().image_size
+    assert len(rig.cameras) == cfg.num_cameras and rig.cameras == det.cameras
+    assert (rig.image_topic, rig.info_topic, rig.points_topic) == (det.image_topic, det.info_topic, det.points_topic)
+    assert (rig.base_frame, rig.odom_frame, rig.answer_topic) == (det.base_frame, det.odom_frame, det.detections_topic)
+    assert rig.dt_s == UniSceneConfig().dt_s and rig.dt_s <= cfg.max_seq_time  # consecutive frames share memory
+    assert set(det.segmentation_channels) <= set(cfg.seg_classes)
+
+
+@pytest.mark.skipif(not os.path.isfile("policies/unilion_tiny/config.json"),
+                    reason="policies/unilion_tiny not shipped yet")
+def test_shipped_graph_runs_with_the_shipped_artifact(tmp_path, capsys):
+    from latentstack.cli import main
+
+    rc = main(["launch", "ros/graphs/perception_unilion.yaml", "--frames", "2", "--set", "unilion_scene.republish_s=600",
+               "--out", str(tmp_path / "run.json"), "--timeout", "600"])
+    assert rc == 0, capsys.readouterr().out
+    import json
+
+    stats = json.loads((tmp_path / "run.json").read_text())["stats"]
+    assert stats["unilion_detection"]["published"]["/unilion/detections"] == 2
+    assert not stats["unilion_detection"]["counters"].get("invalid_message")
