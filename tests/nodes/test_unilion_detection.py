@@ -303,6 +303,14 @@ def test_bad_input_is_refused_and_the_node_keeps_running(artifact, frames, caplo
         n_bad += 1
         feed.node.params.__dict__["max_points"] = 300_000
         assert len(feed.out) == 1 and feed.node.counters["invalid_message"] == n_bad
+        # a malformed transform (zero quaternion) and an over-long frame id on /tf
+        from latentstack.nodes.tf import transform_stamped
+
+        feed.tf.publish(tf_message([transform_stamped("odom", "base_link", 4500, (0, 0, 0), (0, 0, 0, 0))]))
+        feed.tf.publish(tf_message([transform_stamped("odom", "x" * 300, 4500)]))
+        feed.t.spin_once()
+        n_bad += 2
+        assert feed.node.counters["invalid_message"] == n_bad and "x" * 300 not in feed.node.tf.frames
         # a frame whose camera mount is not on /tf_static: waits for TF, dropped when the next frame completes
         feed.send(0, 5000, image=msgs.image_to_msg(frames[0].images[1], "rgb8", 5000, "cam9_optical_frame"))
         assert len(feed.out) == 1

@@ -78,7 +78,7 @@ from .tf import TF_QOS, TF_STATIC_QOS, TF_TYPE
 from .tf_listener import TFBuffer, TFLookupError
 from .worker import PerceptionNodeCore
 
-__all__ = ["GRID_TYPE", "MODES", "UniLIONDetectionNodeCore", "UniLIONDetectionParams", "probability_grid"]
+__all__ = ["GRID_TYPE", "MODES", "PIXEL_CENTRE_SHIFT", "UniLIONDetectionNodeCore", "UniLIONDetectionParams", "probability_grid"]
 
 GRID_TYPE = "nav_msgs/msg/OccupancyGrid"
 MODES = ("L", "LT", "LC", "LCT")  # as perception.unilion.MODES (not imported: graph files validate without torch)
@@ -244,13 +244,18 @@ class UniLIONDetectionNodeCore(PerceptionNodeCore):
         self.create_subscription(p.points_topic, POINTCLOUD_TYPE, self._on_points, "sensor_data")
 
     # -- inputs (executor side: caps, decoding, synchronisation)
-    def _on_tf(self, msg: Any) -> None:
-        self.tf.add_message(msg, static=False)
-        self._try_submit()
+    def _on_tf(self, msg: Any, static: bool = False) -> None:
+        n = self.params.max_string_length
+        for tf in msg.transforms:  # frame ids are copied into the buffer and logs: capped like every string
+            check_string_length("TF frame_id", tf.header.frame_id, n)
+            check_string_length("TF child_frame_id", tf.child_frame_id, n)
+        try:
+            self.tf.add_message(msg, static=static)  # a malformed transform raises after the good ones are kept
+        finally:
+            self._try_submit()
 
     def _on_tf_static(self, msg: Any) -> None:
-        self.tf.add_message(msg, static=True)
-        self._try_submit()
+        self._on_tf(msg, static=True)
 
     def _on_points(self, msg: Any) -> None:
         p: UniLIONDetectionParams = self.params

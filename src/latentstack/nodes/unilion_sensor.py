@@ -49,10 +49,9 @@ from .lidar_sensor import scan_to_cloud
 from .sensor_stream import SensorStreamCore, check_stream_params
 from .tf import TF_QOS, TF_TYPE, tf_message, transform_stamped
 from .tf_listener import matrix_to_quaternion
+from .unilion_detection import PIXEL_CENTRE_SHIFT
 
 __all__ = ["UniLIONSceneCore", "UniLIONSceneParams", "camera_info_msg", "pose_transform", "scene_config"]
-
-PIXEL_CENTRE_SHIFT = 0.5  # data K (pixel j covers [j, j+1)) -> ROS K (pixel j centred at j)
 
 
 @dataclass(frozen=True)
