@@ -6,8 +6,9 @@ the seeds; latency is measured wall time and is reported apart from the outcome 
 """
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from .rollout import EpisodeResult, LatencyRecorder, RolloutHook, rollout
 from .suites import Suite
 
 __all__ = ["ConditionResult", "EpisodeResult", "evaluate", "evaluate_parallel", "latency_table", "outcome_table",
-           "ray_map", "ray_requested", "ray_worker_env", "run_episode", "write_report"]
+           "ray_map", "ray_requested", "ray_session", "ray_worker_env", "run_episode", "write_report"]
 
 
 @dataclass
@@ -184,6 +185,27 @@ def ray_requested(workers: int, ray_address: str | None = None) -> bool:
     return workers > 1 or bool(ray_address or os.environ.get("RAY_ADDRESS"))
 
 
+@contextlib.contextmanager
+def ray_session(workers: int, ray_address: str | None = None) -> Iterator[None]:
+    """Ray for the block: the cluster already initialised in this process, else ``ray_address``/``RAY_ADDRESS``,
+    else a local one on this machine with ``workers`` CPUs; one this call started is shut down on exit. Wrap
+    several :func:`ray_map` calls in one session to start the cluster once."""
+    import os
+
+    import ray
+
+    address = ray_address or os.environ.get("RAY_ADDRESS") or None
+    owns = not ray.is_initialized()
+    if owns:
+        kw = {"address": address} if address else {"num_cpus": max(1, workers)}
+        ray.init(**kw, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        yield
+    finally:
+        if owns:
+            ray.shutdown()
+
+
 class _RayActor:
     """One Ray actor of :func:`ray_map`: builds its worker once (``make_worker()``), then runs jobs on it."""
 
@@ -210,18 +232,11 @@ def ray_map(make_worker: Callable[[], Callable[..., object]], jobs: Sequence[tup
     builds one worker and runs its share of the jobs on it. Results come back in job order (keep them plain
     data: JSON text, lists, numbers); ``on_result(i)`` is called as job ``i`` finishes (in any order).
     ``gpus_per_worker``: each actor's GPU share (Ray hides GPUs from actors that ask for none)."""
-    import os
-
     import ray
     from ray.util import ActorPool
 
-    address = ray_address or os.environ.get("RAY_ADDRESS") or None
-    owns = not ray.is_initialized()
-    if owns:
-        kw = {"address": address} if address else {"num_cpus": max(1, workers)}
-        ray.init(**kw, include_dashboard=False, log_to_driver=False, configure_logging=False)
     outs: dict[int, object] = {}
-    try:
+    with ray_session(workers, ray_address):
         # worker env on the actors, so it holds on a cluster the caller initialised too
         actor_cls = ray.remote(num_cpus=1, num_gpus=gpus_per_worker,
                                runtime_env={"env_vars": ray_worker_env()})(_RayActor)
@@ -236,9 +251,6 @@ def ray_map(make_worker: Callable[[], Callable[..., object]], jobs: Sequence[tup
                 on_result(i)
         for a in actors:
             ray.kill(a)
-    finally:
-        if owns:
-            ray.shutdown()
     return [outs[i] for i in range(len(jobs))]
 
 
