@@ -58,6 +58,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     c = ks.add_parser("compare", help="base vs trained residuals over several training seeds (config YAML)")
     add_config_arg(c, "configs/korr_toy.yaml", help="comparison config (YAML)")
     add_device_arg(c)
+    add_ray_args(c)
     add_out_arg(c, "reports/korr", help="report directory")
     c.add_argument("--artifacts", default=None, help="also save every trained residual here")
     c.add_argument("--from-artifacts", default=None,
@@ -81,5 +82,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     r.add_argument("--test-batches", type=int, default=6)
     _base(r, "reuse this chunk base instead of training one")
     add_device_arg(r)
+    add_ray_args(r)
     r.set_defaults(func=LazyCommand(_CMD + "cmd_robosuite"))
     return k

@@ -46,11 +46,12 @@ def cmd_robosuite(args: argparse.Namespace) -> int:
     res = run_robosuite_study(args.out, args.policies, tuple(args.kinds.split(",")), args.demo_batches,
                               args.demo_noise, args.bc_steps, args.num_envs, args.horizon, args.iterations,
                               args.epochs, tuple(int(s) for s in args.train_seeds.split(",")), args.test_batches,
-                              base_dir=args.base)
+                              base_dir=args.base, workers=args.workers, ray_address=args.ray_address)
     path = Path(args.out) / "korr.json"
     full = json.loads(path.read_text())
     full["command"] = "lstack korr robosuite " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-                                                           if k not in ("func", "korr_cmd", "command") and v is not None)
+                                                           if k not in ("func", "korr_cmd", "command") and v is not None
+                                                           and not (k == "workers" and v == 1))
     path.write_text(json.dumps(full, indent=1))
     for name, c in res["conditions"].items():
         p = c["perturbed"]
@@ -78,11 +79,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
                              cfg["test_batches"], args.out, base_kwargs=cfg.get("base", {}),
                              preregistered_margin=cfg.get("preregistered_margin", 0.1),
                              artifacts_dir=args.artifacts, from_artifacts=args.from_artifacts,
-                             **cfg.get("residual", {}))
+                             workers=args.workers, ray_address=args.ray_address, **cfg.get("residual", {}))
     res_path = Path(args.out) / "toy.json"
     full = json.loads(res_path.read_text())
     full["command"] = f"lstack korr compare --config {args.config} --out {args.out}" + (
-        f" --from-artifacts {args.from_artifacts}" if args.from_artifacts else "")
+        f" --from-artifacts {args.from_artifacts}" if args.from_artifacts else "") + (
+        f" --workers {args.workers}" if args.workers > 1 else "") + (
+        f" --ray-address {args.ray_address}" if args.ray_address else "")
     for spec in args.histories_from:  # per-iteration diagnostics of separately trained residuals
         kind, _, d = spec.partition("=")
         meta = load_residual(d)[1]  # the training meta (history, seed) is the artifact's "extra"

@@ -5,9 +5,10 @@ Used by ``lstack korr train|eval|compare`` on the toy insertion env (CI level, s
 """
 from __future__ import annotations
 
+import functools
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -50,19 +51,44 @@ def run_toy_comparison(kinds: Sequence[str], train_seeds: Sequence[int], ppo: PP
                        env_config: ToyInsertionConfig, test_batches: int, out_dir: str | Path,
                        hidden_dim: int = 256, lift_dim: int = 256, base_kwargs: dict[str, Any] | None = None,
                        preregistered_margin: float = 0.10, artifacts_dir: str | Path | None = None,
-                       progress: bool = True, from_artifacts: str | Path | None = None) -> dict[str, Any]:
+                       progress: bool = True, from_artifacts: str | Path | None = None, workers: int = 1,
+                       ray_address: str | None = None) -> dict[str, Any]:
     """Train every (kind, seed) (or, with ``from_artifacts``, load ``<dir>/<kind>_seed<s>`` where present), evaluate base and each on the same held-out test episodes, nominal and
-    perturbed. Writes ``toy.json`` and ``toy.png`` to ``out_dir`` and returns the result dict."""
+    perturbed. Writes ``toy.json`` and ``toy.png`` to ``out_dir`` and returns the result dict.
+
+    ``workers > 1`` or a Ray address: the test rollouts run as Ray jobs (one cluster for the whole comparison,
+    :mod:`latentstack.koopman.parallel`), with the same successes; training stays in-process."""
+    import contextlib
+
+    from latentstack.sim.evaluation import ray_requested, ray_session
+
+    from .parallel import evaluate_korr_conditions
+
+    with ray_session(workers, ray_address) if ray_requested(workers, ray_address) else contextlib.nullcontext():
+        return _run_toy_comparison(kinds, train_seeds, ppo, env_config, test_batches, out_dir, hidden_dim, lift_dim,
+                                   base_kwargs, preregistered_margin, artifacts_dir, progress, from_artifacts,
+                                   functools.partial(evaluate_korr_conditions, workers=workers,
+                                                     ray_address=ray_address))
+
+
+def _run_toy_comparison(kinds: Sequence[str], train_seeds: Sequence[int], ppo: PPOConfig,
+                        env_config: ToyInsertionConfig, test_batches: int, out_dir: str | Path, hidden_dim: int,
+                        lift_dim: int, base_kwargs: dict[str, Any] | None, preregistered_margin: float,
+                        artifacts_dir: str | Path | None, progress: bool, from_artifacts: str | Path | None,
+                        evaluate_conditions: Callable[..., dict[str, dict[bool, torch.Tensor]]]) -> dict[str, Any]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     base_kwargs = base_kwargs or {}
     seeds = test_seeds(test_batches)
-    eval_cfg = replace(env_config, num_envs=env_config.num_envs, perturb=False)
-    pert_cfg = replace(env_config, perturb=True)
     t0 = time.time()
-    base = ChunkedToyBase(**base_kwargs)
+
+    def evaluate_both(model: ResidualActorCritic | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(nominal, perturbed) per-episode successes on the test seeds (evaluate_toy, in-process or on Ray)."""
+        r = evaluate_conditions("toy_insertion", env_config, base_kwargs, {"m": model}, [False, True], seeds)["m"]
+        return r[False], r[True]
+
     per_cond: dict[str, dict[str, Any]] = {}
-    b_nom, b_pert = evaluate_toy(None, seeds, eval_cfg, base), evaluate_toy(None, seeds, pert_cfg, base)
+    b_nom, b_pert = evaluate_both(None)
     per_cond["base"] = {"nominal": b_nom, "perturbed": b_pert, "per_seed": []}
     histories: dict[str, dict[int, list[dict[str, Any]]]] = {}
     selection: dict[str, dict[int, dict[str, Any]]] = {}
@@ -75,7 +101,7 @@ def run_toy_comparison(kinds: Sequence[str], train_seeds: Sequence[int], ppo: PP
                 if not (art / "config.json").is_file():
                     continue
                 model, meta = load_residual(art)
-                nom, pert = evaluate_toy(model, seeds, eval_cfg, base), evaluate_toy(model, seeds, pert_cfg, base)
+                nom, pert = evaluate_both(model)
                 noms.append(nom)
                 perts.append(pert)
                 per_seed.append({"train_seed": s, **rate_block(int(nom.sum()), nom.numel()),
@@ -92,7 +118,7 @@ def run_toy_comparison(kinds: Sequence[str], train_seeds: Sequence[int], ppo: PP
                                               progress=progress)
             if res.best_state is not None:
                 model.load_state_dict(res.best_state)
-            nom, pert = evaluate_toy(model, seeds, eval_cfg, base), evaluate_toy(model, seeds, pert_cfg, base)
+            nom, pert = evaluate_both(model)
             noms.append(nom)
             perts.append(pert)
             per_seed.append({"train_seed": s, **rate_block(int(nom.sum()), nom.numel()),

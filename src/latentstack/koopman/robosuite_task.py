@@ -86,7 +86,25 @@ def train_robosuite_residual(task_cfg: RobosuiteTaskConfig, base: ChunkMLPBase, 
 def run_robosuite_study(out_dir: str | Path, policies_dir: str | Path = "policies", kinds: tuple[str, ...] = (
         "resip", "korr"), demo_batches: int = 1, demo_noise: float = 0.3, bc_steps: int = 600,
         num_envs: int = 8, horizon: int = 60, iterations: int = 26, epochs: int = 10, train_seeds: tuple[int, ...] = (0,),
-        test_batches: int = 6, hidden_dim: int = 256, lift_dim: int = 256, base_dir: str | None = None) -> dict[str, Any]:
+        test_batches: int = 6, hidden_dim: int = 256, lift_dim: int = 256, base_dir: str | None = None,
+        workers: int = 1, ray_address: str | None = None) -> dict[str, Any]:
+    """``workers > 1`` or a Ray address: the held-out test rollouts run as Ray jobs (one cluster for the study,
+    :mod:`latentstack.koopman.parallel`) with the same successes; demos, BC and residual PPO stay in-process."""
+    import contextlib
+
+    from latentstack.sim.evaluation import ray_requested, ray_session
+
+    on_ray = ray_requested(workers, ray_address)
+    with ray_session(workers, ray_address) if on_ray else contextlib.nullcontext():
+        return _run_robosuite_study(out_dir, policies_dir, kinds, demo_batches, demo_noise, bc_steps, num_envs,
+                                    horizon, iterations, epochs, train_seeds, test_batches, hidden_dim, lift_dim,
+                                    base_dir, (workers, ray_address) if on_ray else None)
+
+
+def _run_robosuite_study(out_dir: str | Path, policies_dir: str | Path, kinds: tuple[str, ...], demo_batches: int,
+                         demo_noise: float, bc_steps: int, num_envs: int, horizon: int, iterations: int, epochs: int,
+                         train_seeds: tuple[int, ...], test_batches: int, hidden_dim: int, lift_dim: int,
+                         base_dir: str | None, ray: tuple[int, str | None] | None) -> dict[str, Any]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -103,11 +121,21 @@ def run_robosuite_study(out_dir: str | Path, policies_dir: str | Path = "policie
                      "final_bc_loss": float(np.mean(losses[-100:]))}
         save_chunk_base(base, base_path, meta=base_meta)
     test = [TEST_SEED_OFFSET + i for i in range(test_batches)]
-    env_nom = RobosuiteVecEnv(replace(task_cfg, perturb=False))
-    env_pert = RobosuiteVecEnv(replace(task_cfg, perturb=True))
-    results: dict[str, dict[str, torch.Tensor]] = {
-        "base": {"nominal": evaluate_robosuite(env_nom, base, None, test),
-                 "perturbed": evaluate_robosuite(env_pert, base, None, test)}}
+    # in-process: one test env per mode, reused for every condition (on Ray the workers build their own)
+    envs = {p: RobosuiteVecEnv(replace(task_cfg, perturb=p)) for p in (False, True)} if ray is None else {}
+
+    def evaluate_both(model: ResidualActorCritic | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(nominal, perturbed) test successes: the envs above in-process, or Ray jobs (same successes)."""
+        if ray is None:
+            return evaluate_robosuite(envs[False], base, model, test), evaluate_robosuite(envs[True], base, model, test)
+        from .parallel import evaluate_korr_conditions
+
+        r = evaluate_korr_conditions("robosuite", task_cfg, base, {"m": model}, [False, True], test,
+                                     workers=ray[0], ray_address=ray[1])["m"]
+        return r[False], r[True]
+
+    b_nom, b_pert = evaluate_both(None)
+    results: dict[str, dict[str, torch.Tensor]] = {"base": {"nominal": b_nom, "perturbed": b_pert}}
     print("base", results["base"]["nominal"].float().mean().item(), results["base"]["perturbed"].float().mean().item(),
           f"{time.time() - t0:.0f}s", flush=True)
     histories: dict[str, Any] = {}
@@ -119,7 +147,7 @@ def run_robosuite_study(out_dir: str | Path, policies_dir: str | Path = "policie
             ppo = ppo_config("cpu", num_envs=num_envs, num_steps=horizon, num_iterations=iterations,
                              update_epochs=epochs, seed=s)
             model, res = train_robosuite_residual(task_cfg, base, kind, ppo, hidden_dim, lift_dim)
-            nom, pert = evaluate_robosuite(env_nom, base, model, test), evaluate_robosuite(env_pert, base, model, test)
+            nom, pert = evaluate_both(model)
             noms.append(nom)
             perts.append(pert)
             histories[kind][s] = res.history
@@ -135,8 +163,8 @@ def run_robosuite_study(out_dir: str | Path, policies_dir: str | Path = "policie
             print(kind, s, nom.float().mean().item(), pert.float().mean().item(), f"{time.time() - t0:.0f}s",
                   flush=True)
         results[kind] = {"nominal": torch.cat(noms), "perturbed": torch.cat(perts)}
-    env_nom.close()
-    env_pert.close()
+    for e in envs.values():
+        e.close()
     conditions = {k: {**rate_block(int(v["nominal"].sum()), v["nominal"].numel()),
                       "perturbed": rate_block(int(v["perturbed"].sum()), v["perturbed"].numel()),
                       **({"per_seed": per_seed[k]} if k in per_seed else {})} for k, v in results.items()}
