@@ -14,11 +14,10 @@ pytest.importorskip("onnxruntime")
 ART = Path(__file__).resolve().parents[2] / "policies" / "lion_tiny"
 
 
-def _cloud(seed: int, n: int) -> np.ndarray:
-    from latentstack.sim.lidar_scenes import generate_scan
+def _cloud(seed: int, n: int | None) -> np.ndarray:
+    from latentstack.cli.export import lidar_cloud
 
-    pts = generate_scan(seed).points
-    return pts[np.random.default_rng(seed).permutation(len(pts))[:n]] if n < len(pts) else pts
+    return lidar_cloud(seed, n)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +38,7 @@ def test_export_module_equals_eager_in_torch(detector):
     from latentstack.perception.lion.export import HEAD_NAMES, LionExport
 
     wrapper = LionExport(detector).eval()
-    for seed, n in ((200010, 300), (200011, 10**6)):  # a tiny cloud (< K voxels everywhere) and a full scan
+    for seed, n in ((200010, 300), (200011, None)):  # a tiny cloud (< K voxels everywhere) and a full scan
         cloud = _cloud(seed, n)
         with torch.no_grad():
             want = detector(*detector.processor([cloud]))
@@ -55,9 +54,9 @@ def test_lion_onnx_matches_eager_on_other_point_counts(detector, tmp_path):
 
     example = _cloud(3, 3000)  # traced: > K=1024 voxels in the first LION layer
     # checked: a 400-point cloud (every K=1024 layer is one short, cyclically padded group) and a full test scan
-    clouds = [_cloud(200003, 400), _cloud(200004, 10**6)]
+    clouds = [_cloud(200003, 400), _cloud(200004, None)]
     before = dispatch.preference("selective_scan", "cpu")
-    rec = export_lion_onnx(detector, tmp_path, example=example, check_clouds=clouds, source="policies/lion_tiny")
+    rec = export_lion_onnx(detector, tmp_path, example, clouds, source="policies/lion_tiny")
     assert dispatch.preference("selective_scan", "cpu") == before  # the scan substitution is undone
     assert json.loads((tmp_path / "export.json").read_text()) == rec
     assert rec["example_points"] == 3000

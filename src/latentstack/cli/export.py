@@ -12,7 +12,7 @@ from typing import Any
 
 from latentstack.cli.common import LazyCommand, add_out_arg
 
-__all__ = ["add_parser"]
+__all__ = ["add_parser", "lidar_cloud"]
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -43,13 +43,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = args.out or str(Path("outputs") / "export" / Path(args.artifact.split(":")[-1]).name)
     kind = None if ":" in args.artifact else read_artifact_doc(resolve_path(args.artifact)).get("type")
     if kind == "lion":
-        from latentstack.perception.lion.export import export_lion_onnx
+        from latentstack.perception.lion.export import CHECK_CLOUDS, EXAMPLE_CLOUD, export_lion_onnx
         from latentstack.perception.lion.modeling_lion import load_detector
 
         if args.num_steps is not None:
             raise SystemExit("lstack export: --num-steps does not apply to a LION detector")
-        rec = export_lion_onnx(load_detector(resolve_path(args.artifact), device="cpu"), out, opset=args.opset,
-                               source=args.artifact, **({} if args.tol is None else {"tol": args.tol}))
+        made = {"generator": "latentstack.sim.lidar_scenes.generate_scan, default config; [seed, n points or all]",
+                "example": list(EXAMPLE_CLOUD), "check": [list(c) for c in CHECK_CLOUDS],
+                "subsample": "numpy default_rng(seed).permutation, first n points"}
+        rec = export_lion_onnx(load_detector(resolve_path(args.artifact), device="cpu"), out,
+                               lidar_cloud(*EXAMPLE_CLOUD), [lidar_cloud(s, n) for s, n in CHECK_CLOUDS],
+                               opset=args.opset, source=args.artifact, clouds_from=made,
+                               **({} if args.tol is None else {"tol": args.tol}))
         return _report(out, rec, None)
     if kind == "stereo":
         from latentstack.perception.stereo.export import export_stereo_onnx
@@ -79,3 +84,16 @@ def _report(out: str, rec: dict, steps_key: str | None) -> int:
     print(f"lstack export: {out}/{rec['file']} ({steps}opset {rec['opset']}); onnxruntime vs "
           f"eager max |diff| {chk['max_abs']:.2e} (tol {chk['tol']}){dets} -> {'ok' if chk['passed'] else 'FAILED'}")
     return 0 if chk["passed"] else 1
+
+
+def lidar_cloud(seed: int, n: int | None = None) -> Any:
+    """The ``lidar_scenes`` scan of ``seed`` as (P, 4) float32, or ``n`` of its points drawn without replacement
+    (here, at the entry-point layer: the model packages do not import the simulator)."""
+    import numpy as np
+
+    from latentstack.sim.lidar_scenes import generate_scan
+
+    pts = generate_scan(int(seed)).points.astype(np.float32)
+    if n is not None and n < len(pts):
+        pts = pts[np.random.default_rng(seed).permutation(len(pts))[:n]]
+    return pts

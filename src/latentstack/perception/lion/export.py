@@ -58,14 +58,18 @@ from .modeling_lion import LionDetector
 from .sparse import SparseVoxels, SubMConv3d, coords_key, voxel_expand
 from .window import window_keys
 
-__all__ = ["HEAD_NAMES", "LionExport", "check_lion_onnx", "export_lion_onnx", "match_detections"]
+__all__ = ["CHECK_CLOUDS", "EXAMPLE_CLOUD", "HEAD_NAMES", "LionExport", "check_lion_onnx", "export_lion_onnx",
+           "match_detections"]
 
 HEAD_NAMES = ("hm", "center", "center_z", "dim", "rot")
 DEFAULT_TOL = 1e-3  # on head maps (logits / offsets of O(1..10)): fp32 sums in another order through the backbone
 DEFAULT_BOX_TOL = 1e-3  # on decoded box parameters (m, rad) and scores
-# held-out scans for the check: lidar_scenes test-split seeds (the export example is a train-split scan)
-CHECK_SEEDS = (200000, 200001, 200002)
-EXAMPLE_SEED = 0
+# the clouds of ``lstack export`` (cli.export builds them from lidar_scenes; models do not import the simulator):
+# (seed, points kept or None = the whole scan). Traced: a train-split scan; checked: test-split scans, the last
+# subsampled so that every K=1024 LION layer is one short, cyclically padded group (full scans: several groups).
+EXAMPLE_CLOUD: tuple[int, int | None] = (0, None)
+CHECK_CLOUDS: tuple[tuple[int, int | None], ...] = (
+    (200000, None), (200001, None), (200002, None), (200003, None), (200004, None), (200005, 400))
 
 
 def _numel0(t: torch.Tensor) -> torch.Tensor:
@@ -272,12 +276,6 @@ def _scatter_max_symbolic(g: Any, self: Any, dim: int, index: Any, src: Any, red
 
 
 # ------------------------------------------------------------------------------------------- check
-def _scans(seeds: Sequence[int]) -> list[np.ndarray]:
-    from latentstack.sim.lidar_scenes import generate_scan
-
-    return [generate_scan(int(s)).points.astype(np.float32) for s in seeds]
-
-
 def match_detections(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> dict[str, Any]:
     """Pairs each eager detection with the onnxruntime detection of the same label nearest in BEV centre ->
     {n_eager, n_onnx, matched (same label, |box| and |score| diffs measured), max_box, max_score}."""
@@ -300,16 +298,13 @@ def match_detections(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) ->
     return {"n_eager": n_w, "n_onnx": n_g, "matched": matched, "max_box": max_box, "max_score": max_score}
 
 
-def check_lion_onnx(model: LionDetector, onnx_path: str | os.PathLike, *, seeds: Sequence[int] = CHECK_SEEDS,
-                    clouds: Sequence[np.ndarray] | None = None, tol: float = DEFAULT_TOL,
-                    box_tol: float = DEFAULT_BOX_TOL) -> dict[str, Any]:
-    """onnxruntime (CPU) vs the eager detector (default scan path) on each cloud (default: the lidar_scenes
-    test-split ``seeds``): max |diff| per head map, and the decoded detections matched one to one."""
+def check_lion_onnx(model: LionDetector, onnx_path: str | os.PathLike, clouds: Sequence[np.ndarray], *,
+                    tol: float = DEFAULT_TOL, box_tol: float = DEFAULT_BOX_TOL) -> dict[str, Any]:
+    """onnxruntime (CPU) vs the eager detector (default scan path) on each cloud (P_i, 4): max |diff| per head
+    map, and the decoded detections matched one to one."""
     import onnxruntime as ort
 
     model = model.eval()
-    given = clouds is not None
-    clouds = list(clouds) if given else _scans(seeds)
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     per_scan, head_max = [], dict.fromkeys(HEAD_NAMES, 0.0)
     max_ref = 0.0
@@ -332,24 +327,25 @@ def check_lion_onnx(model: LionDetector, onnx_path: str | os.PathLike, *, seeds:
     return {"max_abs": max(head_max.values()), "max_abs_per_head": head_max, "max_ref_hm": max_ref, "tol": tol,
             "box_tol": box_tol, "detections_eager": sum(s["n_eager"] for s in per_scan),
             "detections_matched": sum(s["matched"] for s in per_scan),
-            "max_box_diff": max(s["max_box"] for s in per_scan), "max_score_diff": max(s["max_score"] for s in per_scan),
-            "passed": bool(passed), "scans": per_scan, "seeds": None if given else [int(s) for s in seeds],
+            "max_box_diff": max(s["max_box"] for s in per_scan),
+            "max_score_diff": max(s["max_score"] for s in per_scan),
+            "passed": bool(passed), "scans": per_scan,
             "onnxruntime": ort.__version__, "eager_scan": dispatch.preference("selective_scan", "cpu")[0],
             "onnx_scan": "chunked"}
 
 
-def export_lion_onnx(model: LionDetector, out_dir: str | os.PathLike, *, opset: int = 18, tol: float = DEFAULT_TOL,
-                     box_tol: float = DEFAULT_BOX_TOL, example: np.ndarray | None = None,
-                     check_clouds: Sequence[np.ndarray] | None = None, source: str = "") -> dict[str, Any]:
-    """Writes ``lion.onnx`` + ``export.json`` (with the onnxruntime check) to ``out_dir``; returns the record.
-    ``example``: the traced cloud (default: a train-split scan); ``check_clouds``: the checked clouds (default:
-    test-split scans :data:`CHECK_SEEDS`)."""
+def export_lion_onnx(model: LionDetector, out_dir: str | os.PathLike, example: np.ndarray,
+                     check_clouds: Sequence[np.ndarray], *, opset: int = 18, tol: float = DEFAULT_TOL,
+                     box_tol: float = DEFAULT_BOX_TOL, clouds_from: Any = None, source: str = "") -> dict[str, Any]:
+    """Traces ``example`` (P, 4), writes ``lion.onnx`` + ``export.json`` (with the onnxruntime check on
+    ``check_clouds``, which should differ in size from the example) to ``out_dir``; returns the record.
+    ``clouds_from``: how the clouds were made, recorded as is."""
     model = model.eval().cpu()
     wrapper = LionExport(model).eval()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "lion.onnx"
-    ex = torch.from_numpy(_scans([EXAMPLE_SEED])[0] if example is None else np.asarray(example, np.float32))
+    ex = torch.from_numpy(np.asarray(example, np.float32))
     before = dispatch.preference("selective_scan", "cpu")
     dispatch.set_preference("selective_scan", "cpu", ["chunked"])  # traceable torch ops instead of the C++ op
     torch.onnx.register_custom_op_symbolic("aten::scatter_reduce", _scatter_max_symbolic, opset)
@@ -376,7 +372,8 @@ def export_lion_onnx(model: LionDetector, out_dir: str | os.PathLike, *, opset: 
                     "rot": [1, 2, ny, nx, f"float32 {cfg.rot_code}"]},
         "torch": torch.__version__,
     }
-    record["check"] = check_lion_onnx(model, path, clouds=check_clouds, tol=tol, box_tol=box_tol,
-                                      **({} if check_clouds is not None else {"seeds": CHECK_SEEDS}))
+    if clouds_from is not None:
+        record["clouds_from"] = clouds_from
+    record["check"] = check_lion_onnx(model, path, check_clouds, tol=tol, box_tol=box_tol)
     (out / "export.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
