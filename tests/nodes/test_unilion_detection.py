@@ -475,3 +475,154 @@ def test_shipped_graph_runs_with_the_shipped_artifact(tmp_path, capsys):
     stats = json.loads((tmp_path / "run.json").read_text())["stats"]
     assert stats["unilion_detection"]["published"]["/unilion/detections"] == 2
     assert not stats["unilion_detection"]["counters"].get("invalid_message")
+
+
+# ----------------------------------------------------------------------------- hostile inputs (property-based)
+class _CheckingModel:
+    """Stands in for UniLION (fast): asserts that every frame the node hands over is well-formed."""
+
+    def __init__(self) -> None:
+        from latentstack.perception.unilion import get_preset
+
+        self.config = get_preset("unilion_test")
+        self.calls = 0
+
+        class Proc:
+            def __call__(self, clouds, **kw):
+                (pts,) = clouds
+                assert pts.dtype == np.float32 and pts.ndim == 2 and pts.shape[1] == 4 and np.isfinite(pts).all()
+                assert kw["images"][0].shape == (2, 32, 48, 3) and kw["images"][0].dtype == np.uint8
+                k, c2e, pose = kw["intrinsics"][0], kw["cam2ego"][0], kw["ego_pose"][0]
+                assert np.isfinite(k).all() and (k[:, 0, 0] > 0).all() and (k[:, 1, 1] > 0).all()
+                assert np.isfinite(c2e).all() and np.isfinite(pose).all() and kw["time_s"][0] >= 0
+                for m in (*c2e, pose):  # rigid transforms
+                    np.testing.assert_allclose(m[:3, :3] @ m[:3, :3].T, np.eye(3), atol=1e-9)
+                return kw
+
+            def postprocess(self, out):
+                return [{"boxes": np.zeros((1, 7), np.float32), "scores": np.ones(1, np.float32),
+                         "labels": np.zeros(1, np.int64), "seg": np.full((4, 32, 32), 0.25, np.float32),
+                         "occ": np.zeros((8, 32, 32), np.float32)}]
+
+        self.processor = Proc()
+
+    def eval(self):
+        return self
+
+    def __call__(self, mode, memory, **kw):
+        self.calls += 1
+        return {}, ("memory", self.calls)
+
+
+def test_node_survives_hostile_inputs():
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from latentstack.nodes.lidar_sensor import scan_to_cloud
+    from latentstack.nodes.tf import transform_stamped
+    from latentstack.nodes.unilion_sensor import camera_info_msg
+    from latentstack.sim.unilion_scenes import camera_calibration, generate_sequence
+
+    cfg = scene_config(rig_params(frames=1))
+    frame = generate_sequence(SEED, cfg)[0]
+    intr, c2e = camera_calibration(cfg)
+    floats = st.floats(allow_nan=True, allow_infinity=True, width=64)
+    stamps = st.sampled_from([1000, 2000, 3000, 4000, 5000])
+    op = st.one_of(
+        # a whole frame, less the parts in the (often empty) skip set
+        st.tuples(st.just("part"), stamps, st.sets(st.sampled_from(["points", "image0", "image1", "info0", "info1",
+                                                                   "tf"]), max_size=2)),
+        st.tuples(st.just("image"), stamps, st.integers(0, 64), st.integers(0, 64),
+                  st.sampled_from(["rgb8", "bgr8", "mono8", "mono16", "32FC1", "rgba8", "bogus"])),
+        st.tuples(st.just("info"), stamps, st.lists(floats, min_size=12, max_size=12), st.integers(0, 64)),
+        st.tuples(st.just("tf"), stamps, st.lists(floats, min_size=7, max_size=7),
+                  st.sampled_from(["base_link", "odom", "cam0_optical_frame", "", "lidar"])),
+        st.tuples(st.just("cloud"), stamps, st.lists(floats, min_size=4, max_size=12)),
+    )
+
+    seen = {"model_calls": 0, "invalid_message": 0}
+
+    @settings(max_examples=80, deadline=None, derandomize=True, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @given(st.lists(op, max_size=25))
+    def run(ops):
+        t = InProcTransport()
+        model = _CheckingModel()
+        node = UniLIONDetectionNodeCore(t, UniLIONDetectionParams(async_inference=False, sync_queue_size=3),
+                                        model=model)
+        out: list = []
+        t.create_subscription("/detections", "vision_msgs/msg/Detection3DArray", out.append, DEFAULT)
+        pubs = {"points": t.create_publisher("/points", "sensor_msgs/msg/PointCloud2", SENSOR_DATA),
+                "tf": t.create_publisher("/tf", "tf2_msgs/msg/TFMessage", "default"),
+                "static": t.create_publisher("/tf_static", "tf2_msgs/msg/TFMessage", "transient_local")}
+        for i in range(2):
+            pubs[f"image{i}"] = t.create_publisher(f"/cam{i}/image_raw", "sensor_msgs/msg/Image", SENSOR_DATA)
+            pubs[f"info{i}"] = t.create_publisher(f"/cam{i}/camera_info", "sensor_msgs/msg/CameraInfo", SENSOR_DATA)
+        pubs["static"].publish(tf_message([pose_transform("base_link", "lidar", 0, np.eye(4))] + [
+            pose_transform("base_link", f"cam{i}_optical_frame", 0, c2e[i]) for i in range(2)]))
+
+        def part(kind: str, s: int) -> None:
+            if kind == "points":
+                pubs["points"].publish(scan_to_cloud(frame, s, "lidar"))
+            elif kind == "tf":
+                pubs["tf"].publish(tf_message([pose_transform("odom", "base_link", s, frame.ego_pose)]))
+            elif kind.startswith("image"):
+                i = int(kind[-1])
+                pubs[kind].publish(msgs.image_to_msg(frame.images[i], "rgb8", s, f"cam{i}_optical_frame"))
+            else:
+                i = int(kind[-1])
+                pubs[kind].publish(camera_info_msg(intr[i], 48, 32, s, f"cam{i}_optical_frame"))
+
+        try:
+            for o in ops:
+                kind, s = o[0], o[1]
+                if kind == "part":
+                    for p in ("tf", "info0", "info1", "image0", "image1", "points"):
+                        if p not in o[2]:
+                            part(p, s)
+                elif kind == "image":
+                    _, _, h, w, enc = o
+                    dt, c = {"rgb8": ("u1", 3), "bgr8": ("u1", 3), "mono8": ("u1", 1), "mono16": ("<u2", 1),
+                             "32FC1": ("<f4", 1), "rgba8": ("u1", 4), "bogus": ("u1", 3)}[enc]
+                    pix = np.zeros((max(h, 1), max(w, 1), c), dt)
+                    m = msgs.image_to_msg(pix[..., 0] if c == 1 else pix, None, s, "cam1_optical_frame")
+                    m.height, m.width, m.encoding = h, w, enc
+                    pubs["image1"].publish(m)
+                elif kind == "info":
+                    _, _, vals, w = o
+                    m = camera_info_msg(intr[0], w, 32, s, "cam0_optical_frame")
+                    m.p[:] = vals
+                    pubs["info0"].publish(m)
+                elif kind == "tf":
+                    _, _, vals, child = o
+                    tr = transform_stamped("odom", child, s, vals[:3], vals[3:])
+                    pubs["tf"].publish(tf_message([tr]))
+                else:
+                    with np.errstate(over="ignore"):
+                        vals = np.asarray(o[2], np.float32)
+                    arr = np.zeros(len(vals) // 4, dtype=[(f, np.float32) for f in ("x", "y", "z", "intensity")])
+                    for j, f in enumerate(("x", "y", "z", "intensity")):
+                        arr[f] = vals[j:4 * len(arr):4]
+                    pubs["points"].publish(msgs.pointcloud2_from_numpy(arr, s, "lidar"))
+                t.spin_once()
+                assert len(node._sync) <= 3
+            for _ in range(3):  # deliver what the node published
+                t.spin_once()
+            c = node.stats()["counters"]
+            assert c.get("callback_error", 0) == 0 and c.get("worker_error", 0) == 0, c
+            assert model.calls == node.frames  # every model call published
+            seen["model_calls"] += model.calls
+            seen["invalid_message"] += c.get("invalid_message", 0)
+            # a valid frame at a new stamp is still answered
+            before = len(out)
+            for kind in ("tf", "info0", "info1", "image0", "image1", "points"):
+                part(kind, 9000)
+            for _ in range(3):
+                t.spin_once()
+            assert len(out) == before + 1 and msgs.stamp_ns(out[-1]) == 9000
+        finally:
+            node.close()
+            t.close()
+
+    run()
+    assert all(v > 0 for v in seen.values()), seen  # the examples reached the model and the refusals

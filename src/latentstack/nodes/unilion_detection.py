@@ -351,6 +351,9 @@ class UniLIONDetectionNodeCore(PerceptionNodeCore):
             self._tf_error = str(exc)
             return
         self._waiting = None
+        for m in (base_lidar, cam2ego, ego_pose):  # finite edges can still chain to inf (|t| near 1e308)
+            if m is not None and not np.isfinite(m).all():
+                raise msgs.MessageValueError(f"the transforms of the frame at {stamp / 1e9:.3f} s are not finite")
         pts = fr.points
         if not np.array_equal(base_lidar, np.eye(4)):  # the identity mount (simulated rig): no arithmetic at all
             xyz = pts[:, :3].astype(np.float64) @ base_lidar[:3, :3].T + base_lidar[:3, 3]
@@ -378,7 +381,11 @@ class UniLIONDetectionNodeCore(PerceptionNodeCore):
         if self._scene_start is None:
             self._scene_start = (stamp, ego_pose)
         t0, pose0 = self._scene_start
-        return (stamp - t0) / 1e9, _rigid_inverse(pose0) @ ego_pose
+        with np.errstate(over="ignore", invalid="ignore"):
+            rel = _rigid_inverse(pose0) @ ego_pose
+        if not np.isfinite(rel).all():
+            raise msgs.MessageValueError(f"ego pose at {stamp / 1e9:.3f} s is not finite relative to the scene start")
+        return (stamp - t0) / 1e9, rel
 
     def model_inputs(self, stamp: int, points: np.ndarray, images: np.ndarray | None, intrinsics: np.ndarray | None,
                      cam2ego: np.ndarray | None, ego_pose: np.ndarray | None) -> dict[str, Any]:
