@@ -1,6 +1,6 @@
-"""KORR evaluation rollouts on Ray (local, 2 CPUs): the same per-episode successes as in-process, on the toy
-env through ``lstack korr eval --workers 2`` and on robosuite Lift (MuJoCo in Ray workers) with the shipped
-artifacts."""
+"""KORR rollouts on Ray (local, 2 CPUs) equal the in-process ones: evaluation on the toy env through ``lstack korr
+eval --workers 2`` and on robosuite Lift (MuJoCo in Ray workers) with the shipped artifacts, and residual PPO's
+rollout collection on robosuite envs sharded over Ray actors."""
 from __future__ import annotations
 
 import json
@@ -65,21 +65,6 @@ def test_toy_cli_ray_equals_in_process(tmp_path: Path, local_ray) -> None:
     assert len({c[n]["successes"] for n in c}) == 3 and c["korr"]["perturbed"] != c["korr"]
 
 
-def test_toy_per_episode_order(local_ray) -> None:
-    """Per-episode successes in seed-major order (a seed or episode mix-up that keeps the counts would show)."""
-    from latentstack.koopman.toy_env import ToyInsertionConfig
-
-    models = {"base": None, "korr": _residual("korr", 1)}
-    seeds = [2_000_000_000 + i for i in range(3)]
-    cfg = ToyInsertionConfig(num_envs=16)
-    ref = evaluate_korr_conditions("toy_insertion", cfg, {}, models, [True], seeds)
-    par = evaluate_korr_conditions("toy_insertion", cfg, {}, models, [True], seeds, workers=2)
-    assert ray.is_initialized()  # it ran on this module's cluster
-    for n in models:
-        assert par[n][True].dtype == torch.bool and torch.equal(par[n][True], ref[n][True])
-    assert not torch.equal(ref["base"][True][:16], ref["base"][True][16:32])  # seeds differ per batch
-
-
 def test_robosuite_shipped_ray_equals_in_process(local_ray) -> None:
     """MuJoCo in Ray workers (fresh processes, not forks): the shipped base and KORR residual on Lift, one
     episode per test seed (nominal; the perturbed path is the toy tests' and adds only a reseeded sampler)."""
@@ -100,3 +85,31 @@ def test_robosuite_shipped_ray_equals_in_process(local_ray) -> None:
     flat = torch.cat([ref[n][False] for n in models])
     assert 0 < int(flat.sum()) < flat.numel()  # both outcomes occur
     assert not torch.equal(ref["base"][False], ref["korr"][False])  # a condition mix-up would show
+
+
+def test_robosuite_sharded_training_env_rollout_equal(local_ray) -> None:
+    """PPO's collection (stochastic residual, seeded generator) on 3 envs split 2 + 1 over two actors gives every
+    rollout tensor of the in-process batch, bit for bit (perturbations on: the per-env samplers too)."""
+    pytest.importorskip("robosuite")
+    from latentstack.koopman.artifact import load_residual
+    from latentstack.koopman.base_policy import BatchedChunkBase, load_chunk_base
+    from latentstack.koopman.parallel import RayRobosuiteVecEnv
+    from latentstack.koopman.trainer import collect
+    from latentstack.sim.robosuite_env import RobosuiteTaskConfig, RobosuiteVecEnv
+
+    base_dir = REPO / "policies" / "korr_lift_base"
+    b = BatchedChunkBase(load_chunk_base(base_dir)[0])
+    model = load_residual(REPO / "policies" / "korr_lift_korr", source=base_dir)[0]
+    cfg = RobosuiteTaskConfig(num_envs=3, horizon=30, perturb=True)
+    outs = []
+    for env in (RobosuiteVecEnv(cfg), RayRobosuiteVecEnv(cfg, workers=2)):
+        try:
+            outs.append(collect(env, b, model, 1_000_003, cfg.horizon, deterministic=False,
+                                generator=torch.Generator().manual_seed(5), normalize_obs=b.normalize_obs,
+                                denormalize_action=b.denormalize_action))
+        finally:
+            env.close()
+    ref, par = outs
+    for k in ("obs", "action", "reward", "dones", "next_obs", "last_obs", "logprob", "value"):
+        assert torch.equal(getattr(par, k), getattr(ref, k)), k
+    assert not torch.equal(ref.obs[-1, 0], ref.obs[-1, 2])  # the envs differ: a shard mix-up would show

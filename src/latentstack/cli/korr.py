@@ -40,6 +40,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     t.add_argument("--lift", type=int, default=256)
     _base(t, "robosuite: frozen base policy directory")
     add_device_arg(t)
+    add_ray_args(t)  # robosuite: the training envs stepped on Ray actors
     add_out_arg(t, required=True, help="artifact directory")
     t.set_defaults(func=LazyCommand(_CMD + "cmd_train"))
 

@@ -109,6 +109,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     _cpu_only(args, "KORR training (residual PPO)")
     torch.set_num_threads(1)
+    if args.env != "robosuite" and (args.workers > 1 or args.ray_address):
+        # the toy env is one batched torch computation: there is nothing to shard
+        raise SystemExit("--workers/--ray-address: only --env robosuite steps its training envs on Ray")
     if args.env == "robosuite":
         from .robosuite_task import cmd_train_robosuite
 

@@ -14,6 +14,7 @@ Models travel as (config dict, numpy state dict), not pickled modules; results c
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["ModelPayload", "evaluate_korr_conditions", "model_payload"]
+__all__ = ["ModelPayload", "RayRobosuiteVecEnv", "evaluate_korr_conditions", "model_payload"]
 
 
 @dataclass(frozen=True)
@@ -145,3 +146,70 @@ def evaluate_korr_conditions(env: str, env_config: Any, base: Any, models: Mappi
         for p in modes:  # seed-major, as the in-process torch.cat over seeds
             out[n][p] = torch.tensor([x for s in seeds for x in by_job[(n, p, int(s))]], dtype=torch.bool)
     return out
+
+
+class _EnvShard:
+    """Envs ``first_index ..`` of a robosuite batch, in one Ray actor; numpy in and out."""
+
+    def __init__(self, config: Any, first_index: int) -> None:
+        from latentstack.sim.robosuite_env import RobosuiteVecEnv
+
+        self.env = RobosuiteVecEnv(config, first_index=first_index)
+
+    def reset(self, seed: int) -> np.ndarray:
+        return self.env.reset(seed).numpy()
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool, int]:
+        obs, rew, done, info = self.env.step(action)
+        return obs.numpy(), rew.numpy(), done.numpy(), bool(info["truncated"].all()), self.env.kicks
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class RayRobosuiteVecEnv:
+    """:class:`~latentstack.sim.robosuite_env.RobosuiteVecEnv` (the trainer's ``BatchedEnv``) with its envs split
+    into contiguous shards on ``workers`` Ray actors, stepped in parallel. Each env is seeded by its index in the
+    whole batch, so resets, steps and rewards are the in-process batch's. Use inside a
+    :func:`~latentstack.sim.evaluation.ray_session`; ``close()`` ends the actors."""
+
+    n_parts = 1
+
+    def __init__(self, config: Any, workers: int) -> None:
+        from latentstack.sim.evaluation import ray_actors
+        from latentstack.sim.robosuite_env import ACTION_DIM, obs_dim
+
+        self.config = config
+        self.num_envs, self.action_dim, self.obs_dim = config.num_envs, ACTION_DIM, obs_dim(config.task)
+        k = max(1, min(workers, config.num_envs))
+        bounds = [round(i * config.num_envs / k) for i in range(k + 1)]
+        self.slices = [slice(a, b) for a, b in itertools.pairwise(bounds)]
+        self.actors = ray_actors([functools.partial(_EnvShard, replace(config, num_envs=s.stop - s.start), s.start)
+                                  for s in self.slices])
+        self.kicks = 0
+
+    def reset(self, seed: int) -> torch.Tensor:
+        import ray
+
+        self.kicks = 0
+        return torch.from_numpy(np.concatenate(ray.get([a.call.remote("reset", seed) for a in self.actors])))
+
+    def step(self, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+        import ray
+
+        a = np.asarray(action)
+        if a.shape != (self.num_envs, self.action_dim):  # checked here too: a shard would see only its part
+            raise ValueError(f"action must be ({self.num_envs}, {self.action_dim}), got {a.shape}")
+        parts = ray.get([act.call.remote("step", a[s]) for act, s in zip(self.actors, self.slices, strict=True)])
+        obs, rew, done = (torch.from_numpy(np.concatenate([p[j] for p in parts])) for j in range(3))
+        self.kicks = sum(p[4] for p in parts)
+        return obs, rew, done, {"truncated": torch.full((self.num_envs,), parts[0][3])}
+
+    def close(self) -> None:
+        import ray
+
+        try:
+            ray.get([a.call.remote("close") for a in self.actors])
+        finally:
+            for a in self.actors:
+                ray.kill(a)

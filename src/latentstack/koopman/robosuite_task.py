@@ -67,16 +67,32 @@ def evaluate_robosuite(env: RobosuiteVecEnv, base: ChunkMLPBase, model: Residual
 
 
 def train_robosuite_residual(task_cfg: RobosuiteTaskConfig, base: ChunkMLPBase, kind: str, ppo: PPOConfig,
-                             hidden_dim: int = 256, lift_dim: int = 256, progress: bool = True
-                             ) -> tuple[ResidualActorCritic, Any]:
+                             hidden_dim: int = 256, lift_dim: int = 256, progress: bool = True, workers: int = 1,
+                             ray_address: str | None = None) -> tuple[ResidualActorCritic, Any]:
+    """``workers > 1`` or a Ray address: the training envs are stepped on Ray actors (shards of the batch,
+    :class:`~latentstack.koopman.parallel.RayRobosuiteVecEnv`); the same rollouts, so the same training."""
+    import contextlib
+
+    from latentstack.sim.evaluation import ray_requested, ray_session
+
     torch.manual_seed(ppo.seed)
     model = make_residual(residual_config(base.config.obs_dim, base.config.action_dim, kind,
                                           hidden_dim=hidden_dim, lift_dim=lift_dim))
-    env = RobosuiteVecEnv(replace(task_cfg, num_envs=ppo.num_envs, perturb=False))  # perturbations off in training
-    b = BatchedChunkBase(base)
-    res = train_residual(env, b, model, ppo, normalize_obs=b.normalize_obs,
-                         denormalize_action=b.denormalize_action, progress=progress)
-    env.close()
+    env_cfg = replace(task_cfg, num_envs=ppo.num_envs, perturb=False)  # perturbations off in training
+    on_ray = ray_requested(workers, ray_address)
+    with ray_session(workers, ray_address) if on_ray else contextlib.nullcontext():
+        if on_ray:
+            from .parallel import RayRobosuiteVecEnv
+
+            env: Any = RayRobosuiteVecEnv(env_cfg, workers)
+        else:
+            env = RobosuiteVecEnv(env_cfg)
+        try:
+            b = BatchedChunkBase(base)
+            res = train_residual(env, b, model, ppo, normalize_obs=b.normalize_obs,
+                                 denormalize_action=b.denormalize_action, progress=progress)
+        finally:
+            env.close()
     if res.best_state is not None:
         model.load_state_dict(res.best_state)
     model.eval()
@@ -88,8 +104,9 @@ def run_robosuite_study(out_dir: str | Path, policies_dir: str | Path = "policie
         num_envs: int = 8, horizon: int = 60, iterations: int = 26, epochs: int = 10, train_seeds: tuple[int, ...] = (0,),
         test_batches: int = 6, hidden_dim: int = 256, lift_dim: int = 256, base_dir: str | None = None,
         workers: int = 1, ray_address: str | None = None) -> dict[str, Any]:
-    """``workers > 1`` or a Ray address: the held-out test rollouts run as Ray jobs (one cluster for the study,
-    :mod:`latentstack.koopman.parallel`) with the same successes; demos, BC and residual PPO stay in-process."""
+    """``workers > 1`` or a Ray address, one cluster for the study (:mod:`latentstack.koopman.parallel`): the
+    held-out test rollouts run as Ray jobs and residual PPO steps its envs on Ray actors, with the same
+    successes and training history; demos, BC and the PPO updates stay in-process."""
     import contextlib
 
     from latentstack.sim.evaluation import ray_requested, ray_session
@@ -146,7 +163,8 @@ def _run_robosuite_study(out_dir: str | Path, policies_dir: str | Path, kinds: t
         for s in train_seeds:
             ppo = ppo_config("cpu", num_envs=num_envs, num_steps=horizon, num_iterations=iterations,
                              update_epochs=epochs, seed=s)
-            model, res = train_robosuite_residual(task_cfg, base, kind, ppo, hidden_dim, lift_dim)
+            model, res = train_robosuite_residual(task_cfg, base, kind, ppo, hidden_dim, lift_dim,
+                                                  **({"workers": ray[0], "ray_address": ray[1]} if ray else {}))
             nom, pert = evaluate_both(model)
             noms.append(nom)
             perts.append(pert)
@@ -192,7 +210,8 @@ def cmd_train_robosuite(args: argparse.Namespace) -> int:
     task_cfg = RobosuiteTaskConfig(num_envs=args.num_envs, horizon=horizon)
     ppo = ppo_config("cpu", num_envs=args.num_envs, num_steps=horizon, num_iterations=args.iterations,
                      update_epochs=args.epochs, seed=args.seed)
-    model, res = train_robosuite_residual(task_cfg, base, args.kind, ppo, args.hidden, args.lift)
+    model, res = train_robosuite_residual(task_cfg, base, args.kind, ppo, args.hidden, args.lift,
+                                          workers=args.workers, ray_address=args.ray_address)
     save_residual(model, args.out, meta={"env": "robosuite", "task": task_cfg.to_dict(), "base": args.base,
                                          "ppo": ppo.to_dict(), "train_seed": args.seed,
                                          "best_iteration": res.best_iteration, "selection_rule": res.selection_rule},

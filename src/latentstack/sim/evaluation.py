@@ -21,7 +21,7 @@ from .rollout import EpisodeResult, LatencyRecorder, RolloutHook, rollout
 from .suites import Suite
 
 __all__ = ["ConditionResult", "EpisodeResult", "evaluate", "evaluate_parallel", "latency_table", "outcome_table",
-           "ray_map", "ray_requested", "ray_session", "ray_worker_env", "run_episode", "write_report"]
+           "ray_actors", "ray_map", "ray_requested", "ray_session", "ray_worker_env", "run_episode", "write_report"]
 
 
 @dataclass
@@ -218,6 +218,22 @@ class _RayActor:
     def run(self, index: int, args: tuple) -> tuple[int, object]:
         return index, self.worker(*args)
 
+    def call(self, method: str, *args: object) -> object:
+        """A method of a stateful worker (e.g. an env shard's ``step``) on this actor."""
+        return getattr(self.worker, method)(*args)
+
+
+def ray_actors(make_workers: Sequence[Callable[[], object]], gpus_per_worker: float = 0.0) -> list:
+    """One actor per factory (each builds its worker once; :func:`ray_worker_env`, one torch thread): the actors
+    of :func:`ray_map`, and stateful workers driven call by call (``actor.call.remote(method, *args)``).
+    Inside a :func:`ray_session`; the caller kills them (``ray.kill``) when done."""
+    import ray
+
+    # worker env on the actors, so it holds on a cluster the caller initialised too
+    actor_cls = ray.remote(num_cpus=1, num_gpus=gpus_per_worker,
+                           runtime_env={"env_vars": ray_worker_env()})(_RayActor)
+    return [actor_cls.remote(m) for m in make_workers]
+
 
 def ray_map(make_worker: Callable[[], Callable[..., object]], jobs: Sequence[tuple], workers: int,
             ray_address: str | None = None, gpus_per_worker: float = 0.0,
@@ -237,10 +253,7 @@ def ray_map(make_worker: Callable[[], Callable[..., object]], jobs: Sequence[tup
 
     outs: dict[int, object] = {}
     with ray_session(workers, ray_address):
-        # worker env on the actors, so it holds on a cluster the caller initialised too
-        actor_cls = ray.remote(num_cpus=1, num_gpus=gpus_per_worker,
-                               runtime_env={"env_vars": ray_worker_env()})(_RayActor)
-        actors = [actor_cls.remote(make_worker) for _ in range(max(1, min(workers, len(jobs))))]
+        actors = ray_actors([make_worker] * max(1, min(workers, len(jobs))), gpus_per_worker)
         pool = ActorPool(actors)
         for i, job in enumerate(jobs):
             pool.submit(lambda a, v: a.run.remote(*v), (i, tuple(job)))

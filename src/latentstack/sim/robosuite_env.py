@@ -76,8 +76,11 @@ class RobosuiteVecEnv:
     n_parts = 1
     action_dim = ACTION_DIM
 
-    def __init__(self, config: RobosuiteTaskConfig | None = None) -> None:
+    def __init__(self, config: RobosuiteTaskConfig | None = None, first_index: int = 0) -> None:
+        """``first_index``: this batch's envs are episodes ``first_index ..`` of a larger batch (a shard of it
+        in another process), so they are seeded as there."""
         self.config = config or RobosuiteTaskConfig()
+        self.first_index = first_index
         c = self.config
         self.num_envs = c.num_envs
         self.obs_dim = obs_dim(c.task)
@@ -98,7 +101,7 @@ class RobosuiteVecEnv:
         """Episode ``i`` of this batch is fully determined by ``(seed, i)``."""
         obs = []
         for i, env in enumerate(self.envs):
-            s = int(np.random.SeedSequence([int(seed), i]).generate_state(1)[0])
+            s = int(np.random.SeedSequence([int(seed), self.first_index + i]).generate_state(1)[0])
             self._seed_env(env, s)
             self.samplers[i].seed(s + 1)
             obs.append(flat_obs(self.config.task, env.reset()))
