@@ -1,13 +1,15 @@
-"""KORR's evaluation rollouts on Ray: (condition, perturbed, test-seed batch) jobs on the project's one Ray
-mechanism (:func:`latentstack.sim.evaluation.ray_map`: local Ray by default, ``--ray-address``/``RAY_ADDRESS``
-for a cluster; workers are fresh processes, never forks, as MuJoCo needs).
+"""KORR's rollout collection on Ray, on the project's one Ray mechanism (:mod:`latentstack.sim.evaluation`:
+``ray_session``/``ray_map``/``ray_actors``; local Ray by default, ``--ray-address``/``RAY_ADDRESS`` for a
+cluster; workers are fresh processes, never forks, as MuJoCo needs): evaluation as (condition, perturbed,
+test-seed batch) jobs, and residual PPO's robosuite envs as shards on actors (:class:`RayRobosuiteVecEnv`).
 
 Why this split: one job is one call of the in-process evaluators (:func:`~latentstack.koopman.experiment.
 evaluate_toy`, :func:`~latentstack.koopman.robosuite_task.evaluate_robosuite`) on one test seed, and every batch
 is fully determined by its seed (both envs reseed everything on ``reset(seed)``, the bases reset their chunk
 queue, the residual acts deterministically), with the same batch size in and out of Ray, so the successes are
-the in-process ones, bit for bit. Residual PPO *training* stays in-process: its batched torch env is one
-process by design and its numbers (the shipped reports) depend on that.
+the in-process ones, bit for bit. Residual PPO on robosuite steps each env shard on an actor (the env's
+seed is its index in the whole batch), while sampling and updates stay in the driver: the same rollouts, so
+the same training. The toy env's training is one batched torch computation and stays in-process.
 
 Models travel as (config dict, numpy state dict), not pickled modules; results come back as lists of bools.
 """
