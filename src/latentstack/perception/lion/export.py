@@ -24,9 +24,12 @@ ints taken from data); the eager model itself is unchanged:
 - the selective scan traced through its pure-torch ``chunked`` path (the C++ scan is a custom op), as for the
   SA2 stereo export.
 
-Exporter: the TorchScript-based ``torch.onnx.export(dynamo=False)``, opset 18, with ``points`` dim 0 dynamic:
-torch.export (the dynamo exporter) needs every data-dependent size (``unique``, ``nonzero``) bounded and guarded
-by hand through the whole backbone. Tracing silently bakes any size taken as a Python int, so the check runs
+Exporter: the TorchScript-based ``torch.onnx.export(dynamo=False)``, opset 18, with ``points`` dim 0 dynamic
+(``aten::scatter_reduce`` mapped to one ``ScatterElements(reduction="max")`` during the export, see
+:func:`_scatter_max_symbolic`). The dynamo exporter was tried (torch 2.13): torch.export stops at the first
+data-dependent guard (``GuardOnDataDependentSymNode`` on the size after the range mask, in the VFE) and would
+need ``torch._check`` hints on every data-dependent size through the backbone. Tracing instead silently bakes any
+size taken as a Python int (sizes here are carried as tensors, ``_numel0``), so the check runs
 onnxruntime on scans other than the export example (different P and voxel counts) against the eager model on
 its default (C++ scan) path, comparing the raw head maps (max |diff|, tolerance ``tol``) and the decoded
 detections (same count and labels, boxes and scores within ``box_tol``). One scan per call (B = 1).
