@@ -1,9 +1,11 @@
 """UniLION detection node + simulated driving rig (issue 17, deliverable 4), ROS-free, in one process.
 
 - online == offline: the node's detections and BEV grids for a short stream equal the model run directly on the same
-  frames (L and LCT; LCT with the memory carried frame to frame, which changes the outputs);
+  frames and the evaluation's ``predict_sequences`` (L and LCT, inference in the callback and on the worker thread;
+  LCT with the memory carried frame to frame, which changes the outputs);
 - time synchronisation: mismatched stamps never pair, the buffer stays bounded, late messages are dropped;
-- bad input (image size/encoding, CameraInfo, cloud, missing TF) is refused and the node keeps running;
+- bad input (image size/encoding, CameraInfo, cloud, missing or malformed TF) is refused and the node keeps running,
+  also under property-based hostile input;
 - the graph file runs with ``lstack launch ros/graphs/perception_unilion.yaml --frames N`` in one process.
 
 A small random-weight model (preset ``unilion_test``) saved with ``save_unilion`` stands in for the shipped
@@ -151,6 +153,16 @@ def test_online_equals_offline(artifact, frames, mode, threaded):
     assert online["stats"][0]["worker"]["threaded"] is threaded
     ref = offline(artifact, frames, mode)
     assert_same(online, ref)
+    # ... which is what the evaluation computes (`lstack unilion eval`'s predict_sequences, one sequence per batch)
+    from latentstack.perception.unilion import load_unilion
+    from latentstack.perception.unilion.train import predict_sequences
+    from latentstack.sim.unilion_scenes import camera_calibration
+
+    intr, c2e = camera_calibration(scene_config(rig_params()))
+    ev = predict_sequences(load_unilion(artifact), frames, mode, intr, np.stack([wire_pose(m) for m in c2e]),
+                           batch_size=1, progress=False)
+    for r, e in zip(ref, ev, strict=True):
+        assert all(np.array_equal(r[k], e[k]) for k in ("boxes", "scores", "labels", "seg", "occ"))
     if mode == "LCT":  # the memory was used and matters: without it the later frames differ
         assert ref[0]["temporal_tokens"] == 0 and all(r["temporal_tokens"] > 0 for r in ref[1:])
         cold = offline(artifact, frames, mode, memory=False)
