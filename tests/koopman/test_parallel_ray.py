@@ -39,6 +39,21 @@ def _residual(kind: str, seed: int) -> torch.nn.Module:
                                          lift_dim=8, action_head_std=1.0, action_scale=0.3))
 
 
+def test_korr_ray_flags() -> None:
+    """``--workers/--ray-address`` on every ``lstack korr`` command (in-process unless asked); the toy env's
+    training has nothing to shard and refuses them."""
+    from latentstack.cli import build_parser
+
+    for cmd in (["eval"], ["compare"], ["robosuite"], ["train"]):
+        a = build_parser().parse_args(["korr", *cmd, "--workers", "3", "--ray-address", "ray://h:10001",
+                                       *(["--out", "x"] if cmd == ["train"] else [])])
+        assert (a.workers, a.ray_address) == (3, "ray://h:10001")
+        d = build_parser().parse_args(["korr", *cmd, *(["--out", "x"] if cmd == ["train"] else [])])
+        assert (d.workers, d.ray_address) == (1, None)
+    with pytest.raises(SystemExit, match="only --env robosuite"):
+        main(["korr", "train", "--env", "toy_insertion", "--workers", "2", "--out", "unused"])
+
+
 def test_payload_round_trip() -> None:
     from latentstack.koopman.parallel import _residual as rebuild
 
