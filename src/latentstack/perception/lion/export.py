@@ -369,6 +369,8 @@ def export_lion_onnx(model: LionDetector, out_dir: str | os.PathLike, example: n
         "grouping by sort, BiMamba on the chunked scan, SFD + voxel generation, merging), BEV backbone, "
         "CenterHead -> head maps; decoding (peaks, top-K, rotated NMS) stays on the host",
         "exporter": "torchscript (dynamo=False)", "opset": opset, "example_points": int(ex.shape[0]),
+        "choice": "one graph, no pre-step: voxelisation (Unique, ScatterElements), window sort (TopK), voxel "
+        "generation (sort + rank mask) in the graph; the dynamo exporter stops at data-dependent guards",
         "inputs": {"points": ["P", cfg.num_point_features, "float32 x, y, z, intensity (sensor frame)"]},
         "outputs": {"hm": [1, nc, ny, nx, "float32 logits"], "center": [1, 2, ny, nx, "float32 cell offset"],
                     "center_z": [1, 1, ny, nx, "float32 m"], "dim": [1, 3, ny, nx, "float32 log m"],
