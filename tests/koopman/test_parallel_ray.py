@@ -80,6 +80,7 @@ def test_toy_cli_ray_equals_in_process(tmp_path: Path, local_ray) -> None:
     assert len({c[n]["successes"] for n in c}) == 3 and c["korr"]["perturbed"] != c["korr"]
 
 
+@pytest.mark.slow  # robosuite in fresh Ray workers: ~15-35 s depending on machine load
 def test_robosuite_shipped_ray_equals_in_process(local_ray) -> None:
     """MuJoCo in Ray workers (fresh processes, not forks): the shipped base and KORR residual on Lift, one
     episode per test seed (nominal; the perturbed path is the toy tests' and adds only a reseeded sampler)."""
@@ -102,6 +103,7 @@ def test_robosuite_shipped_ray_equals_in_process(local_ray) -> None:
     assert not torch.equal(ref["base"][False], ref["korr"][False])  # a condition mix-up would show
 
 
+@pytest.mark.slow  # robosuite in fresh Ray workers: ~15-35 s depending on machine load
 def test_robosuite_sharded_training_env_rollout_equal(local_ray) -> None:
     """PPO's collection (stochastic residual, seeded generator) on 3 envs split 2 + 1 over two actors gives every
     rollout tensor of the in-process batch, bit for bit (perturbations on: the per-env samplers too)."""
