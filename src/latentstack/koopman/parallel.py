@@ -36,6 +36,7 @@ class ModelPayload:
 
 
 def model_payload(model: torch.nn.Module) -> ModelPayload:
+    """A residual or chunk base (anything with a ``config`` that has ``to_dict``) as a :class:`ModelPayload`."""
     cfg = model.config  # type: ignore[attr-defined]
     return ModelPayload(cfg.to_dict(), {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()})
 
@@ -55,7 +56,7 @@ def _residual(payload: ModelPayload | None) -> torch.nn.Module | None:
 
 class _KorrRolloutWorker:
     """One actor's evaluator: builds the base and every residual once; robosuite envs per perturbation mode
-    on first use (they are the slow part to build)."""
+    on first use (they are the slow part to build; they end with the actor's process)."""
 
     def __init__(self, env: str, env_config: Any, base: Any, residuals: Mapping[str, ModelPayload | None]) -> None:
         self.env, self.env_config = env, env_config
