@@ -35,8 +35,8 @@ def detector():
 @pytest.mark.parametrize("operator", ["mamba", "identity", "retnet"])
 def test_export_module_equals_eager_in_torch(detector, operator):
     """The ONNX-expressible rewrite (dense neighbour table, scatter-adds, sort + rank mask) run in torch gives the
-    eager head maps (same ops up to summation order: tolerance 1e-5; lion_tiny measured 0 on x86). Shipped lion_tiny; the
-    identity and RetNet operators on a seeded random init."""
+    eager head maps (same ops up to summation order: tolerance 1e-5; lion_tiny measured 0 on x86). Shipped
+    lion_tiny; the identity and RetNet operators on a seeded random init."""
     from latentstack.perception.lion import LionDetector, get_preset
     from latentstack.perception.lion.export import HEAD_NAMES, LionExport
 
