@@ -71,7 +71,14 @@ def render_unilion_card(artifact_dir: str | Path, report: dict[str, Any], report
         lines.append(f"| {m} | {_f(r['bev_ap'], r['bev_ap_ci'])} | {_f(br['0-20m']['bev_ap'])} | "
                      f"{_f(br['20-40m']['bev_ap'])} | {_f(br['40m+']['bev_ap'])} | {_f(r['seg_miou'])} | "
                      f"{_f(r['occ_iou'])} | {r['ms_per_frame']:.0f} |")
+    base = report["baselines"]
+    if "clustering" in base:
+        lines += ["", f"Clustering baseline on the same frames: BEV AP {_f(base['clustering']['bev_ap'])}."]
     if kind == "unilion":
+        if "lion_only" in base:
+            lines[-1] += (f" LION-only model (`policies/unilion_tiny_lion_only`): BEV AP "
+                          f"{_f(base['lion_only']['bev_ap'], base['lion_only']['bev_ap_ci'])}, seg mIoU "
+                          f"{_f(base['lion_only']['seg_miou'])}, occ IoU {_f(base['lion_only']['occ_iou'])}.")
         d = report["paired"].get("LCT - L")
         if d:
             lines += ["", (f"Paired LCT − L: BEV AP {_f(d['bev_ap']['diff'], d['bev_ap']['ci'])}, at 40 m+ "
