@@ -10,11 +10,14 @@ Wired into ``latentstack.cli`` with ``add_launch_parser(subparsers)``. Examples:
     lstack launch ros/graphs/metaworld.yaml --device cuda   # every model-holding node (policy, detection, depth)
     lstack launch ros/graphs/perception.yaml --frames 5     # simulated LiDAR + stereo -> LION + stereo depth
     lstack launch ros/graphs/perception.yaml --frames 5 --transport dds --multiprocess
-    lstack launch ros/graphs/perception_unilion.yaml --frames 4   # LiDAR + cameras + TF -> UniLION (mode LCT)
+    lstack launch ros/graphs/perception.yaml --frames 4 --enable unilion_scene,unilion_detection,unilion_markers
+                                                            # + driving rig (LiDAR, cameras, TF) -> UniLION (LCT)
     lstack launch ros/graphs/metaworld.yaml --transport zenoh --multiprocess     # rmw_zenoh wire contract
     lstack launch ros/graphs/metaworld.yaml --transport zenoh --zenoh-config router  # via zenohd on :7447
 
 ``--device`` sets the ``device`` parameter of every node that holds a model (``--set node.device=...`` sets one).
+``--enable NODE[,NODE...]`` turns on nodes the graph file ships with ``enabled: false`` (applied before ``--frames``
+and ``--device``, so those reach the enabled nodes too).
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ from typing import Any
 
 from latentstack.cli.common import LazyCommand, add_device_arg, add_episodes_arg, add_out_arg, add_policy_arg
 
-__all__ = ["MODEL_NODE_KINDS", "add_launch_parser", "add_parser", "cmd_launch", "main"]
+__all__ = ["MODEL_NODE_KINDS", "add_launch_parser", "add_parser", "cmd_launch", "enable_nodes", "main"]
 
 # node kinds whose core holds a model and takes a ``device`` parameter (sim bridge and recorder hold none)
 MODEL_NODE_KINDS = ("policy", "lidar_detection", "stereo_depth", "unilion_detection")
@@ -65,6 +68,9 @@ def add_launch_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--dds-config", default="loopback",
                    help="loopback (127.0.0.1 only, the default) | default (Cyclone defaults / $CYCLONEDDS_URI, "
                         "to meet ROS 2 nodes on other hosts) | path to a cyclonedds.xml")
+    p.add_argument("--enable", dest="enable", action="append", default=[], metavar="NODE[,NODE...]",
+                   help="enable nodes the graph file disables (enabled: false), e.g. "
+                        "unilion_scene,unilion_detection,unilion_markers in perception.yaml; repeatable")
     p.add_argument("--record", default=None, metavar="PATH", help="enable the recorder, writing a rosbag2/MCAP here")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="NODE.PARAM=VALUE",
                    help="override a node parameter (value parsed as YAML); repeatable")
@@ -80,9 +86,25 @@ def add_launch_parser(subparsers: Any) -> argparse.ArgumentParser:
 add_parser = add_launch_parser  # the name every ``latentstack.cli`` component module exports
 
 
+def enable_nodes(spec: Any, options: list[str]) -> list[str]:
+    """``--enable a,b --enable c``: switches those nodes on (by name); an unknown name is an error naming the graph's
+    nodes. Returns the names enabled."""
+    names = [n.strip() for opt in options for n in opt.split(",") if n.strip()]
+    known = [n.name for n in spec.nodes]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"--enable: graph {spec.name!r} has no node {', '.join(map(repr, unknown))}; "
+                         f"nodes: {known}")
+    for name in names:
+        spec.node(name).enabled = True
+    return names
+
+
 def _apply_overrides(spec: Any, args: argparse.Namespace) -> None:
     from latentstack.ros.graph import parse_set_option
 
+    # first: the overrides below (--frames, --device, ...) look at the enabled nodes
+    enable_nodes(spec, getattr(args, "enable", None) or [])
     for sim in spec.nodes_of("sim_bridge"):
         if args.episodes_per_task is not None:
             sim.params["episodes_per_task"] = args.episodes_per_task

@@ -50,3 +50,29 @@ def test_standalone_main_reports_a_missing_policy(capsys):
 
     assert main(["ros/graphs/metaworld.yaml", "--policy", "policies/no_such_dir", "--episodes", "1"]) == 2
     assert "unknown policy 'policies/no_such_dir'" in capsys.readouterr().err
+
+
+def test_enable_switches_disabled_nodes_on_before_frames_and_device(capsys):
+    """``--enable a,b --enable c`` turns on disabled nodes by name, before ``--frames`` / ``--device`` so those
+    reach them; an unknown name is a clear error (exit 2) that lists the graph's nodes."""
+    from latentstack.launch_cli import _apply_overrides
+    from latentstack.ros.graph import load_graph
+
+    args = parse(["launch", "ros/graphs/perception.yaml", "--enable", "unilion_scene,unilion_detection",
+                  "--enable", "unilion_markers", "--frames", "3", "--device", "cuda:1"])
+    assert args.enable == ["unilion_scene,unilion_detection", "unilion_markers"]
+    spec = load_graph(args.graph)
+    _apply_overrides(spec, args)
+    enabled = {n.name for n in spec.enabled_nodes}
+    assert {"unilion_scene", "unilion_detection", "unilion_markers"} <= enabled and "recorder" not in enabled
+    assert spec.node("unilion_scene").params["frames"] == 3 == spec.node("lidar_scene").params["frames"]
+    assert spec.node("unilion_detection").params["device"] == "cuda:1"
+
+    default = load_graph(args.graph)
+    _apply_overrides(default, parse(["launch", "ros/graphs/perception.yaml", "--frames", "3"]))
+    assert not default.node("unilion_scene").enabled and default.node("unilion_scene").params["frames"] == 8
+
+    bad = parse(["launch", "ros/graphs/perception.yaml", "--enable", "unilion_scene,unilion_detektion"])
+    assert bad.func(bad) == 2
+    err = capsys.readouterr().err
+    assert "--enable" in err and "'unilion_detektion'" in err and "unilion_detection" in err
