@@ -61,3 +61,24 @@ def test_graph_wires_the_publisher_allow_lists():
     assert renamed.node("sim").typed_params().action_publishers == ("/robot1/pi", "/pi2")
     assert renamed.node("pi").typed_params().episode_publishers == ("/robot1/sim",)
     assert renamed.node("pi2").typed_params().episode_publishers == ("/elsewhere/sim",)
+
+
+def test_perception_graph_runs_its_old_nodes_by_default_and_ships_unilion_disabled():
+    """The UniLION rig/detector/markers are part of perception.yaml but off, so its default run (tests, measured
+    latencies) is the LiDAR + stereo graph it always was; switched on, their parameters validate."""
+    spec = load_graph("ros/graphs/perception.yaml")
+    assert [n.name for n in spec.enabled_nodes] == ["lidar_scene", "lidar_detection", "detection_markers",
+                                                    "stereo_scene", "stereo_depth"]
+    assert spec.processes == ["sensors", "lidar", "stereo"]
+    off = {n.name: (n.kind, n.namespace, n.process) for n in spec.nodes if not n.enabled}
+    assert off == {"unilion_scene": ("unilion_scene", "/unilion", "sensors"),
+                   "unilion_detection": ("unilion_detection", "/unilion", "unilion"),
+                   "unilion_markers": ("detection_markers", "/unilion", "unilion"),
+                   "recorder": ("recorder", "/", "sensors")}
+    for name in ("unilion_scene", "unilion_detection", "unilion_markers"):
+        spec.node(name).enabled = True
+    spec.validate()  # disabled nodes are not validated at load time: these are
+    det = spec.node("unilion_detection").typed_params()
+    assert det.model == "policies/unilion_tiny" and det.mode == "LCT" and det.device == "cpu"
+    assert spec.node("unilion_scene").typed_params().seed == 1_200_000
+    assert spec.processes == ["sensors", "lidar", "stereo", "unilion"]  # the sensors stay in one group
