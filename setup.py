@@ -25,7 +25,8 @@ def files(pattern: str) -> list[str]:
 # the artifacts the launch files default to (ros/launch/*.launch.py: FindPackageShare + policies/<name>), so
 # `ros2 launch latentstack metaworld.launch.py` works from any directory; every other artifact stays in the checkout
 LAUNCH_ARTIFACTS = ("vla_metaworld_mt6", "lion_tiny", "stereo_sa2_tiny")
-# launch defaults whose artifact is trained later (perception_unilion.launch.py -> policies/unilion_tiny, issue 17):
+# launch defaults whose artifact is trained later (perception.launch.py unilion:=true -> policies/unilion_tiny,
+# issue 17):
 # installed once present, so the package builds before the artifact exists; afterwards it is checked like the rest
 LATER_ARTIFACTS = ("unilion_tiny",)
 

@@ -86,3 +86,40 @@ def test_package_xml_is_format_3_ament_python():
     assert root.find("export/build_type").text == "ament_python"
     deps = {e.text for e in root if e.tag.endswith("depend")}
     assert {"rclpy", "std_msgs", "sensor_msgs"} <= deps
+
+
+def test_perception_launch_file_starts_the_perception_graphs_nodes():
+    """perception.launch.py and ros/graphs/perception.yaml describe one graph: the same node names, kinds and
+    namespaces; the nodes the graph file disables (the UniLION rig, detector and markers) sit under the launch
+    file's ``unilion`` condition, the simulated sensors under ``sensors``."""
+    from latentstack.ros.graph import load_graph
+
+    tree = ast.parse((ROOT / "ros" / "launch" / "perception.launch.py").read_text())
+
+    def nodes_in(root: ast.AST) -> dict[str, tuple[str, str]]:
+        out = {}
+        for call in ast.walk(root):
+            kw = {k.arg: k.value for k in getattr(call, "keywords", [])} if isinstance(call, ast.Call) else {}
+            if "executable" in kw and "name" in kw:
+                ns = kw["namespace"].value if "namespace" in kw else ""
+                out[kw["name"].value] = (WRAPPERS[kw["executable"].value], "/" + ns.strip("/"))
+        return out
+
+    launched = nodes_in(tree)
+    spec = load_graph("ros/graphs/perception.yaml")
+    assert launched == {n.name: (n.kind, n.namespace) for n in spec.nodes}
+    groups = [c for c in ast.walk(tree) if isinstance(c, ast.Call) and getattr(c.func, "id", "") == "GroupAction"]
+    assert len(groups) == 1
+    cond = next(k.value for k in groups[0].keywords if k.arg == "condition")
+    assert ast.unparse(cond) == "IfCondition(LaunchConfiguration('unilion'))"
+    assert set(nodes_in(groups[0])) == {n.name for n in spec.nodes if not n.enabled and n.kind != "recorder"}
+    declared = {c.args[0].value for c in ast.walk(tree) if isinstance(c, ast.Call)
+                and getattr(c.func, "id", "") == "DeclareLaunchArgument"}
+    assert {"unilion", "unilion_model", "unilion_mode", "sensors"} <= declared
+    # the rig (like the other simulated sensors) also needs sensors:=true: real drivers replace it
+    for call in ast.walk(tree):
+        kw = {k.arg: k.value for k in getattr(call, "keywords", [])} if isinstance(call, ast.Call) else {}
+        if "executable" in kw:
+            is_sensor = kw["executable"].value.endswith("_scene_node")
+            assert (ast.unparse(kw["condition"]) == "sensors" if "condition" in kw else False) == is_sensor, \
+                kw["name"].value
