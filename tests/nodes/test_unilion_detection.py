@@ -6,7 +6,8 @@
 - time synchronisation: mismatched stamps never pair, the buffer stays bounded, late messages are dropped;
 - bad input (image size/encoding, CameraInfo, cloud, missing or malformed TF) is refused and the node keeps running,
   also under property-based hostile input;
-- the graph file runs with ``lstack launch ros/graphs/perception_unilion.yaml --frames N`` in one process.
+- the perception graph runs it: ``lstack launch ros/graphs/perception.yaml --enable unilion_scene,unilion_detection,
+  unilion_markers --frames N`` in one process, beside the LiDAR + stereo nodes.
 
 A small random-weight model (preset ``unilion_test``) saved with ``save_unilion`` stands in for the shipped
 artifact; the rig streams the matching small scene (25.6 m grid, 32 × 48 images).
@@ -394,10 +395,15 @@ def test_tf_buffer_chains_interpolates_and_refuses():
 
 
 # ----------------------------------------------------------------------------- the graph file
+ENABLE = ["--enable", "unilion_scene,unilion_detection,unilion_markers"]  # off by default in perception.yaml
+
+
 def test_graph_runs_with_lstack_launch(artifact, tmp_path, capsys):
+    """The UniLION nodes enabled in the perception graph: every rig frame answered (detections, BEV grids, markers),
+    recorded by the graph's recorder, next to the LiDAR + stereo nodes, which still answer theirs."""
     from latentstack.cli import main
 
-    rc = main(["launch", "ros/graphs/perception_unilion.yaml", "--frames", "2",
+    rc = main(["launch", "ros/graphs/perception.yaml", *ENABLE, "--frames", "2",
                "--set", f"unilion_detection.model={artifact}",
                "--set", "unilion_scene.point_range=[0.0, -12.8, -3.0, 25.6, 12.8, 1.0]",
                "--set", "unilion_scene.place_x=[4.0, 24.0]", "--set", "unilion_scene.place_y=12.0",
@@ -411,7 +417,12 @@ def test_graph_runs_with_lstack_launch(artifact, tmp_path, capsys):
     assert stats["unilion_scene"]["counters"]["frames_answered"] == 2
     assert stats["unilion_detection"]["published"]["/unilion/detections"] == 2
     assert stats["unilion_detection"]["published"]["/unilion/bev/objects"] == 2
-    assert not stats["unilion_detection"]["counters"].get("invalid_message")
+    assert stats["unilion_markers"]["published"]["/unilion/markers"] == 2
+    for node in ("unilion_detection", "unilion_markers"):  # the other sensors' /tf and /clock do not disturb it
+        c = stats[node]["counters"]
+        assert not c.get("invalid_message") and not c.get("callback_error"), (node, c)
+    for sensor in ("lidar_scene", "stereo_scene"):
+        assert stats[sensor]["counters"]["frames_answered"] == 2
     from latentstack.nodes.recorder import read_bag
 
     grids = [m for _, _, m in read_bag(tmp_path / "bag", ["/unilion/bev/occupancy"])]
@@ -479,7 +490,7 @@ def test_rig_defaults_match_the_unilion_tiny_preset_and_the_node():
 def test_shipped_graph_runs_with_the_shipped_artifact(tmp_path, capsys):
     from latentstack.cli import main
 
-    rc = main(["launch", "ros/graphs/perception_unilion.yaml", "--frames", "2", "--set", "unilion_scene.republish_s=600",
+    rc = main(["launch", "ros/graphs/perception.yaml", *ENABLE, "--frames", "2", "--set", "unilion_scene.republish_s=600",
                "--out", str(tmp_path / "run.json"), "--timeout", "600"])
     assert rc == 0, capsys.readouterr().out
     import json
