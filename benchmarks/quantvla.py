@@ -3,9 +3,11 @@
     nice -n 5 .venv/bin/python benchmarks/quantvla.py              # -> reports/quantvla/{quantvla.json,quantvla.png,summary.md}
     nice -n 5 .venv/bin/python benchmarks/quantvla.py --episodes-per-task 2 --repeats 5 --out /tmp/qv   # smoke
 
-Conditions (all built from ``policies/vla_metaworld_mt6`` in this process, evaluated by
-:func:`latentstack.sim.evaluation.evaluate` on the first ``--episodes-per-task`` test seeds of
-every task, so every condition sees exactly the same (task, seed) episodes):
+Conditions (all built from ``policies/vla_metaworld_mt6`` by :mod:`latentstack.quant.conditions`,
+evaluated by :func:`latentstack.sim.evaluation.evaluate_parallel` on the first ``--episodes-per-task``
+test seeds of every task, so every condition sees exactly the same (task, seed) episodes; in this
+process by default, as Ray tasks with ``--workers N`` / ``--ray-address``, where each worker rebuilds
+the conditions from the artifact and the calibration settings — same policies, same outcomes):
 
 - ``fp32`` — the shipped float policy;
 - ``bf16`` — ``torch.autocast("cpu", dtype=torch.bfloat16)`` around ``predict_action_chunk``:
@@ -28,7 +30,9 @@ the model, i.e. ``predict_action_chunk`` timed inside the closed-loop run (queue
 (order alternating), median of the per-round ratios fp32 / w8a8. The headline compares both
 models ``torch.compile``-d (default inductor, no freezing — freezing is pathological on this CPU,
 see kernels); the eager ratio is reported next to it. The closed-loop runs use the eager modules
-(the int layers' C++ ``_int_mm`` path). One torch thread throughout.
+(the int layers' C++ ``_int_mm`` path). One torch thread throughout. On Ray the closed-loop
+latency is the workers' ``select_action`` time of the calls that ran the model (every
+``n_action_steps``-th step; in-process these are checked to be exactly the instrumented calls).
 
 The shipped fp32 policy solves the suite (reports/vla: 300/300), so this suite is saturated: it
 can show "no loss within the Wilson interval", never a gain.
@@ -37,10 +41,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -50,131 +54,22 @@ import numpy as np
 import torch
 from torch import nn
 
+from latentstack.cli.common import add_ray_args
+from latentstack.quant.conditions import CONDITIONS, bf16_autocast, torch_dynamic_int8  # noqa: F401 (re-exported)
+from latentstack.quant.conditions import build_conditions as _build_conditions
+
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "policies" / "vla_metaworld_mt6"
-CONDITIONS = ("fp32", "bf16", "w8a8", "w4a8", "w4a8_atm_ohb", "all_linears_w4a8", "torch_dynamic_int8")
 
 
 # --------------------------------------------------------------------------- condition builders
-def bf16_autocast(policy: nn.Module) -> nn.Module:
-    """``policy`` (a copy) whose ``predict_action_chunk`` runs under CPU bf16 autocast, fp32 out."""
-    p = copy.deepcopy(policy)
-    inner = p.predict_action_chunk
-
-    def predict_action_chunk(batch: Mapping[str, Any], *args: Any, **kwargs: Any) -> torch.Tensor:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = inner(batch, *args, **kwargs)
-        return out.float()
-
-    p.predict_action_chunk = predict_action_chunk  # instance attribute: select_action calls it
-    p.precision = "bf16 autocast (matmul/conv weights+activations bf16, fp32 I/O)"
-    return p
-
-
-def torch_dynamic_int8(policy: nn.Module) -> nn.Module:
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(policy), {nn.Linear}, dtype=torch.qint8)
-
-
+# (in latentstack.quant.conditions, so Ray workers can import them; re-exported here)
 def build_conditions(fp32: nn.Module, calib_run: Callable[[nn.Module], None], names: tuple[str, ...] = CONDITIONS,
                      artifact_dir: str | Path | None = None, calib_meta: Mapping[str, Any] | None = None,
                      verbose: bool = True) -> tuple[dict[str, nn.Module], dict[str, Any]]:
-    """The benchmark's policies by name, plus what was measured while building them (replaced
-    counts, memory of the quantized components, ATM/OHB α/β and drift before/after).
-
-    ``calib_run(model)`` feeds the calibration observations with seeded noise (``policy_runner``).
-    ``w4a8_atm_ohb`` is saved to ``artifact_dir`` (a temp dir if None) and loaded back with
-    ``make_policy`` — the path ``lstack eval --policy w4a8_atm_ohb=<artifact>`` takes.
-    """
-    from latentstack.policies.factory import make_policy
-    from latentstack.quant import (
-        calibrate_atm_ohb,
-        collect_stats,
-        drift,
-        fold_atm_ohb,
-        quantize_model,
-        quantized_memory,
-        save_quantized,
-    )
-
-    unknown = set(names) - set(CONDITIONS)
-    if unknown:
-        raise KeyError(f"unknown conditions {sorted(unknown)}; known {CONDITIONS}")
-    fp32.eval()
-    out: dict[str, nn.Module] = {}
-    info: dict[str, Any] = {"layers": {}, "memory": {}}
-
-    def int_model(layout: str, preset: str) -> tuple[nn.Module, Any]:
-        m = copy.deepcopy(fp32)
-        res = quantize_model(m, layout, preset, verbose=verbose)
-        info["layers"][f"{layout}/{preset}"] = {"replaced": res.count, "total_linears": res.total_linears,
-                                                "summary": res.summary}
-        cfg = res.preset
-        info["memory"][f"{layout}/{preset}"] = quantized_memory(m, res.replaced, cfg.w_bits, cfg.rotate,
-                                                                cfg.permute, cfg.block)
-        return m.eval(), res
-
-    for name in names:
-        if name == "fp32":
-            out[name] = fp32
-        elif name == "bf16":
-            out[name] = bf16_autocast(fp32)
-        elif name == "w8a8":
-            out[name], _ = int_model("paper", "w8a8")
-        elif name == "w4a8":
-            out[name], _ = int_model("paper", "w4a8")
-        elif name == "all_linears_w4a8":
-            out[name], _ = int_model("all_linears", "w4a8")
-        elif name == "torch_dynamic_int8":
-            out[name] = torch_dynamic_int8(fp32).eval()
-        elif name == "w4a8_atm_ohb":
-            student, res = int_model("paper", "w4a8")
-            cal = calibrate_atm_ohb(fp32, student, calib_run, preset="code", meta=dict(calib_meta or {}))
-            before = drift(cal.teacher, cal.student)
-            cal.meta["drift_before"] = before
-            tmp = None
-            if artifact_dir is None:
-                tmp = tempfile.TemporaryDirectory(prefix="quantvla_artifact_")
-                artifact_dir = tmp.name
-            save_quantized(student, res, artifact_dir, source=SHIPPED, calibration=cal)
-            loaded = make_policy(str(artifact_dir)).eval()  # artifact → folded int policy
-            # drift after: the same calibration pass on the folded model
-            with torch.no_grad(), collect_stats(loaded, cal.scope) as st_after:
-                calib_run(loaded)
-            after = drift(cal.teacher, st_after)
-            # the loaded artifact equals folding in memory
-            fold_atm_ohb(student, cal)
-            probe: list[torch.Tensor] = []
-            for m in (student, loaded):
-                calls: list[torch.Tensor] = []
-                orig = m.predict_action_chunk
-                m.predict_action_chunk = lambda b, *a, _o=orig, _c=calls, **k: _c.append(_o(b, *a, **k)) or _c[-1]
-                try:
-                    calib_run(m)
-                finally:
-                    del m.predict_action_chunk
-                probe.append(torch.cat(calls))
-            info["atm_ohb"] = {
-                "preset": cal.preset, "scope": cal.scope,
-                "alpha": {k: v.tolist() for k, v in cal.alpha.items()}, "beta": dict(cal.beta),
-                "neutral_alpha_heads": int(sum(int((v == 1).sum()) for v in cal.alpha.values())),
-                "total_heads": int(sum(v.numel() for v in cal.alpha.values())),
-                "drift": {layer: {"logit_std_before": before[layer]["logit_std"],
-                                  "logit_std_after": after[layer]["logit_std"],
-                                  "rms_before": before[layer]["rms"], "rms_after": after[layer]["rms"]}
-                          for layer in before},
-                "artifact_vs_in_memory_fold_max_abs_diff": float((probe[0] - probe[1]).abs().max()),
-                "calibration": dict(calib_meta or {}),
-            }
-            out[name] = loaded
-            if tmp is not None:
-                info["_tmp"] = tmp  # keep the artifact alive as long as the caller holds info
-        if verbose:
-            print(f"built {name}", flush=True)
-    return out, info
+    """:func:`latentstack.quant.conditions.build_conditions` with ``source`` = the shipped VLA."""
+    return _build_conditions(fp32, calib_run, names, artifact_dir=artifact_dir, calib_meta=calib_meta,
+                             verbose=verbose, source=SHIPPED)
 
 
 # --------------------------------------------------------------------------- timing
@@ -201,6 +96,19 @@ def remove_instrumentation(policy: nn.Module) -> None:
         del policy.predict_action_chunk
     else:
         policy.predict_action_chunk = prev
+
+
+def chunk_call_times(latencies_s: list[float], lengths: list[int], n_action_steps: int) -> list[float]:
+    """The ``select_action`` times (one per step, episodes in order) of the calls that ran the model: the
+    chunk queue is empty at steps 0, n, 2n, … of each episode (how the chunk latency comes back from Ray
+    workers, where :func:`instrument_chunk_latency` cannot reach)."""
+    if sum(lengths) != len(latencies_s):
+        raise ValueError(f"{len(latencies_s)} latencies for {sum(lengths)} steps")
+    out, start = [], 0
+    for n in lengths:
+        out.extend(latencies_s[start:start + n:n_action_steps])
+        start += n
+    return out
 
 
 def interleaved_call_times(fns: Mapping[str, Callable[[], Any]], repeats: int, warmup: int = 3) -> dict[str, list[float]]:
@@ -394,13 +302,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=40, help="interleaved rounds of the speed-up measurement")
     ap.add_argument("--no-compile", action="store_true", help="skip the compiled speed-up (headline falls back to eager)")
     ap.add_argument("--out", default=str(ROOT / "reports" / "quantvla"))
+    add_ray_args(ap)  # the closed-loop conditions as Ray tasks (each worker rebuilds the conditions itself)
     args = ap.parse_args(argv)
     command = "nice -n 5 .venv/bin/python benchmarks/quantvla.py " + " ".join(argv if argv is not None else sys.argv[1:])
 
-    from latentstack.policies.factory import make_policy
-    from latentstack.quant.calib_data import calibration_observations, collate
-    from latentstack.quant.calibrate import policy_runner
-    from latentstack.sim.evaluation import evaluate, latency_table, outcome_table, write_report
+    from latentstack.quant.calib_data import collate
+    from latentstack.quant.conditions import make_conditions, quantvla_conditions
+    from latentstack.sim.evaluation import (
+        evaluate_parallel,
+        latency_table,
+        outcome_table,
+        ray_requested,
+        write_report,
+    )
     from latentstack.sim.suites import load_suite
 
     torch.set_num_threads(1)
@@ -408,16 +322,27 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     suite = load_suite(args.suite)
-    fp32 = make_policy(SHIPPED).eval()
-    obs, prov = calibration_observations(args.suite, per_task=args.calib_per_task)
-    calib_run = policy_runner([collate(obs)], seed=0)
-    policies, info = build_conditions(fp32, calib_run, calib_meta={**prov, "noise_seed": 0, "observations": len(obs)})
+    # built here in any case: the build info (layers, memory, ATM/OHB) and the speed-up use these policies
+    policies, info, obs = quantvla_conditions(str(SHIPPED), args.suite, args.calib_per_task, noise_seed=0)
+    on_ray = ray_requested(args.workers, args.ray_address)
     # chunk-latency instrumentation (after building: the artifact check above used the raw methods)
     chunk_times = {n: instrument_chunk_latency(p) for n, p in policies.items()}
+    # on Ray each worker rebuilds the same conditions from the artifact + calibration settings (deterministic);
+    # in-process the ones built above run (and are timed)
+    make = (functools.partial(make_conditions, str(SHIPPED), args.suite, args.calib_per_task, CONDITIONS, 0)
+            if on_ray else lambda: policies)
     t0 = time.perf_counter()
     with torch.inference_mode():
-        results = evaluate(suite, policies, episodes_per_task=args.episodes_per_task, split="test", progress=True)
+        results = evaluate_parallel(suite, make, args.episodes_per_task, split="test", workers=args.workers,
+                                    ray_address=args.ray_address, progress=True)
     eval_wall = time.perf_counter() - t0
+    n_steps = int(policies["fp32"].config.n_action_steps)
+    for n, r in results.items():
+        model_calls = chunk_call_times(r.latencies_s, [e.length for e in r.episodes], n_steps)
+        if on_ray:  # the workers' model calls: their select_action times
+            chunk_times[n] = model_calls
+        elif len(model_calls) != len(chunk_times[n]):  # the Ray path's call selection, checked in-process
+            raise RuntimeError(f"{n}: {len(model_calls)} chunk-start calls vs {len(chunk_times[n])} model calls")
     print(outcome_table(results))
     print(latency_table(results))
     for p in policies.values():  # remove the timing wrappers before the speed-up measurement
@@ -447,6 +372,11 @@ def main(argv: list[str] | None = None) -> int:
                  "eval_wall_s": eval_wall, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
                  "command": command},
     }
+    if on_ray:
+        report["meta"]["ray_workers"] = args.workers
+        report["meta"]["latency"] = ("on Ray: latency_ms_p50 = median wall time of the select_action calls that "
+                                     "ran the model (every n_action_steps-th step), in the workers, eager, 1 torch "
+                                     "thread each")
     write_report(results, out, {"title": f"{suite.name} test seeds, {args.episodes_per_task}/task", "seeds": seeds},
                  stem="eval")
     report["meta"]["wall_s"] = time.perf_counter() - t_start
