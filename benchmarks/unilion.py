@@ -9,6 +9,8 @@ by default; torch seed ``--seed``) on a real generated frame (``unilion_scenes.g
 - ``voxels``: mode L, the LiDAR cloud of frame 1 at density factors ``--density``: ``f < 1`` keeps a random
   ``f`` of the points; ``f = k >= 2`` adds ``k − 1`` jittered copies, copy ``i`` shifted by
   ``N(0, (1 + i/2) · voxel size)`` per axis, so new voxels fill around the surfaces (points and voxels both grow);
+  the VFE alone (``model.vfe``, whose cost follows the points) is timed in the same rounds, and the forward
+  minus the VFE (difference of medians) is fitted against the tokens too;
 - ``images``: mode LC on the default cloud with image sizes ``--image-sizes`` (at 2 cameras) and camera counts
   ``--cameras`` (at the preset's image size), each rendered by the scene generator (the LiDAR scan is the same
   for every camera setup: checked and recorded); ``image_size`` / ``num_cameras`` are architecture fields, so one
@@ -30,7 +32,7 @@ Fits: least squares ``time ≈ a + b · tokens`` per sweep and thread setting (`
 ``linear`` is :data:`LINEARITY_RULE`. CPU runs time at 1 thread and at ``os.cpu_count()`` threads
 (``--threads``). Writes ``bench_unilion.json``, ``bench_unilion.png`` and ``summary.md``:
 
-    nice -n 10 .venv/bin/python benchmarks/unilion.py                       # CPU -> reports/unilion/scaling
+    .venv/bin/python benchmarks/unilion.py --device cpu                     # CPU -> reports/unilion/scaling
     PYTHONPATH=src python benchmarks/unilion.py --device cuda               # a GPU machine -> $OUT
 """
 from __future__ import annotations
@@ -153,31 +155,48 @@ def prepare_point(model: Any, inputs: list[dict[str, Any]], mode: str) -> tuple[
 
 
 # --------------------------------------------------------------------------- fits
-def linear_fit(x: Sequence[float], y: Sequence[float]) -> dict[str, Any]:
+def linear_fit(x: Sequence[float], y: Sequence[float], covariate: Sequence[float] | None = None) -> dict[str, Any]:
     """Least squares ``y ≈ a + b·x`` (R²), log-log slope, and the x² term's share of y at max x (degree-2 fit);
-    ``linear`` by :data:`LINEARITY_RULE`. Fewer than 3 distinct x: nothing to judge (all None)."""
+    ``linear`` by :data:`LINEARITY_RULE`. With ``covariate`` (e.g. points: the VFE's cost; pixels: the image
+    CNN's) both fits get a ``+ c·covariate`` term, so the verdict is about ``x`` with that cost accounted for.
+    Fewer than 3 distinct x (4 with a covariate): nothing to judge (all None)."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    if len(np.unique(x)) < 3:
-        return {"a": None, "b": None, "r2": None, "loglog_slope": None, "quad_share": None, "linear": None,
-                "n": len(x)}
-    (a, b), *_ = np.linalg.lstsq(np.c_[np.ones_like(x), x], y, rcond=None)
-    ss_res = float(((y - (a + b * x)) ** 2).sum())
+    cov = [] if covariate is None else [np.asarray(covariate, np.float64)]
+    if len(np.unique(x)) < 3 + len(cov):
+        return {"a": None, "b": None, "c": None, "r2": None, "loglog_slope": None, "quad_share": None,
+                "linear": None, "n": len(x)}
+    design = np.stack([np.ones_like(x), x, *cov], 1)
+    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+    ss_res = float(((y - design @ coef) ** 2).sum())
     ss_tot = float(((y - y.mean()) ** 2).sum())
     r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0
-    c2 = float(np.polyfit(x, y, 2)[0])
+    quad, *_ = np.linalg.lstsq(np.stack([np.ones_like(x), x, x ** 2, *cov], 1), y, rcond=None)
     i = int(np.argmax(x))
-    quad_share = c2 * x[i] ** 2 / y[i]
+    quad_share = float(quad[2] * x[i] ** 2 / y[i])
     slope = float(np.polyfit(np.log(x), np.log(y), 1)[0]) if (x > 0).all() and (y > 0).all() else None
-    return {"a": float(a), "b": float(b), "b_per_1k": float(b) * 1e3, "r2": r2, "loglog_slope": slope,
-            "quad_share": quad_share, "linear": bool(r2 >= R2_MIN and abs(quad_share) <= QUAD_SHARE_MAX),
-            "n": len(x)}
+    return {"a": float(coef[0]), "b": float(coef[1]), "b_per_1k": float(coef[1]) * 1e3,
+            "c": float(coef[2]) if cov else None, "r2": r2, "loglog_slope": slope, "quad_share": quad_share,
+            "linear": bool(r2 >= R2_MIN and abs(quad_share) <= QUAD_SHARE_MAX), "n": len(x)}
 
 
-def fits_for(rows: list[dict[str, Any]], x_key: Callable[[dict[str, Any]], float]) -> dict[str, Any]:
+def marginal_per_1k(x: Sequence[float], y: Sequence[float]) -> list[float | None]:
+    """(Δy / Δx) · 1000 between consecutive points in x order: a line has these all equal, a convex curve rising."""
+    order = np.argsort(np.asarray(x, np.float64))
+    xs, ys = np.asarray(x, np.float64)[order], np.asarray(y, np.float64)[order]
+    return [float((ys[i + 1] - ys[i]) / (xs[i + 1] - xs[i]) * 1e3) if xs[i + 1] > xs[i] else None
+            for i in range(len(xs) - 1)]
+
+
+def fits_for(rows: list[dict[str, Any]], x_key: Callable[[dict[str, Any]], float],
+             cov_key: Callable[[dict[str, Any]], float] | None = None, prefix: str = "") -> dict[str, Any]:
+    """Fits of the rows' ``{prefix}wall_ms_p50`` (and, at one CPU thread, ``{prefix}thread_cpu_ms_p50``)."""
     xs = [x_key(r) for r in rows]
-    res = {"wall_p50": linear_fit(xs, [r["wall_ms_p50"] for r in rows])}
-    if rows and all(r["thread_cpu_ms_p50"] is not None for r in rows):
-        res["thread_cpu_p50"] = linear_fit(xs, [r["thread_cpu_ms_p50"] for r in rows])
+    cov = None if cov_key is None else [cov_key(r) for r in rows]
+    res = {"wall_p50": linear_fit(xs, [r[f"{prefix}wall_ms_p50"] for r in rows], cov)}
+    if rows and all(r[f"{prefix}thread_cpu_ms_p50"] is not None for r in rows):
+        res["thread_cpu_p50"] = linear_fit(xs, [r[f"{prefix}thread_cpu_ms_p50"] for r in rows], cov)
+    for clock, f in res.items():
+        f["marginal_ms_per_1k"] = marginal_per_1k(xs, [r[f"{prefix}{clock.replace('_p50', '_ms_p50')}"] for r in rows])
     return res
 
 
@@ -262,29 +281,41 @@ def run(args: argparse.Namespace, device: torch.device, log: Callable[[str], Non
             torch.set_num_threads(nt)
             key = f"threads{nt}" if device.type == "cpu" else device.type
             r: dict[str, Any] = {"torch_threads": nt, "voxels": [], "images": [], "modes": {}}
-            cases: list[tuple[dict[str, Any], Callable[[], Any]]] = []
+            cases: list[tuple[dict[str, Any], Callable[[], Any], str]] = []  # (row, forward, key prefix)
             for f in args.density:
-                row, fn = prepare_point(model, streaming_inputs(model, frames, scfg, clouds[f]), "L")
+                inp = streaming_inputs(model, frames, scfg, clouds[f])
+                row, fn = prepare_point(model, inp, "L")
                 r["voxels"].append({"density": f, **row})
-                cases.append((r["voxels"][-1], fn))
+                cases.append((r["voxels"][-1], fn, ""))
+                # the VFE alone (its cost follows the points, not the tokens), timed in the same rounds
+                cases.append((r["voxels"][-1], lambda inp=inp: model.vfe(inp[-1]["points"], 1), "vfe_"))
             for label, size, n in setups:
                 m = image_models[(size, n)]
                 fr, sc = scenes[(size, n)]
                 row, fn = prepare_point(m, streaming_inputs(m, fr, sc), "LC")
                 r["images"].append({"setup": label, "image_size": list(size), "num_cameras": n,
                                     "pixels": n * size[0] * size[1], **row})
-                cases.append((r["images"][-1], fn))
+                cases.append((r["images"][-1], fn, ""))
             for mode in MODES:
                 row, fn = prepare_point(model, inputs, mode)
                 r["modes"][mode] = row
-                cases.append((row, fn))
+                cases.append((row, fn, ""))
             with torch.no_grad():
-                times = time_interleaved([fn for _, fn in cases], device, args.repeats, args.warmup)
-            for (row, _), t in zip(cases, times):
-                row.update(t)
+                times = time_interleaved([fn for _, fn, _ in cases], device, args.repeats, args.warmup)
+            for (row, _, prefix), t in zip(cases, times):
+                row.update({prefix + k: v for k, v in t.items()})
+            for row in r["voxels"]:  # difference of medians: the forward after the VFE
+                row["after_vfe_wall_ms_p50"] = row["wall_ms_p50"] - row["vfe_wall_ms_p50"]
+                row["after_vfe_thread_cpu_ms_p50"] = (None if row["thread_cpu_ms_p50"] is None else
+                                                      row["thread_cpu_ms_p50"] - row["vfe_thread_cpu_ms_p50"])
             base = r["modes"]["L"]["wall_ms_p50"]
             r["ratio_to_L"] = {mode: r["modes"][mode]["wall_ms_p50"] / base for mode in MODES}
             r["fits"] = {"voxels_vs_lidar_tokens": fits_for(r["voxels"], lambda x: x["num_tokens"]["lidar"]),
+                         "voxels_vs_lidar_tokens+points": fits_for(r["voxels"], lambda x: x["num_tokens"]["lidar"],
+                                                                   lambda x: x["points"]),
+                         "voxels_after_vfe_vs_lidar_tokens": fits_for(r["voxels"], lambda x: x["num_tokens"]["lidar"],
+                                                                      prefix="after_vfe_"),
+                         "voxels_vs_points": fits_for(r["voxels"], lambda x: x["points"]),
                          "images_vs_input_tokens": fits_for(r["images"], lambda x: x["input_tokens"]),
                          "images_vs_pixels": fits_for(r["images"], lambda x: x["pixels"]),
                          "modes_vs_input_tokens": fits_for(list(r["modes"].values()), lambda x: x["input_tokens"])}
@@ -305,7 +336,10 @@ def headline(result: dict[str, Any]) -> dict[str, Any]:
     for key, r in result["runs"].items():
         fv = r["fits"]["voxels_vs_lidar_tokens"]["wall_p50"]
         fi = r["fits"]["images_vs_input_tokens"]["wall_p50"]
+        fvp = r["fits"]["voxels_after_vfe_vs_lidar_tokens"]["wall_p50"]
         out[key] = {"voxel_ms_per_1k_tokens": fv.get("b_per_1k"), "voxel_r2": fv["r2"], "voxel_linear": fv["linear"],
+                    "voxel_after_vfe_ms_per_1k_tokens": fvp.get("b_per_1k"), "voxel_after_vfe_r2": fvp["r2"],
+                    "voxel_after_vfe_linear": fvp["linear"],
                     "image_ms_per_1k_tokens": fi.get("b_per_1k"), "image_r2": fi["r2"], "image_linear": fi["linear"],
                     "lct_over_l": r["ratio_to_L"]["LCT"]}
     return out
@@ -339,6 +373,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
             order = np.argsort(x)
             line = ax.errorbar(x[order], y[order], yerr=[np.zeros(len(x)), (p90 - y)[order]], fmt="o", capsize=2,
                                label=f"{key} p50 (bar: p90)")
+            if fit_key == "voxels_vs_lidar_tokens":  # the same forwards without the VFE's (point-bound) time
+                ya = np.array([row["after_vfe_wall_ms_p50"] for row in rows])
+                ax.plot(x[order], ya[order], "x--", color=line[0].get_color(), alpha=0.7, label=f"{key} after the VFE")
             f = r["fits"][fit_key]["wall_p50"]
             if f["a"] is not None:
                 xx = np.linspace(0, x.max() * 1.05, 50)
@@ -387,21 +424,24 @@ def summary_md(result: dict[str, Any]) -> str:
              f"first forward of the process took {result['first_call_s']:.2f} s (one-time setup, excluded).")]
     if result.get("note"):
         lines += ["", f"**Note:** {result['note']}"]
-    lines += ["", "## Headline", "", ("| run | voxels: ms per 1k tokens | R² | linear | images: ms per 1k tokens | R² "
-              "| linear | LCT / L |"), "|---|---|---|---|---|---|---|---|"]
+    lines += ["", "## Headline (wall p50)", "", ("| run | voxels: ms per 1k tokens | R² | linear | after the VFE: ms "
+              "per 1k tokens | R² | linear | images: ms per 1k tokens | R² | linear | LCT / L |"),
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, h in result["headline"].items():
         lines.append(f"| {key} | {_fmt(h['voxel_ms_per_1k_tokens'])} | {_fmt(h['voxel_r2'])} | {_fmt(h['voxel_linear'])}"
-                     f" | {_fmt(h['image_ms_per_1k_tokens'])} | {_fmt(h['image_r2'])} | {_fmt(h['image_linear'])} "
-                     f"| {_fmt(h['lct_over_l'])} |")
+                     f" | {_fmt(h['voxel_after_vfe_ms_per_1k_tokens'])} | {_fmt(h['voxel_after_vfe_r2'])} | "
+                     f"{_fmt(h['voxel_after_vfe_linear'])} | {_fmt(h['image_ms_per_1k_tokens'])} | "
+                     f"{_fmt(h['image_r2'])} | {_fmt(h['image_linear'])} | {_fmt(h['lct_over_l'])} |")
     lines += ["", f"Rule: {LINEARITY_RULE}."]
     for key, r in runs.items():
         lines += ["", f"## {key}", "", "### LiDAR voxels (mode L)", "",
-                  "| density | points | LiDAR tokens | backbone out | p50 ms | p90 ms | thread CPU p50 ms |",
-                  "|---|---|---|---|---|---|---|"]
+                  ("| density | points | LiDAR tokens | backbone out | p50 ms | p90 ms | thread CPU p50 ms | VFE p50 ms "
+                   "| after VFE p50 ms |"), "|---|---|---|---|---|---|---|---|---|"]
         for row in r["voxels"]:
             t = row["num_tokens"]
             lines.append(f"| {_fmt(row['density'])} | {row['points']} | {t['lidar']} | {t['backbone_out']} | "
-                         f"{_fmt(row['wall_ms_p50'])} | {_fmt(row['wall_ms_p90'])} | {_fmt(row['thread_cpu_ms_p50'])} |")
+                         f"{_fmt(row['wall_ms_p50'])} | {_fmt(row['wall_ms_p90'])} | {_fmt(row['thread_cpu_ms_p50'])} | "
+                         f"{_fmt(row['vfe_wall_ms_p50'])} | {_fmt(row['after_vfe_wall_ms_p50'])} |")
         lines += ["", "### Image tokens (mode LC)", "",
                   "| setup | pixels | LiDAR | camera | backbone out | p50 ms | p90 ms | thread CPU p50 ms |",
                   "|---|---|---|---|---|---|---|---|"]
@@ -415,17 +455,17 @@ def summary_md(result: dict[str, Any]) -> str:
             t = row["num_tokens"]
             lines.append(f"| {m} | {t['lidar']} | {t['camera']} | {t['temporal']} | {t['backbone_out']} | "
                          f"{_fmt(row['wall_ms_p50'])} | {_fmt(row['wall_ms_p90'])} | {_fmt(r['ratio_to_L'][m])} |")
-        lines += ["", "### Fits (time ≈ a + b · n)", "", ("| sweep | clock | a ms | b ms per 1k | R² | log-log slope | "
-                  "x² share at max | linear |"), "|---|---|---|---|---|---|---|---|"]
+        lines += ["", "### Fits (time ≈ a + b · x [+ c · covariate]; x and covariate named by the sweep, `+`)", "",
+                  ("| sweep | clock | a ms | b ms per 1k x | c ms per 1k covariate | R² | log-log slope | "
+                   "x² share at max | linear | marginal ms per 1k x, consecutive points |"),
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for name, fs in r["fits"].items():
             for clock, f in fs.items():
-                b = f.get("b_per_1k")
-                if name == "images_vs_pixels" and b is not None:
-                    b_txt = f"{b * 1e3:.3g} per 1M px"
-                else:
-                    b_txt = _fmt(b)
-                lines.append(f"| {name} | {clock} | {_fmt(f['a'])} | {b_txt} | {_fmt(f['r2'])} | "
-                             f"{_fmt(f['loglog_slope'])} | {_fmt(f['quad_share'])} | {_fmt(f['linear'])} |")
+                c = f.get("c")
+                lines.append(f"| {name} | {clock} | {_fmt(f['a'])} | {_fmt(f.get('b_per_1k'))} | "
+                             f"{_fmt(None if c is None else c * 1e3)} | {_fmt(f['r2'])} | {_fmt(f['loglog_slope'])} | "
+                             f"{_fmt(f['quad_share'])} | {_fmt(f['linear'])} | "
+                             + ", ".join(f"{v:.3g}" if v is not None else "—" for v in f["marginal_ms_per_1k"]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -472,8 +512,10 @@ def main(argv: list[str] | None = None) -> int:
     res = run(args, device, log)
     env["load_avg_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     argv_list = sys.argv[1:] if argv is None else argv
+    niceness = os.nice(0) if hasattr(os, "nice") else 0  # the run's priority is part of its command on a shared box
     result: dict[str, Any] = {
-        "command": ("nice -n 10 .venv/bin/python" if device.type == "cpu" else "PYTHONPATH=src python")
+        "command": (f"nice -n {niceness} " if niceness > 0 else "")
+                   + (".venv/bin/python" if device.type == "cpu" else "PYTHONPATH=src python")
                    + " benchmarks/unilion.py " + " ".join(shlex.quote(a) for a in argv_list),
         "env": env, "preset": args.preset, "seed": args.seed, "repeats": args.repeats, "warmup": args.warmup,
         "density": args.density, "note": args.note, "linearity_rule": LINEARITY_RULE, **res}

@@ -28,9 +28,14 @@ def test_linear_fit_recovers_a_line_and_flags_a_parabola() -> None:
     f = bench.linear_fit(x, 50.0 + 0.03 * x)
     assert f["a"] == pytest.approx(50.0) and f["b_per_1k"] == pytest.approx(30.0)
     assert f["r2"] == pytest.approx(1.0) and abs(f["quad_share"]) < 1e-6 and f["linear"] is True
+    assert bench.marginal_per_1k(x[::-1], (50.0 + 0.03 * x)[::-1]) == pytest.approx([30.0] * 4)  # any order
     q = bench.linear_fit(x, 50.0 + 1e-5 * x ** 2)  # quadratic in tokens: not linear
     assert q["quad_share"] > 0.9 and q["linear"] is False
     assert bench.linear_fit([1.0, 2.0], [3.0, 4.0])["linear"] is None  # two points: nothing to judge
+    cov = np.array([50000.0, 10000, 90000, 20000, 70000])  # e.g. points, not proportional to the tokens
+    g = bench.linear_fit(x, 50.0 + 0.03 * x + 0.005 * cov, cov)
+    assert g["b_per_1k"] == pytest.approx(30.0) and g["c"] == pytest.approx(0.005) and g["linear"] is True
+    assert bench.linear_fit(x, 50.0 + 0.03 * x + 0.005 * cov)["r2"] < 0.99  # without the covariate: a worse line
 
 
 def test_density_cloud_subsamples_and_adds_jittered_copies() -> None:
@@ -67,6 +72,9 @@ def test_tiny_cpu_run_writes_report(tmp_path: Path) -> None:
     assert vox[0]["points"] < vox[1]["points"] < vox[2]["points"]
     assert vox[0]["num_tokens"]["lidar"] < vox[1]["num_tokens"]["lidar"] < vox[2]["num_tokens"]["lidar"]
     assert all(r["num_tokens"]["camera"] == r["num_tokens"]["temporal"] == 0 for r in vox)
+    for r in vox:  # the VFE is part of the forward: timed alone, it is positive and (in medians) the rest is too
+        assert 0 < r["vfe_wall_ms_p50"] and r["after_vfe_wall_ms_p50"] == pytest.approx(
+            r["wall_ms_p50"] - r["vfe_wall_ms_p50"])
     # image sweep (mode LC): the LiDAR tokens are the same, camera tokens grow with pixels
     img = {r["setup"]: r for r in run["images"]}
     assert set(img) == {"16x24 x2cam", "32x48 x2cam", "32x48 x1cam"}
@@ -84,6 +92,7 @@ def test_tiny_cpu_run_writes_report(tmp_path: Path) -> None:
     assert run["ratio_to_L"]["L"] == 1.0
     fit = run["fits"]["voxels_vs_lidar_tokens"]["wall_p50"]
     assert fit["n"] == 3 and np.isfinite(fit["b"]) and isinstance(fit["linear"], bool)
+    assert len(fit["marginal_ms_per_1k"]) == 2
     assert set(res["headline"]) == {"threads1"}
     assert (tmp_path / "bench_unilion.png").stat().st_size > 0
     summary = (tmp_path / "summary.md").read_text()
