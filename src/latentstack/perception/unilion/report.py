@@ -278,4 +278,7 @@ def run_evaluation(unilion: str, lion_only: str | None = None, clustering: bool 
             text = summary.read_text()
             head = text.split("## Tables (written by the command below")[0]
         summary.write_text(head + _summary(result))
+    for n, r in rows.items():
+        print(f"{n:>12}: Car BEV AP@0.5 = {r['bev_ap']:.3f} [{r['bev_ap_ci'][0]:.3f}, {r['bev_ap_ci'][1]:.3f}]  "
+              f"seg mIoU {_fmt(r['seg_miou'])}  occ IoU {_fmt(r['occ_iou'])}  ({r['ms_per_frame']:.0f} ms/frame)")
     return result
