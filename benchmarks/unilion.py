@@ -345,6 +345,32 @@ def headline(result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def reading(result: dict[str, Any]) -> list[str]:
+    """One bullet per run, generated from the numbers (so a rerun cannot leave a stale sentence behind)."""
+    out = []
+    for key, r in result["runs"].items():
+        fv = r["fits"]["voxels_vs_lidar_tokens"]["wall_p50"]
+        fa = r["fits"]["voxels_after_vfe_vs_lidar_tokens"]["wall_p50"]
+        fi = r["fits"]["images_vs_input_tokens"]["wall_p50"]
+        fp = r["fits"]["images_vs_pixels"]["wall_p50"]
+        if fv["a"] is None or fi["a"] is None:
+            out.append(f"- {key}: too few distinct token counts to fit.")
+            continue
+        marg = [m for m in fv["marginal_ms_per_1k"] if m is not None]
+        vfe = max(row["vfe_wall_ms_p50"] / row["wall_ms_p50"] for row in r["voxels"])
+        ratios = " / ".join(f"×{r['ratio_to_L'][m]:.2f}" for m in MODES[1:])
+        out.append(
+            f"- {key}: LiDAR tokens {min(x['num_tokens']['lidar'] for x in r['voxels'])}–"
+            f"{max(x['num_tokens']['lidar'] for x in r['voxels'])}: time ≈ {fv['a']:.0f} ms + {fv['b_per_1k']:.1f} ms "
+            f"per 1k tokens (R² {fv['r2']:.3f}, marginal {min(marg):.0f}–{max(marg):.0f} ms per 1k between points, "
+            f"x² share {fv['quad_share']:.2f}: {'linear' if fv['linear'] else 'not linear'} by the rule); without "
+            f"the VFE (at most {vfe:.0%} of a forward) {fa['b_per_1k']:.1f} ms per 1k, R² {fa['r2']:.3f}. Camera "
+            f"tokens (LC): {fi['b_per_1k']:.1f} ms per 1k tokens, R² {fi['r2']:.3f}, x² share {fi['quad_share']:.2f} "
+            f"({'linear' if fi['linear'] else 'not linear'} by the rule; against pixels R² {fp['r2']:.3f}). "
+            f"LT / LC / LCT cost {ratios} of L.")
+    return out
+
+
 def _fmt(v: Any, nd: int = 3) -> str:
     if v is None:
         return "—"
@@ -432,7 +458,11 @@ def summary_md(result: dict[str, Any]) -> str:
                      f" | {_fmt(h['voxel_after_vfe_ms_per_1k_tokens'])} | {_fmt(h['voxel_after_vfe_r2'])} | "
                      f"{_fmt(h['voxel_after_vfe_linear'])} | {_fmt(h['image_ms_per_1k_tokens'])} | "
                      f"{_fmt(h['image_r2'])} | {_fmt(h['image_linear'])} | {_fmt(h['lct_over_l'])} |")
-    lines += ["", f"Rule: {LINEARITY_RULE}."]
+    lines += ["", f"Rule: {LINEARITY_RULE}.", "", "## Reading", ""] + reading(result) + [
+        "", ("Caveats: the weights are untrained, so the camera token count follows an untrained depth distribution "
+             "(top-k bins per feature pixel; a trained model concentrates it); the image sweep mixes image sizes "
+             "and camera counts; the density sweep grows points and voxels together (hence the VFE column); the "
+             "intercept a is the token-independent part (dense BEV backbone and heads).")]
     for key, r in runs.items():
         lines += ["", f"## {key}", "", "### LiDAR voxels (mode L)", "",
                   ("| density | points | LiDAR tokens | backbone out | p50 ms | p90 ms | thread CPU p50 ms | VFE p50 ms "
