@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["DEVICE_HELP", "DeviceError", "call_with_device", "check_device", "device_kwargs", "parse_device", "to_torch_device"]
+__all__ = ["DEVICE_HELP", "DeviceError", "call_with_device", "check_device", "device_kwargs", "parse_device",
+           "processor_on", "to_torch_device"]
 
 _DEVICE_RE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 DEVICE_HELP = "cpu | cuda | cuda:N | mps (default cpu)"
@@ -61,6 +62,14 @@ def to_torch_device(device: Any) -> Any:
     import torch
 
     return torch.device(check_device(device))
+
+
+def processor_on(processor: Any, device: Any) -> Any:
+    """``processor`` placed on ``device`` (moved only when it is elsewhere): every model's ``processor`` property
+    follows its weights this way, so ``model.to(device)`` is the one call that moves a model."""
+    if processor.device != device:
+        processor.to(device)
+    return processor
 
 
 def device_kwargs(config_cls: type, device: str, what: str) -> dict[str, str]:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from latentstack.core.device import processor_on
 from latentstack.core.pretrained import load_pretrained, save_pretrained
 from latentstack.latent import Site
 
@@ -51,10 +52,7 @@ class LionDetector(nn.Module):
     @property
     def processor(self) -> LionProcessor:
         """Clouds -> point tensor on the model's current device; head outputs -> numpy boxes."""
-        dev = self.device
-        if self._processor.device != dev:
-            self._processor.to(dev)
-        return self._processor
+        return processor_on(self._processor, self.device)
 
     def latent_sites(self) -> dict[str, Site]:
         return {

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from latentstack.core.device import processor_on
 from latentstack.core.pretrained import load_pretrained, save_pretrained
 from latentstack.latent import Site
 
@@ -147,10 +148,7 @@ class UniLION(nn.Module):
 
     @property
     def processor(self) -> UniLIONProcessor:
-        dev = self.device
-        if self._processor.device != dev:
-            self._processor.to(dev)
-        return self._processor
+        return processor_on(self._processor, self.device)
 
     def latent_sites(self) -> dict[str, Site]:
         return {

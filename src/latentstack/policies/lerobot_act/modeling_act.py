@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from latentstack.core.device import processor_on
 from latentstack.latent.context import annotate
 from latentstack.latent.site import Site
 from latentstack.policies.lerobot_act.configuration_act import IMAGE_KEY, STATE_KEY
@@ -160,10 +161,7 @@ class ACTAdapter(nn.Module):
     @property
     def processor(self) -> ACTProcessor:
         """Observation processor (LeRobot's pipelines inside) on the model's current device."""
-        dev = self.device
-        if self._processor.device != dev:
-            self._processor.to(dev)
-        return self._processor
+        return processor_on(self._processor, self.device)
 
     # ---------------------------------------------------------------- inference
     def _check_obs(self, obs: Observation) -> tuple[Tensor, Tensor]:

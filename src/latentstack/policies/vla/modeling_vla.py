@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from latentstack.core.device import processor_on
 from latentstack.latent.context import annotate
 from latentstack.latent.site import Site
 from latentstack.policies.protocol import ActionChunkQueue, Observation
@@ -297,10 +298,7 @@ class VLAPolicy(nn.Module):
     @property
     def processor(self) -> VLAProcessor:
         """The observation processor, placed on the model's current device."""
-        dev = self.device
-        if self._processor.device != dev:
-            self._processor.to(dev)
-        return self._processor
+        return processor_on(self._processor, self.device)
 
     # ---------------------------------------------------------------- init / stats
     def _init_weights(self) -> None:
