@@ -43,11 +43,8 @@ SMALL = {"point_range": (0.0, -12.8, -3.0, 25.6, 12.8, 1.0), "place_x": (4.0, 24
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_torch_thread: None) -> None:
+    """One torch thread (tests/conftest.py: one_torch_thread)."""
 
 
 @pytest.fixture(scope="module")

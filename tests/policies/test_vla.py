@@ -21,7 +21,7 @@ def tiny_config(**kw) -> VLAConfig:
 
 
 @pytest.fixture(scope="module")
-def policy(_one_thread) -> VLAPolicy:
+def policy() -> VLAPolicy:
     return VLAPolicy(tiny_config())
 
 

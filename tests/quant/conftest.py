@@ -42,9 +42,5 @@ def predict(model, batch, seed: int = 0) -> torch.Tensor:
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
+def _one_thread(one_torch_thread: None) -> None:
     """2-thread OpenMP stalls when the other core is busy (kernels.md); these tests are small."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)

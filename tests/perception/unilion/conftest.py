@@ -20,12 +20,6 @@ def small_frames() -> tuple[list[us.UniFrame], us.UniSceneConfig]:
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
+def _one_thread(one_torch_thread: None) -> None:
     """These models are tiny: intra-op threads only add contention on a shared 2-core runner (measured 0.5 s
     vs >5 s per overfit step under load)."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
