@@ -679,20 +679,12 @@ def run_perf_sections(result: dict[str, Any], sections: list[str], device: torch
     return failed
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def headline(result: dict[str, Any], device: torch.device) -> None:
     """The issue's headline keys (null + a reason where this run cannot measure them)."""
+    from latentstack.core.device import cpu_model_name
+
     env = result["env"]
-    result["device"] = env.get("gpu", "cuda") if device.type == "cuda" else f"cpu ({_cpu_name()})"
+    result["device"] = env.get("gpu", "cuda") if device.type == "cuda" else f"cpu ({cpu_model_name()})"
     why: dict[str, str] = {}
     cuda = device.type == "cuda"
     scan = result.get("kernels", {}).get("selective_scan", {})

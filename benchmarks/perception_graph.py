@@ -184,14 +184,9 @@ def cloud_description(seed: int = 200_000) -> str:
 
 def cpu_name() -> str:
     """CPU model and the cores this process may use (the numbers depend on both)."""
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from latentstack.core.device import cpu_model_name
+
+    name = cpu_model_name()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return f"{name}, {cores} cores"
 

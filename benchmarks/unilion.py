@@ -202,15 +202,9 @@ def fits_for(rows: list[dict[str, Any]], x_key: Callable[[dict[str, Any]], float
 
 # --------------------------------------------------------------------------- machine
 def machine_info(device: torch.device) -> dict[str, Any]:
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info: dict[str, Any] = {"cpu": name, "cores": os.cpu_count(), "python": platform.python_version(),
+    from latentstack.core.device import cpu_model_name
+
+    info: dict[str, Any] = {"cpu": cpu_model_name(), "cores": os.cpu_count(), "python": platform.python_version(),
                             "torch": torch.__version__, "device": str(device),
                             "load_avg_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
     if device.type == "cuda":

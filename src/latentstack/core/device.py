@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["DEVICE_HELP", "DeviceError", "call_with_device", "check_device", "device_kwargs", "parse_device",
-           "processor_on", "to_torch_device"]
+__all__ = ["DEVICE_HELP", "DeviceError", "call_with_device", "check_device", "cpu_model_name", "device_kwargs",
+           "parse_device", "processor_on", "to_torch_device"]
 
 _DEVICE_RE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 DEVICE_HELP = "cpu | cuda | cuda:N | mps (default cpu)"
@@ -62,6 +62,20 @@ def to_torch_device(device: Any) -> Any:
     import torch
 
     return torch.device(check_device(device))
+
+
+def cpu_model_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; ``platform`` elsewhere): benchmarks record it beside their numbers."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def processor_on(processor: Any, device: Any) -> Any:
