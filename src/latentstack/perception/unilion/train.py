@@ -238,4 +238,7 @@ def predict_sequences(model: UniLION, frames: Sequence[Any], mode: str, intrinsi
                 out[i] = d
             bar.update(len(idx))
     bar.close()
-    return [d for d in out if d is not None]
+    missing = [i for i, d in enumerate(out) if d is None]
+    if missing:  # a frame whose sequence had frames of other lengths in a chunk cannot be skipped silently
+        raise RuntimeError(f"no prediction for frames {missing[:5]}")
+    return out  # type: ignore[return-value]
